@@ -135,7 +135,10 @@ fn check_owner(owner: &str) -> Result<(), &'static str> {
     if owner.len() > OWNER_MAX {
         return Err("GitHub owners have at most 39 characters");
     }
-    if !owner.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !owner
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("GitHub owners use only letters, digits and '-'");
     }
     if owner.starts_with('-') {
@@ -198,8 +201,14 @@ mod tests {
             ("", "empty"),
             ("ossf/scorecard", "expected github.com/OWNER/NAME"),
             ("github.com/ossf", "expected github.com/OWNER/NAME"),
-            ("github.com/ossf/scorecard/tree/main", "expected github.com/OWNER/NAME"),
-            ("gitlab.com/gitlab-org/gitlab", "only github.com repositories"),
+            (
+                "github.com/ossf/scorecard/tree/main",
+                "expected github.com/OWNER/NAME",
+            ),
+            (
+                "gitlab.com/gitlab-org/gitlab",
+                "only github.com repositories",
+            ),
             ("github.com/-ossf/x", "cannot start with '-'"),
             ("github.com/os_sf/x", "only letters, digits and '-'"),
             (&format!("github.com/{}/x", "a".repeat(40)), "at most 39"),

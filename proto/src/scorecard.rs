@@ -142,7 +142,11 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         files.sort();
-        assert!(files.len() >= 3, "expected the recorded outputs in {}", dir.display());
+        assert!(
+            files.len() >= 3,
+            "expected the recorded outputs in {}",
+            dir.display()
+        );
         files
             .into_iter()
             .map(|p| {
@@ -167,7 +171,11 @@ mod tests {
             for (got, want) in result.checks.iter().zip(checks) {
                 assert_eq!(got.name, want["name"].as_str().unwrap());
                 let score = want["score"].as_i64().unwrap();
-                assert_eq!(got.score.map(i64::from), (score >= 0).then_some(score), "{name}");
+                assert_eq!(
+                    got.score.map(i64::from),
+                    (score >= 0).then_some(score),
+                    "{name}"
+                );
                 assert_eq!(got.reason, want["reason"].as_str().unwrap());
                 assert_eq!(got.doc_url, want["documentation"]["url"].as_str().unwrap());
             }
@@ -192,7 +200,10 @@ mod tests {
         assert_eq!(full.to_rfc3339(), "2023-04-20T23:25:12+00:00");
         let offset = parse_date("2023-04-20T23:25:12+02:00").unwrap();
         assert_eq!(offset.to_rfc3339(), "2023-04-20T21:25:12+00:00");
-        assert!(matches!(parse_date("yesterday"), Err(ScorecardJsonError::Date(_))));
+        assert!(matches!(
+            parse_date("yesterday"),
+            Err(ScorecardJsonError::Date(_))
+        ));
     }
 
     fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> String {
@@ -224,7 +235,10 @@ mod tests {
         assert_eq!(result.checks[2].score, None);
         assert!(result.raw_json.contains("from_the_future"));
         let zero = edited(|j| j["score"] = 0.0.into());
-        assert_eq!(parse_result(&zero, &RunInfo::default()).unwrap().score, Some(0.0));
+        assert_eq!(
+            parse_result(&zero, &RunInfo::default()).unwrap().score,
+            Some(0.0)
+        );
     }
 
     #[test]

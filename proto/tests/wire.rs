@@ -56,6 +56,9 @@ fn protobuf_round_trip_keeps_everything() {
     let back = WorkFailure::decode(bytes.as_slice()).unwrap();
     assert_eq!(back, failure);
     let json = serde_json::to_string(&back).unwrap();
-    assert!(json.contains(r#""class":"FAILURE_CLASS_TIMEOUT""#), "{json}");
+    assert!(
+        json.contains(r#""class":"FAILURE_CLASS_TIMEOUT""#),
+        "{json}"
+    );
     assert_eq!(serde_json::from_str::<WorkFailure>(&json).unwrap(), failure);
 }

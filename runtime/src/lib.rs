@@ -1,0 +1,17 @@
+//! What every scorecard-fleet service runs on; each binary's `main` is a few calls into here.
+//!
+//! - [`config`]: the clap pieces every binary shares (NATS, database, logs, HTTP) and [`config::Secret`].
+//! - [`telemetry`]: `tracing` set-up, plain or JSON.
+//! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal aborts.
+//! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
+//! - [`topology`]: every NATS stream, subject and consumer, created or verified at start-up.
+//! - [`db`]: the connection pool, migrations and the schema-version check.
+//! - [`nats`]: connecting to NATS with retries and credentials kept secret.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod nats;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;

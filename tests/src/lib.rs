@@ -1,0 +1,11 @@
+//! Support for the integration tests: finding the local stack and simulating scorecard runs.
+//!
+//! - [`stack`]: the addresses of the stack `dev/stack up` started; a missing stack is a loud failure.
+//! - [`kube_support`]: Kubernetes clients (admin, or a ServiceAccount's token) and small waits.
+//! - [`sim`]: the scorecard stand-in: gives a KWOK pod a recorded output as its log and an exit code.
+//! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
+
+pub mod fixtures;
+pub mod kube_support;
+pub mod sim;
+pub mod stack;

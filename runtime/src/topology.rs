@@ -1,0 +1,481 @@
+//! Every NATS stream, subject and consumer of the fleet, in one place. Each service calls
+//! [`Topology::ensure`] at start-up: it creates what is missing and verifies what exists, and a
+//! setting that differs is an error naming it. Nothing is ever changed silently.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::{
+    ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind,
+};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+/// Durable consumer the workers pull people's requests from (drained before scheduled work).
+pub const WORKER_MANUAL: &str = "worker-manual";
+/// Durable consumer the workers pull scheduled work from.
+pub const WORKER_SCHEDULED: &str = "worker-scheduled";
+/// Durable consumer the sink pulls results and failures from.
+pub const SINK: &str = "sink";
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Settings operators tune; names are derived from the prefix.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArgs {
+    /// Prefix for every stream and subject, so two fleets can share one NATS ("" = none).
+    #[arg(long, env = "NATS_PREFIX", default_value = "")]
+    pub nats_prefix: String,
+
+    /// Seconds a worker may hold a work item without a progress ack before JetStream hands it
+    /// to another worker. Workers heartbeat well inside it, so this only bounds crash recovery.
+    #[arg(long, env = "WORK_ACK_WAIT_SECS", default_value_t = 120)]
+    pub work_ack_wait_secs: u64,
+
+    /// Deliveries of one work item before it is dead-lettered.
+    #[arg(long, env = "WORK_MAX_DELIVER", default_value_t = 5)]
+    pub work_max_deliver: i64,
+
+    /// Fleet-wide cap on scheduled items in flight (all workers together).
+    #[arg(long, env = "WORK_MAX_ACK_PENDING", default_value_t = 1000)]
+    pub work_max_ack_pending: i64,
+
+    /// Fleet-wide cap on manual items in flight, on top of the scheduled cap.
+    #[arg(long, env = "MANUAL_MAX_ACK_PENDING", default_value_t = 100)]
+    pub manual_max_ack_pending: i64,
+
+    /// Days results are kept in the results stream, so a database can be rebuilt by replay.
+    #[arg(long, env = "RESULTS_MAX_AGE_DAYS", default_value_t = 30)]
+    pub results_max_age_days: u64,
+
+    /// Days dead-lettered work is kept for inspection and replay.
+    #[arg(long, env = "DEAD_MAX_AGE_DAYS", default_value_t = 14)]
+    pub dead_max_age_days: u64,
+}
+
+impl Default for TopologyArgs {
+    fn default() -> Self {
+        Self {
+            nats_prefix: String::new(),
+            work_ack_wait_secs: 120,
+            work_max_deliver: 5,
+            work_max_ack_pending: 1000,
+            manual_max_ack_pending: 100,
+            results_max_age_days: 30,
+            dead_max_age_days: 14,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error(
+        "NATS prefix {0:?} is invalid: use letters, digits, '-' and '_' (it becomes a subject token)"
+    )]
+    Prefix(String),
+    #[error("invalid topology setting: {0}")]
+    Setting(String),
+    #[error(
+        "{kind} {name} exists with {setting} = {found}, but this fleet is configured for {wanted}; \
+         change the {kind} (nats {kind} info {name}) or the configuration, nothing was modified"
+    )]
+    Mismatch {
+        kind: &'static str,
+        name: String,
+        setting: &'static str,
+        found: String,
+        wanted: String,
+    },
+    #[error("NATS JetStream request for {what} failed: {message}")]
+    Nats { what: String, message: String },
+}
+
+/// The fleet's names and settings.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    subject_prefix: String,
+    stream_prefix: String,
+    args: TopologyArgs,
+}
+
+impl Topology {
+    pub fn new(args: TopologyArgs) -> Result<Self, TopologyError> {
+        let prefix = args.nats_prefix.trim().to_owned();
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(TopologyError::Prefix(prefix));
+        }
+        if args.work_max_deliver < 1 || args.work_ack_wait_secs == 0 {
+            return Err(TopologyError::Setting(
+                "work_max_deliver and work_ack_wait_secs must be at least 1".into(),
+            ));
+        }
+        if args.work_max_ack_pending < 1 || args.manual_max_ack_pending < 1 {
+            return Err(TopologyError::Setting(
+                "max ack pending caps must be at least 1".into(),
+            ));
+        }
+        let (subject_prefix, stream_prefix) = if prefix.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("{prefix}."),
+                format!("{}_", prefix.to_ascii_uppercase().replace('-', "_")),
+            )
+        };
+        Ok(Self {
+            subject_prefix,
+            stream_prefix,
+            args,
+        })
+    }
+
+    pub fn args(&self) -> &TopologyArgs {
+        &self.args
+    }
+
+    fn subject(&self, tail: &str) -> String {
+        format!("{}scorecard.{tail}", self.subject_prefix)
+    }
+
+    pub fn work_stream(&self) -> String {
+        format!("{}SCORECARD_WORK", self.stream_prefix)
+    }
+    pub fn results_stream(&self) -> String {
+        format!("{}SCORECARD_RESULTS", self.stream_prefix)
+    }
+    pub fn dead_stream(&self) -> String {
+        format!("{}SCORECARD_DEAD", self.stream_prefix)
+    }
+    pub fn scheduled_subject(&self) -> String {
+        self.subject("work.scheduled")
+    }
+    pub fn manual_subject(&self) -> String {
+        self.subject("work.manual")
+    }
+    pub fn results_subject(&self) -> String {
+        self.subject("results")
+    }
+    pub fn failures_subject(&self) -> String {
+        self.subject("failures")
+    }
+    /// Dead letters go to `scorecard.dead.<class>` (e.g. `scorecard.dead.timeout`), so
+    /// `nats stream view` and replay can filter by class with a subject.
+    pub fn dead_subject(&self, class: &str) -> String {
+        self.subject(&format!("dead.{}", class.to_ascii_lowercase()))
+    }
+    pub fn dead_subjects(&self) -> String {
+        self.subject("dead.>")
+    }
+
+    /// The streams, as they must be.
+    pub fn streams(&self) -> Vec<stream::Config> {
+        vec![
+            stream::Config {
+                name: self.work_stream(),
+                description: Some("scorecard-fleet: repositories to score".into()),
+                subjects: vec![self.scheduled_subject(), self.manual_subject()],
+                // An item leaves the stream once a worker acks it: the queue's size is the
+                // backlog, whatever the number of repositories.
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                // Refuse new work rather than drop queued work when a limit is hit.
+                discard: DiscardPolicy::New,
+                // Nats-Msg-Id dedup: a producer retries a publish within seconds, never minutes.
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            stream::Config {
+                name: self.results_stream(),
+                description: Some("scorecard-fleet: scan results and final failures".into()),
+                subjects: vec![self.results_subject(), self.failures_subject()],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                // Kept after the sink acks, so a fresh database can be rebuilt by replay.
+                max_age: DAY * u32::try_from(self.args.results_max_age_days).unwrap_or(u32::MAX),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            stream::Config {
+                name: self.dead_stream(),
+                description: Some("scorecard-fleet: work that will not be retried".into()),
+                subjects: vec![self.dead_subjects()],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                max_age: DAY * u32::try_from(self.args.dead_max_age_days).unwrap_or(u32::MAX),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+        ]
+    }
+
+    /// The durable consumers, as they must be, with the stream each belongs to.
+    pub fn consumers(&self) -> Vec<(String, pull::Config)> {
+        let ack_wait = Duration::from_secs(self.args.work_ack_wait_secs);
+        let worker = |name: &str, subject: String, max_ack_pending: i64| pull::Config {
+            durable_name: Some(name.into()),
+            description: Some("scorecard-fleet workers".into()),
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            max_deliver: self.args.work_max_deliver,
+            max_ack_pending,
+            ..Default::default()
+        };
+        vec![
+            (
+                self.work_stream(),
+                worker(
+                    WORKER_MANUAL,
+                    self.manual_subject(),
+                    self.args.manual_max_ack_pending,
+                ),
+            ),
+            (
+                self.work_stream(),
+                worker(
+                    WORKER_SCHEDULED,
+                    self.scheduled_subject(),
+                    self.args.work_max_ack_pending,
+                ),
+            ),
+            (
+                self.results_stream(),
+                pull::Config {
+                    durable_name: Some(SINK.into()),
+                    description: Some("scorecard-fleet sink".into()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    // A batch is written in one transaction well within this.
+                    ack_wait: Duration::from_secs(60),
+                    // The sink never gives up on a result: a database outage must not lose one.
+                    max_deliver: -1,
+                    // Room for a few full batches in flight.
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            ),
+        ]
+    }
+
+    /// Creates what is missing and verifies what exists. Safe to call from every replica at
+    /// once: a lost creation race is followed by verification.
+    pub async fn ensure(&self, js: &async_nats::jetstream::Context) -> Result<(), TopologyError> {
+        for want in self.streams() {
+            self.ensure_stream(js, want).await?;
+        }
+        for (stream_name, want) in self.consumers() {
+            ensure_consumer(js, &stream_name, want).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_stream(
+        &self,
+        js: &async_nats::jetstream::Context,
+        want: stream::Config,
+    ) -> Result<(), TopologyError> {
+        let name = want.name.clone();
+        let nats_err = |e: &dyn std::fmt::Display| TopologyError::Nats {
+            what: format!("stream {name}"),
+            message: e.to_string(),
+        };
+        let mut found = match js.get_stream(&name).await {
+            Ok(mut s) => s.info().await.map_err(|e| nats_err(&e))?.config.clone(),
+            Err(e) if stream_missing(&e) => match js.create_stream(want.clone()).await {
+                Ok(_) => {
+                    tracing::info!(stream = %name, "created stream");
+                    return Ok(());
+                }
+                // Another replica created it between our look and our create: verify theirs.
+                Err(create) if matches!(create.kind(), CreateStreamErrorKind::JetStream(_)) => {
+                    let mut s = js.get_stream(&name).await.map_err(|e| nats_err(&e))?;
+                    s.info().await.map_err(|e| nats_err(&e))?.config.clone()
+                }
+                Err(create) => return Err(nats_err(&create)),
+            },
+            Err(e) => return Err(nats_err(&e)),
+        };
+        found.subjects.sort();
+        let mut want_subjects = want.subjects.clone();
+        want_subjects.sort();
+        let mismatch = |setting, found: String, wanted: String| TopologyError::Mismatch {
+            kind: "stream",
+            name: name.clone(),
+            setting,
+            found,
+            wanted,
+        };
+        check("subjects", &found.subjects, &want_subjects, mismatch)?;
+        check("retention", &found.retention, &want.retention, mismatch)?;
+        check("storage", &found.storage, &want.storage, mismatch)?;
+        check("discard", &found.discard, &want.discard, mismatch)?;
+        check("max_age", &found.max_age, &want.max_age, mismatch)?;
+        check(
+            "duplicate_window",
+            &found.duplicate_window,
+            &want.duplicate_window,
+            mismatch,
+        )?;
+        tracing::debug!(stream = %name, "stream verified");
+        Ok(())
+    }
+}
+
+async fn ensure_consumer(
+    js: &async_nats::jetstream::Context,
+    stream_name: &str,
+    want: pull::Config,
+) -> Result<(), TopologyError> {
+    let name = want.durable_name.clone().unwrap_or_default();
+    let nats_err = |e: &dyn std::fmt::Display| TopologyError::Nats {
+        what: format!("consumer {name} on stream {stream_name}"),
+        message: e.to_string(),
+    };
+    let stream = js
+        .get_stream_no_info(stream_name)
+        .await
+        .map_err(|e| nats_err(&e))?;
+    let found = match stream.consumer_info(&name).await {
+        Ok(info) => info.config,
+        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+            match stream.create_consumer(want.clone()).await {
+                Ok(_) => {
+                    tracing::info!(consumer = %name, stream = %stream_name, "created consumer");
+                    return Ok(());
+                }
+                // Lost a creation race (or the server refused a change): verify what is there.
+                Err(_) => {
+                    stream
+                        .consumer_info(&name)
+                        .await
+                        .map_err(|e| nats_err(&e))?
+                        .config
+                }
+            }
+        }
+        Err(e) => return Err(nats_err(&e)),
+    };
+    let mismatch = |setting, found: String, wanted: String| TopologyError::Mismatch {
+        kind: "consumer",
+        name: format!("{stream_name} {name}"),
+        setting,
+        found,
+        wanted,
+    };
+    check(
+        "filter_subject",
+        &found.filter_subject,
+        &want.filter_subject,
+        mismatch,
+    )?;
+    check("ack_policy", &found.ack_policy, &want.ack_policy, mismatch)?;
+    check(
+        "deliver_policy",
+        &found.deliver_policy,
+        &want.deliver_policy,
+        mismatch,
+    )?;
+    check("ack_wait", &found.ack_wait, &want.ack_wait, mismatch)?;
+    check(
+        "max_deliver",
+        &found.max_deliver,
+        &want.max_deliver,
+        mismatch,
+    )?;
+    check(
+        "max_ack_pending",
+        &found.max_ack_pending,
+        &want.max_ack_pending,
+        mismatch,
+    )?;
+    tracing::debug!(consumer = %name, stream = %stream_name, "consumer verified");
+    Ok(())
+}
+
+fn check<T: PartialEq + Debug>(
+    setting: &'static str,
+    found: &T,
+    wanted: &T,
+    mismatch: impl Fn(&'static str, String, String) -> TopologyError,
+) -> Result<(), TopologyError> {
+    if found == wanted {
+        Ok(())
+    } else {
+        Err(mismatch(
+            setting,
+            format!("{found:?}"),
+            format!("{wanted:?}"),
+        ))
+    }
+}
+
+fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+        if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_without_and_with_prefix() {
+        let plain = Topology::new(TopologyArgs::default()).unwrap();
+        assert_eq!(plain.work_stream(), "SCORECARD_WORK");
+        assert_eq!(plain.manual_subject(), "scorecard.work.manual");
+        assert_eq!(plain.dead_subject("TIMEOUT"), "scorecard.dead.timeout");
+
+        let staging = Topology::new(TopologyArgs {
+            nats_prefix: "staging-eu".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(staging.work_stream(), "STAGING_EU_SCORECARD_WORK");
+        assert_eq!(staging.results_subject(), "staging-eu.scorecard.results");
+        assert_eq!(staging.dead_subjects(), "staging-eu.scorecard.dead.>");
+    }
+
+    #[test]
+    fn rejects_prefixes_that_would_break_subjects() {
+        for bad in ["a.b", "a b", "a>", "*"] {
+            let args = TopologyArgs {
+                nats_prefix: bad.into(),
+                ..Default::default()
+            };
+            assert!(
+                matches!(Topology::new(args), Err(TopologyError::Prefix(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_subject_belongs_to_exactly_one_stream() {
+        let t = Topology::new(TopologyArgs::default()).unwrap();
+        let streams = t.streams();
+        for (stream, consumer) in t.consumers() {
+            let owner = streams.iter().find(|s| s.name == stream).unwrap();
+            let filter = &consumer.filter_subject;
+            assert!(
+                filter.is_empty() || owner.subjects.contains(filter),
+                "{filter} not in {stream}"
+            );
+        }
+        for subject in [
+            t.scheduled_subject(),
+            t.manual_subject(),
+            t.results_subject(),
+            t.failures_subject(),
+        ] {
+            let owners = streams
+                .iter()
+                .filter(|s| s.subjects.contains(&subject))
+                .count();
+            assert_eq!(owners, 1, "{subject}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Where the local stack is. Tests read `DATABASE_URL`, `NATS_URL` and `KUBECONFIG` from the
+//! environment (`eval "$(dev/stack env)"`), or from the env file `dev/stack up` writes, so a
+//! plain `cargo test` works once the stack is up. A missing stack fails the test, never skips it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn stack_env_file() -> PathBuf {
+    let dir = std::env::var_os("STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack"));
+    dir.join("env")
+}
+
+/// Parses `export NAME='value'` lines, as `dev/stack env` prints them.
+fn from_env_file(name: &str) -> Option<String> {
+    static FILE: OnceLock<String> = OnceLock::new();
+    let text = FILE.get_or_init(|| std::fs::read_to_string(stack_env_file()).unwrap_or_default());
+    text.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("export ")?
+            .strip_prefix(name)?
+            .strip_prefix('=')?;
+        Some(rest.trim_matches('\'').to_owned())
+    })
+}
+
+/// The value of a stack variable, or a panic that says how to start the stack.
+pub fn var(name: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .or_else(|| from_env_file(name))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not set and {} has no value for it: start the local stack with \
+                 `dev/stack up` (and `eval \"$(dev/stack env)\"`) before running these tests",
+                stack_env_file().display()
+            )
+        })
+}
+
+pub fn database_url() -> String {
+    var("DATABASE_URL")
+}
+
+pub fn nats_url() -> String {
+    var("NATS_URL")
+}
+
+pub fn kubeconfig() -> PathBuf {
+    PathBuf::from(var("KUBECONFIG"))
+}
+
+pub fn stack_dir() -> PathBuf {
+    PathBuf::from(var("STACK_DIR"))
+}
+
+/// A name unique to this test run, for NATS prefixes and Kubernetes namespaces.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
