@@ -103,3 +103,18 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), SchemaError> {
         }),
     }
 }
+
+/// One attempt, for commands a person runs: an unreachable database is an immediate error.
+pub async fn connect_once(args: &DbArgs) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(args.database_max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(args.database_url.expose())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {}",
+                redact_url(args.database_url.expose())
+            )
+        })
+}

@@ -5,11 +5,13 @@
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal aborts.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`topology`]: every NATS stream, subject and consumer, created or verified at start-up.
+//! - [`dead`]: dead-lettering failures and poison messages to the dead stream.
 //! - [`db`]: the connection pool, migrations and the schema-version check.
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
 
 pub mod config;
 pub mod db;
+pub mod dead;
 pub mod http;
 pub mod nats;
 pub mod shutdown;

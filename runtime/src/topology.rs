@@ -242,23 +242,27 @@ impl Topology {
                     self.args.work_max_ack_pending,
                 ),
             ),
-            (
-                self.results_stream(),
-                pull::Config {
-                    durable_name: Some(SINK.into()),
-                    description: Some("scorecard-fleet sink".into()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    // A batch is written in one transaction well within this.
-                    ack_wait: Duration::from_secs(60),
-                    // The sink never gives up on a result: a database outage must not lose one.
-                    max_deliver: -1,
-                    // Room for a few full batches in flight.
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            ),
+            (self.results_stream(), self.sink_consumer(SINK)),
         ]
+    }
+
+    /// The sink's consumer. Another name gives a second, independent reader of the whole
+    /// results stream: that is how a fresh database is rebuilt by replay.
+    pub fn sink_consumer(&self, name: &str) -> pull::Config {
+        pull::Config {
+            durable_name: Some(name.into()),
+            description: Some("scorecard-fleet sink".into()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            // A batch is written in one transaction well within this; a held batch (database
+            // down) is kept alive with progress acks.
+            ack_wait: Duration::from_secs(60),
+            // The sink never gives up on a result: a database outage must not lose one.
+            max_deliver: -1,
+            // Room for a few full batches in flight.
+            max_ack_pending: 20_000,
+            ..Default::default()
+        }
     }
 
     /// Creates what is missing and verifies what exists. Safe to call from every replica at
@@ -325,7 +329,8 @@ impl Topology {
     }
 }
 
-async fn ensure_consumer(
+/// Creates the durable consumer `want` on `stream_name`, or verifies the one that exists.
+pub async fn ensure_consumer(
     js: &async_nats::jetstream::Context,
     stream_name: &str,
     want: pull::Config,

@@ -1,1 +1,78 @@
+//! The sink: results and failures from NATS JetStream into PostgreSQL.
+//!
+//! - [`config`]: the command line (`run`, `status`, `show`).
+//! - [`decode`]: a JetStream message to a record, or the reason it is poison.
+//! - [`upsert`]: one batch of records in one transaction, idempotently.
+//! - [`schedule`]: when a repository is due again after a result or a failure.
+//! - [`consume`]: pull, write, ack; hold and retry while PostgreSQL is down.
+//! - [`report`]: `status` and `show`, for operators.
+//! - [`metrics`]: what `/metrics` exports.
 
+pub mod config;
+pub mod consume;
+pub mod decode;
+pub mod metrics;
+pub mod report;
+pub mod schedule;
+pub mod upsert;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::topology::{self, Topology};
+use fleet_runtime::{db, nats};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RunArgs;
+use crate::consume::Sink;
+use crate::metrics::Metrics;
+
+/// Starts the service and runs it until `shutdown`.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let server = http::serve(
+        args.http.http_addr,
+        Arc::new(registry),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let pool = db::connect(&args.db, &shutdown).await?;
+    db::check_schema(&pool).await?;
+    let client = nats::connect(&args.nats, "scorecard-fleet-sink", &shutdown).await?;
+    let js = async_nats::jetstream::new(client);
+    let topology = Topology::new(args.nats.topology.clone())?;
+    topology.ensure(&js).await?;
+    let consumer_config = topology.sink_consumer(&args.consumer);
+    topology::ensure_consumer(&js, &topology.results_stream(), consumer_config).await?;
+    let consumer = js
+        .get_stream(topology.results_stream())
+        .await
+        .context("opening the results stream")?
+        .get_consumer(&args.consumer)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening consumer {}: {e}", args.consumer))?;
+    readiness.set(true);
+    tracing::info!(consumer = %args.consumer, batch_size = args.batch_size, "sink running");
+
+    let sink = Sink {
+        js,
+        consumer,
+        pool,
+        topology,
+        schedule: args.schedule.schedule(),
+        metrics,
+        readiness,
+        batch_size: args.batch_size.max(1),
+        batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),
+    };
+    sink.run(shutdown).await?;
+    server.await.ok();
+    Ok(())
+}

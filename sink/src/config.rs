@@ -1,0 +1,87 @@
+//! The sink's command line; every flag has an environment variable.
+
+use chrono::TimeDelta;
+use fleet_runtime::config::{DbArgs, HttpArgs, NatsArgs};
+use fleet_runtime::telemetry::LogArgs;
+
+use crate::schedule::Schedule;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sink",
+    version,
+    about = "scorecard-fleet sink: results and failures into PostgreSQL"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Consume results and failures and write them (the service).
+    Run(RunArgs),
+    /// The fleet at a glance: repositories, freshness, due, in flight, failures by class.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+    },
+    /// Everything known about one repository: latest score and checks, history, last failure.
+    Show {
+        #[command(flatten)]
+        db: DbArgs,
+        /// github.com/OWNER/NAME
+        repo: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+
+    /// Most messages written in one transaction.
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+
+    /// Longest wait, in milliseconds, for a batch to fill before writing what came.
+    #[arg(long, env = "SINK_BATCH_WAIT_MS", default_value_t = 500)]
+    pub batch_wait_ms: u64,
+
+    /// Durable consumer name. A new name reads the whole results stream from its start:
+    /// point it at an empty database to rebuild it.
+    #[arg(long, env = "SINK_CONSUMER", default_value = fleet_runtime::topology::SINK)]
+    pub consumer: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleArgs {
+    /// Days between two scores of a repository.
+    #[arg(long, env = "SCORE_INTERVAL_DAYS", default_value_t = 14)]
+    pub interval_days: u32,
+
+    /// Hours of random spread added to each next due time, so repositories imported together
+    /// do not all come due in the same minute.
+    #[arg(long, env = "SCORE_JITTER_HOURS", default_value_t = 24)]
+    pub jitter_hours: u32,
+}
+
+impl ScheduleArgs {
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            interval: TimeDelta::days(i64::from(self.interval_days)),
+            jitter: TimeDelta::hours(i64::from(self.jitter_hours)),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+use anyhow::Context as _;
+use clap::Parser as _;
+use fleet_proto::RepoName;
+use sink::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    fleet_runtime::telemetry::init(&cli.log)?;
+    match cli.command {
+        Command::Run(args) => {
+            let shutdown =
+                fleet_runtime::shutdown::on_signal().context("installing signal handlers")?;
+            sink::run(args, shutdown).await
+        }
+        Command::Status { db, schedule } => {
+            let pool = fleet_runtime::db::connect_once(&db).await?;
+            fleet_runtime::db::check_schema(&pool).await?;
+            let interval = schedule.schedule().interval;
+            let status = sink::report::status(&pool, interval).await?;
+            print!(
+                "{}",
+                sink::report::render_status(&status, interval, chrono::Utc::now())
+            );
+            Ok(())
+        }
+        Command::Show { db, repo } => {
+            let repo = RepoName::parse(&repo)?;
+            let pool = fleet_runtime::db::connect_once(&db).await?;
+            fleet_runtime::db::check_schema(&pool).await?;
+            print!("{}", sink::report::show(&pool, &repo).await?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The sink's Prometheus metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub results: Counter,
+    pub failures: Counter,
+    pub duplicates: Counter,
+    pub poison: Counter,
+    pub batches: Counter,
+    pub db_errors: Counter,
+    pub batch_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            results: Counter::default(),
+            failures: Counter::default(),
+            duplicates: Counter::default(),
+            poison: Counter::default(),
+            batches: Counter::default(),
+            db_errors: Counter::default(),
+            // 1 ms .. ~16 s: a healthy batch commits in tens of milliseconds.
+            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        };
+        let r = registry.sub_registry_with_prefix("sink");
+        r.register(
+            "results_written",
+            "Score results that changed scores or history",
+            m.results.clone(),
+        );
+        r.register(
+            "failures_recorded",
+            "Final failures recorded in work_failures",
+            m.failures.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Records already written (redeliveries, stale results)",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "poison",
+            "Undecodable or invalid messages dead-lettered",
+            m.poison.clone(),
+        );
+        r.register("batches", "Batches committed", m.batches.clone());
+        r.register(
+            "db_errors",
+            "Failed batch transactions (retried)",
+            m.db_errors.clone(),
+        );
+        r.register(
+            "batch_seconds",
+            "Time to write and commit one batch",
+            m.batch_seconds.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,227 @@
+//! What operators read: `sink status` (the fleet at a glance) and `sink show REPO`.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::RepoName;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub repos: i64,
+    pub enabled: i64,
+    pub fresh: i64,
+    pub due_now: i64,
+    pub in_flight: i64,
+    pub never_scored: i64,
+    pub oldest_overdue: Option<DateTime<Utc>>,
+    pub failed_by_class: Vec<(String, i64)>,
+}
+
+pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::Error> {
+    let row: (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE r.enabled),
+                count(*) FILTER (WHERE r.last_scored_at >= now() - $1::interval),
+                count(*) FILTER (WHERE r.enabled AND r.next_due_at <= now()),
+                count(*) FILTER (WHERE r.last_enqueued_at IS NOT NULL
+                                   AND r.last_enqueued_at > coalesce(r.last_scored_at, '-infinity')
+                                   AND r.last_enqueued_at > coalesce(f.failed_at, '-infinity')),
+                count(*) FILTER (WHERE r.last_scored_at IS NULL),
+                min(r.next_due_at) FILTER (WHERE r.enabled AND r.next_due_at <= now())
+         FROM repos r LEFT JOIN work_failures f ON f.repo_id = r.id",
+    )
+    .bind(interval_text(interval))
+    .fetch_one(pool)
+    .await?;
+    let failed_by_class = sqlx::query_as(
+        "SELECT class, count(*) FROM work_failures GROUP BY class ORDER BY count(*) DESC, class",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Status {
+        repos: row.0,
+        enabled: row.1,
+        fresh: row.2,
+        due_now: row.3,
+        in_flight: row.4,
+        never_scored: row.5,
+        oldest_overdue: row.6,
+        failed_by_class,
+    })
+}
+
+fn interval_text(interval: TimeDelta) -> String {
+    format!("{} seconds", interval.num_seconds())
+}
+
+pub fn render_status(s: &Status, interval: TimeDelta, now: DateTime<Utc>) -> String {
+    let pct = |n: i64| {
+        if s.repos == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / s.repos as f64
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "repositories     {:>10} ({} enabled)",
+        s.repos, s.enabled
+    );
+    let _ = writeln!(
+        out,
+        "fresh            {:>10} ({:.1}% scored within {} days)",
+        s.fresh,
+        pct(s.fresh),
+        interval.num_days()
+    );
+    let _ = writeln!(out, "never scored     {:>10}", s.never_scored);
+    let _ = writeln!(out, "due now          {:>10}", s.due_now);
+    let _ = writeln!(out, "in flight        {:>10}", s.in_flight);
+    match s.oldest_overdue {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "oldest overdue   {:>10} (due since {})",
+                human(now - t),
+                t.to_rfc3339()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "oldest overdue   {:>10}", "none");
+        }
+    }
+    let failed: i64 = s.failed_by_class.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(out, "failing          {failed:>10}");
+    for (class, n) in &s.failed_by_class {
+        let _ = writeln!(out, "  {class:<15}{n:>10}");
+    }
+    out
+}
+
+fn human(d: TimeDelta) -> String {
+    if d.num_days() > 0 {
+        format!("{}d{}h", d.num_days(), d.num_hours() % 24)
+    } else if d.num_hours() > 0 {
+        format!("{}h{}m", d.num_hours(), d.num_minutes() % 60)
+    } else {
+        format!("{}m{}s", d.num_minutes(), d.num_seconds() % 60)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RepoRow {
+    id: i64,
+    enabled: bool,
+    next_due: DateTime<Utc>,
+    last_enqueued: Option<DateTime<Utc>>,
+    last_scored: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ScoreRow {
+    score: Option<f64>,
+    commit_sha: String,
+    scorecard_version: String,
+    scored_at: DateTime<Utc>,
+    work_id: String,
+}
+
+/// `sink show REPO`: everything the database knows about one repository, as text.
+pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
+    let key = repo.key();
+    let Some(RepoRow {
+        id,
+        enabled,
+        next_due,
+        last_enqueued,
+        last_scored,
+    }) = sqlx::query_as(
+        "SELECT id, enabled, next_due_at AS next_due, last_enqueued_at AS last_enqueued,
+                last_scored_at AS last_scored FROM repos WHERE repo_key = $1",
+    )
+    .bind(&key)
+    .fetch_optional(pool)
+    .await?
+    else {
+        anyhow::bail!("{repo} is not in the database (import or enqueue it first)");
+    };
+    let opt = |t: Option<DateTime<Utc>>| t.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+    let mut out = String::new();
+    let _ = writeln!(out, "{repo}{}", if enabled { "" } else { " (disabled)" });
+    let _ = writeln!(out, "  next due       {}", next_due.to_rfc3339());
+    let _ = writeln!(out, "  last enqueued  {}", opt(last_enqueued));
+    let _ = writeln!(out, "  last scored    {}", opt(last_scored));
+
+    let score: Option<ScoreRow> = sqlx::query_as(
+        "SELECT score::float8 AS score, commit_sha, scorecard_version, scored_at, work_id
+         FROM scores WHERE repo_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    match score {
+        Some(ScoreRow {
+            score,
+            commit_sha: commit,
+            scorecard_version: version,
+            scored_at: at,
+            work_id: work,
+        }) => {
+            let shown = score.map_or_else(|| "inconclusive".into(), |s| format!("{s:.1}"));
+            let _ = writeln!(
+                out,
+                "\nscore {shown} at {} (commit {commit}, scorecard {version}, work {work})",
+                at.to_rfc3339()
+            );
+            let checks: Vec<(String, Option<i16>, String)> = sqlx::query_as(
+                "SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            for (name, score, reason) in checks {
+                let s = score.map_or_else(|| "?".into(), |s| s.to_string());
+                let _ = writeln!(out, "  {name:<24}{s:>3}  {reason}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "\nno score yet");
+        }
+    }
+
+    let history: Vec<(DateTime<Utc>, Option<f64>, String, String)> = sqlx::query_as(
+        "SELECT scored_at, score::float8, scorecard_version, work_id FROM score_history
+         WHERE repo_id = $1 ORDER BY scored_at DESC LIMIT 10",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    if !history.is_empty() {
+        let _ = writeln!(out, "\nhistory (latest 10)");
+        for (at, score, version, work) in history {
+            let shown = score.map_or_else(|| "inconclusive".into(), |s| format!("{s:.1}"));
+            let _ = writeln!(
+                out,
+                "  {}  {shown:>12}  {version:<10} {work}",
+                at.to_rfc3339()
+            );
+        }
+    }
+
+    let failure: Option<(String, String, i32, i32, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT class, message, attempts, consecutive, failed_at, work_id FROM work_failures WHERE repo_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((class, message, attempts, consecutive, at, work)) = failure {
+        let _ = writeln!(
+            out,
+            "\nlast failure {class} at {} ({attempts} attempts, {consecutive} in a row, work {work})\n  {message}",
+            at.to_rfc3339()
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,49 @@
+//! Fixture-shaped results for tests and benchmarks: the recorded scorecard outputs, re-aimed
+//! at other repositories and dates so many distinct results can be made from three files.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::scorecard::{RunInfo, parse_result};
+use fleet_proto::v1::ScoreResult;
+use fleet_proto::{RepoName, timestamp};
+
+use crate::fixtures;
+
+/// The repositories of `../shared/fixtures/repos/github-projects-2021.csv`, valid ones only.
+pub fn repo_list() -> Vec<RepoName> {
+    let path = fixtures::dir().join("repos/github-projects-2021.csv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').next())
+        .filter_map(|repo| RepoName::parse(repo).ok())
+        .collect()
+}
+
+/// A result for `repo` as if scorecard ran at `scored_at`, built from fixture `variant`.
+pub fn result_for(
+    repo: &RepoName,
+    work_id: &str,
+    scored_at: DateTime<Utc>,
+    variant: usize,
+) -> ScoreResult {
+    let outputs = fixtures::scorecard_outputs();
+    let (_, line) = &outputs[variant % outputs.len()];
+    let mut json: serde_json::Value = serde_json::from_str(line).expect("fixture JSON");
+    json["repo"]["name"] = repo.to_string().into();
+    json["date"] = scored_at.to_rfc3339().into();
+    let line = json.to_string();
+    let mut result = parse_result(
+        &line,
+        &RunInfo {
+            work_id: work_id.to_owned(),
+            job_name: format!("sc-{work_id}"),
+            exit_code: 0,
+            started_at: Some(scored_at - TimeDelta::seconds(90)),
+            finished_at: Some(scored_at),
+        },
+    )
+    .expect("fixture converts");
+    result.finished_at = Some(timestamp(scored_at));
+    result
+}
