@@ -1,0 +1,563 @@
+//! The sink against the stack's NATS and a fresh PostgreSQL database per test.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
+use fleet_proto::{RepoName, timestamp};
+use fleet_runtime::http::Readiness;
+use fleet_runtime::topology::{self, SINK, Topology, TopologyArgs};
+use fleet_tests::pg::PrivatePostgres;
+use fleet_tests::results::{repo_list, result_for};
+use fleet_tests::stack;
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use sink::consume::{BatchReport, Sink};
+use sink::metrics::Metrics;
+use sink::schedule::Schedule;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    js: jetstream::Context,
+    topology: Topology,
+    sink: Sink,
+}
+
+fn schedule() -> Schedule {
+    Schedule {
+        interval: TimeDelta::days(14),
+        jitter: TimeDelta::hours(24),
+    }
+}
+
+async fn harness(pool: PgPool) -> Harness {
+    let client = async_nats::connect(stack::nats_url())
+        .await
+        .expect("the stack's NATS (dev/stack up)");
+    let js = jetstream::new(client);
+    let topology = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("sink"),
+        ..Default::default()
+    })
+    .unwrap();
+    topology.ensure(&js).await.unwrap();
+    let sink = sink_on(&js, &topology, pool, SINK).await;
+    Harness { js, topology, sink }
+}
+
+async fn sink_on(
+    js: &jetstream::Context,
+    topology: &Topology,
+    pool: PgPool,
+    consumer: &str,
+) -> Sink {
+    topology::ensure_consumer(
+        js,
+        &topology.results_stream(),
+        topology.sink_consumer(consumer),
+    )
+    .await
+    .unwrap();
+    let consumer: PullConsumer = js
+        .get_stream(topology.results_stream())
+        .await
+        .unwrap()
+        .get_consumer(consumer)
+        .await
+        .unwrap();
+    Sink {
+        js: js.clone(),
+        consumer,
+        pool,
+        topology: topology.clone(),
+        schedule: schedule(),
+        metrics: Metrics::register(&mut Registry::default()),
+        readiness: Readiness::default(),
+        batch_size: 100,
+        batch_wait: Duration::from_millis(300),
+    }
+}
+
+impl Harness {
+    async fn publish(&self, subject: String, payload: Vec<u8>) {
+        self.js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    async fn result(&self, r: &ScoreResult) {
+        self.publish(self.topology.results_subject(), r.encode_to_vec())
+            .await;
+    }
+    async fn failure(&self, f: &WorkFailure) {
+        self.publish(self.topology.failures_subject(), f.encode_to_vec())
+            .await;
+    }
+}
+
+/// Fetches and processes batches until the consumer has nothing more.
+async fn drain(sink: &Sink) -> Vec<BatchReport> {
+    let shutdown = CancellationToken::new();
+    let mut reports = Vec::new();
+    loop {
+        let batch = sink.fetch().await.unwrap();
+        if batch.is_empty() {
+            return reports;
+        }
+        reports.push(sink.process(batch, &shutdown).await.unwrap());
+    }
+}
+
+async fn pending(sink: &Sink) -> (u64, usize) {
+    let mut consumer = sink.consumer.clone();
+    let info = consumer.info().await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn repo(s: &str) -> RepoName {
+    RepoName::parse(s).unwrap()
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn duplicates_and_late_old_results_change_nothing(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let r = repo("github.com/OSSF/Scorecard");
+    let old = result_for(&r, "w-old", at("2026-01-01T00:00:00Z"), 0);
+    let new = result_for(&r, "w-new", at("2026-02-01T00:00:00Z"), 1);
+    // Newest first, then the old one late, then both again (redeliveries).
+    for res in [&new, &old, &new, &old] {
+        h.result(res).await;
+    }
+    drain(&h.sink).await;
+
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 2, "one history row per work id");
+    let (work, score, raw): (String, Option<f64>, String) =
+        sqlx::query_as("SELECT work_id, score::float8, raw_json FROM scores")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        work, "w-new",
+        "the late old result did not overwrite the new one"
+    );
+    assert_eq!(score, new.score);
+    assert_eq!(raw, new.raw_json);
+    let checks: Vec<(String, Option<i16>)> =
+        sqlx::query_as("SELECT name, score FROM score_checks ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut want: Vec<(String, Option<i16>)> = new
+        .checks
+        .iter()
+        .map(|c| (c.name.clone(), c.score.map(|s| s as i16)))
+        .collect();
+    want.sort();
+    assert_eq!(checks, want);
+    // The repo row was created with its spelling, keyed lower-case, and scheduled.
+    let (key, owner, next_due, last_scored): (String, String, DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT repo_key, owner, next_due_at, last_scored_at FROM repos")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (key.as_str(), owner.as_str()),
+        ("github.com/ossf/scorecard", "OSSF")
+    );
+    assert_eq!(last_scored, at("2026-02-01T00:00:00Z"));
+    assert_eq!(
+        next_due,
+        schedule().next_due_after_result(last_scored, "w-new")
+    );
+    assert_eq!(pending(&h.sink).await, (0, 0), "everything acked");
+
+    // The old result arriving alone, later, still changes nothing.
+    h.result(&old).await;
+    drain(&h.sink).await;
+    let work: String = sqlx::query_scalar("SELECT work_id FROM scores")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(work, "w-new");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn per_check_scores_are_queryable_and_null_is_not_zero(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let repos = repo_list();
+    for (i, r) in repos.iter().take(30).enumerate() {
+        let mut res = result_for(r, &format!("w{i}"), at("2026-03-01T00:00:00Z"), i);
+        if i == 0 {
+            res.score = None;
+        }
+        h.result(&res).await;
+    }
+    drain(&h.sink).await;
+    // Every fixture has Maintained 0 or 10; "Maintained < 3" is an indexed query on columns.
+    let low: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM score_checks WHERE name = 'Maintained' AND score < 3",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(low, 20, "two of the three fixtures have Maintained 0");
+    let nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM scores WHERE score IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(nulls, 1, "an inconclusive score is NULL, not 0");
+    let inconclusive_checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM score_checks WHERE name = 'CI-Tests' AND score IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(inconclusive_checks, 30, "CI-Tests is -1 in every fixture");
+}
+
+fn failure(
+    r: &RepoName,
+    work_id: &str,
+    class: FailureClass,
+    failed_at: DateTime<Utc>,
+) -> WorkFailure {
+    WorkFailure {
+        work_id: work_id.into(),
+        item: Some(WorkItem {
+            id: work_id.into(),
+            repo: r.to_string(),
+            ..Default::default()
+        }),
+        class: class as i32,
+        message: format!("{} for {r}", class.name()),
+        attempts: 5,
+        failed_at: Some(timestamp(failed_at)),
+        ..Default::default()
+    }
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn failures_are_recorded_once_and_back_off_by_class(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let gone = repo("github.com/deleted-org/gone");
+    let t1 = at("2026-04-01T00:00:00Z");
+    let f1 = failure(&gone, "f1", FailureClass::ScanFailed, t1);
+    h.failure(&f1).await;
+    h.failure(&f1).await; // redelivered
+    drain(&h.sink).await;
+    let row = || async {
+        sqlx::query_as::<_, (String, i32, DateTime<Utc>)>(
+            "SELECT f.class, f.consecutive, r.next_due_at FROM work_failures f JOIN repos r ON r.id = f.repo_id",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        row().await,
+        ("SCAN_FAILED".into(), 1, t1 + TimeDelta::days(1))
+    );
+
+    let t2 = t1 + TimeDelta::days(1);
+    h.failure(&failure(&gone, "f2", FailureClass::ScanFailed, t2))
+        .await;
+    drain(&h.sink).await;
+    assert_eq!(
+        row().await,
+        ("SCAN_FAILED".into(), 2, t2 + TimeDelta::days(2))
+    );
+
+    // A success clears the failure; a failure older than that success is then ignored.
+    let ok = result_for(&gone, "w-ok", t2 + TimeDelta::days(3), 0);
+    h.result(&ok).await;
+    h.failure(&failure(
+        &gone,
+        "f-late",
+        FailureClass::Timeout,
+        t2 + TimeDelta::days(1),
+    ))
+    .await;
+    drain(&h.sink).await;
+    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM work_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(failures, 0);
+
+    // A failure that names no valid repository is acked and skipped, not retried forever.
+    let mut nameless = failure(&gone, "f-bad", FailureClass::Infra, t2);
+    nameless.item.as_mut().unwrap().repo = "not a repo".into();
+    h.failure(&nameless).await;
+    drain(&h.sink).await;
+    assert_eq!(pending(&h.sink).await, (0, 0));
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn poison_is_dead_lettered_with_its_reason_and_the_rest_written(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let good = result_for(
+        &repo("github.com/a/b"),
+        "w-good",
+        at("2026-05-01T00:00:00Z"),
+        2,
+    );
+    h.result(&good).await;
+    h.publish(
+        h.topology.results_subject(),
+        b"\x08\x96\x01garbage\xff".to_vec(),
+    )
+    .await;
+    let mut bad_repo = good.clone();
+    bad_repo.work_id = "w-bad".into();
+    bad_repo.repo = "github.com/../etc".into();
+    h.result(&bad_repo).await;
+    let reports = drain(&h.sink).await;
+    assert_eq!(reports.iter().map(|r| r.poison).sum::<usize>(), 2);
+    assert_eq!(
+        pending(&h.sink).await,
+        (0, 0),
+        "poison terminated, not redelivered"
+    );
+    let scores: i64 = sqlx::query_scalar("SELECT count(*) FROM scores")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(scores, 1);
+
+    let dead =
+        h.js.get_stream(h.topology.dead_stream())
+            .await
+            .unwrap()
+            .create_consumer(jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+    let mut messages = dead.fetch().max_messages(10).messages().await.unwrap();
+    let mut letters = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        assert_eq!(m.subject.as_str(), h.topology.dead_subject("POISON"));
+        letters.push(WorkFailure::decode(m.payload.clone()).unwrap());
+    }
+    assert_eq!(letters.len(), 2);
+    assert!(
+        letters[0].message.contains("undecodable ScoreResult"),
+        "{}",
+        letters[0].message
+    );
+    assert_eq!(letters[0].source_payload, b"\x08\x96\x01garbage\xff");
+    assert_eq!(letters[0].source_subject, h.topology.results_subject());
+    assert!(
+        letters[1].message.contains("w-bad"),
+        "{}",
+        letters[1].message
+    );
+}
+
+/// PostgreSQL stops in the middle of the run: nothing is acked while it is down, `/readyz`
+/// turns false, and once it is back every result is written exactly once.
+#[tokio::test]
+async fn a_postgres_restart_mid_run_loses_nothing_and_duplicates_nothing() {
+    let pg = PrivatePostgres::start();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    fleet_runtime::db::migrate(&pool).await.unwrap();
+    let h = harness(pool.clone()).await;
+    let repos = repo_list();
+    let t = at("2026-06-01T00:00:00Z");
+    for (i, r) in repos.iter().take(250).enumerate() {
+        h.result(&result_for(r, &format!("w{i}"), t, i)).await;
+    }
+    let shutdown = CancellationToken::new();
+    let first = h.sink.fetch().await.unwrap();
+    assert_eq!(
+        h.sink
+            .process(first, &shutdown)
+            .await
+            .unwrap()
+            .written
+            .history_rows,
+        100
+    );
+
+    pg.stop();
+    let second = h.sink.fetch().await.unwrap();
+    assert_eq!(second.len(), 100);
+    let sink = &h.sink;
+    let writing = sink.process(second, &shutdown);
+    tokio::pin!(writing);
+    // Let it fail a few times against the stopped database.
+    let outcome = tokio::time::timeout(Duration::from_secs(4), &mut writing).await;
+    assert!(
+        outcome.is_err(),
+        "the batch cannot finish while PostgreSQL is down"
+    );
+    assert!(!sink.readiness.get(), "/readyz reports the outage");
+    assert_eq!(pending(sink).await.1, 100, "the held batch is not acked");
+
+    pg.resume();
+    let report = writing.await.unwrap();
+    assert_eq!(report.written.history_rows, 100);
+    assert!(sink.readiness.get());
+    drain(sink).await;
+
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT work_id) FROM score_history")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (250, 250));
+    assert_eq!(pending(sink).await, (0, 0));
+}
+
+/// A fresh database fed the whole results stream by a new consumer ends with the same scores.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn replaying_the_results_stream_rebuilds_the_same_scores(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let repos = repo_list();
+    let t = at("2026-07-01T00:00:00Z");
+    for (i, r) in repos.iter().take(120).enumerate() {
+        // Two results per repository for some, in either order, and a failure for others.
+        h.result(&result_for(
+            r,
+            &format!("a{i}"),
+            t + TimeDelta::hours(i as i64 % 5),
+            i,
+        ))
+        .await;
+        if i % 3 == 0 {
+            h.result(&result_for(
+                r,
+                &format!("b{i}"),
+                t - TimeDelta::days(1),
+                i + 1,
+            ))
+            .await;
+        }
+        if i % 7 == 0 {
+            h.failure(&failure(
+                &repos[500 + i],
+                &format!("f{i}"),
+                FailureClass::Timeout,
+                t,
+            ))
+            .await;
+        }
+    }
+    drain(&h.sink).await;
+
+    // The rebuild: an empty database next to the first, and a new consumer from the start.
+    let rebuilt_name = format!("rebuild_{}", &stack::unique("db")[3..]).replace('-', "_");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {rebuilt_name}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let base = stack::database_url();
+    let url = format!("{}/{rebuilt_name}", &base[..base.rfind('/').unwrap()]);
+    let rebuilt = PgPool::connect(&url).await.unwrap();
+    fleet_runtime::db::migrate(&rebuilt).await.unwrap();
+    let replayer = sink_on(&h.js, &h.topology, rebuilt.clone(), "rebuild").await;
+    drain(&replayer).await;
+
+    let snapshot = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, String, Option<f64>, String, String, DateTime<Utc>)>(
+            "SELECT r.repo_key, s.work_id, s.score::float8, s.checks::text, s.raw_json, r.next_due_at
+             FROM scores s JOIN repos r ON r.id = s.repo_id ORDER BY r.repo_key",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let original = snapshot(pool.clone()).await;
+    assert_eq!(original.len(), 120);
+    assert_eq!(snapshot(rebuilt.clone()).await, original);
+    let failures = |pool: PgPool| async move {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT count(*), coalesce(string_agg(work_id, ',' ORDER BY work_id), '') FROM work_failures",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        failures(rebuilt.clone()).await,
+        failures(pool.clone()).await
+    );
+    rebuilt.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {rebuilt_name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn status_and_show_tell_operators_what_they_need(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let now = Utc::now();
+    let fresh = repo("github.com/fresh/one");
+    h.result(&result_for(&fresh, "w1", now - TimeDelta::days(1), 0))
+        .await;
+    h.failure(&failure(
+        &repo("github.com/gone/two"),
+        "f1",
+        FailureClass::ScanFailed,
+        now,
+    ))
+    .await;
+    drain(&h.sink).await;
+    sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name, next_due_at)
+         VALUES ('github.com/due/three', 'github.com', 'due', 'three', now() - interval '3 days 2 hours')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let status = sink::report::status(&pool, TimeDelta::days(14))
+        .await
+        .unwrap();
+    assert_eq!(status.repos, 3);
+    assert_eq!(status.fresh, 1);
+    assert_eq!(status.due_now, 1);
+    assert_eq!(status.never_scored, 2);
+    assert_eq!(status.failed_by_class, vec![("SCAN_FAILED".to_owned(), 1)]);
+    let text = sink::report::render_status(&status, TimeDelta::days(14), now);
+    assert!(text.contains("33.3% scored within 14 days"), "{text}");
+    assert!(
+        text.contains("oldest overdue") && text.contains("3d"),
+        "{text}"
+    );
+
+    let shown = sink::report::show(&pool, &fresh).await.unwrap();
+    assert!(shown.contains("score 4.3"), "{shown}");
+    assert!(shown.contains("Binary-Artifacts"), "{shown}");
+    assert!(shown.contains("history (latest 10)"), "{shown}");
+    let gone = sink::report::show(&pool, &repo("github.com/gone/two"))
+        .await
+        .unwrap();
+    assert!(gone.contains("last failure SCAN_FAILED"), "{gone}");
+    let missing = sink::report::show(&pool, &repo("github.com/nope/nope"))
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("not in the database"),
+        "{missing}"
+    );
+}
