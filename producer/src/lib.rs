@@ -1,1 +1,97 @@
+//! The producer: due repositories from PostgreSQL onto the work stream, and the operator
+//! commands (import, enqueue, replay, migrate).
+//!
+//! - [`config`]: the command line.
+//! - [`import`]: parse and validate repository lists; write them in large batches.
+//! - [`claim`]: claim due repositories under a lease (`FOR UPDATE SKIP LOCKED`).
+//! - [`publish`]: pipelined, deduplicated publishing of work items.
+//! - [`run`]: the control loop (high-water mark, backoff).
+//! - [`enqueue`]: a person's request, to the manual lane.
+//! - [`replay`]: dead letters back into the queue.
+//! - [`metrics`]: what `/metrics` exports.
 
+pub mod claim;
+pub mod config;
+pub mod enqueue;
+pub mod import;
+pub mod metrics;
+pub mod publish;
+pub mod replay;
+pub mod run;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::topology::{Topology, WORKER_SCHEDULED};
+use fleet_runtime::{db, nats};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RunArgs;
+use crate::metrics::Metrics;
+use crate::run::Producer;
+
+/// Starts the service and runs it until `shutdown`.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let server = http::serve(
+        args.http.http_addr,
+        Arc::new(registry),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let pool = db::connect(&args.db, &shutdown).await?;
+    db::migrate(&pool).await?;
+    let client = nats::connect(&args.nats, "scorecard-fleet-producer", &shutdown).await?;
+    let js = async_nats::jetstream::new(client);
+    let topology = Topology::new(args.nats.topology.clone())?;
+    topology.ensure(&js).await?;
+    let consumer = js
+        .get_stream(topology.work_stream())
+        .await
+        .context("opening the work stream")?
+        .get_consumer(WORKER_SCHEDULED)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening consumer {WORKER_SCHEDULED}: {e}"))?;
+    readiness.set(true);
+    let settings = args.settings();
+    tracing::info!(?settings, "producer running");
+    Producer {
+        pool,
+        js,
+        topology,
+        consumer,
+        settings,
+        metrics,
+    }
+    .run(shutdown)
+    .await;
+    server.await.ok();
+    Ok(())
+}
+
+/// Connects to NATS for a one-shot command: errors at once instead of waiting for a server.
+pub async fn connect_nats_once(
+    args: &fleet_runtime::config::NatsArgs,
+) -> anyhow::Result<(async_nats::jetstream::Context, Topology)> {
+    let never = CancellationToken::new();
+    let connecting = nats::connect(args, "scorecard-fleet-producer-cli", &never);
+    // A person waits at most this long for a NATS that is down.
+    let client = tokio::time::timeout(std::time::Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "NATS at {} did not answer within 10s",
+                fleet_runtime::config::redact_url(args.nats_url.expose())
+            )
+        })??;
+    let js = async_nats::jetstream::new(client);
+    let topology = Topology::new(args.topology.clone())?;
+    topology.ensure(&js).await?;
+    Ok((js, topology))
+}

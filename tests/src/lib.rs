@@ -3,12 +3,14 @@
 //! - [`stack`]: the addresses of the stack `dev/stack up` started; a missing stack is a loud failure.
 //! - [`kube_support`]: Kubernetes clients (admin, or a ServiceAccount's token) and small waits.
 //! - [`sim`]: the scorecard stand-in: gives a KWOK pod a recorded output as its log and an exit code.
+//! - [`nats_server`]: a private nats-server a fault test may stop and start.
 //! - [`pg`]: a private PostgreSQL a fault test may stop and start.
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
 
 pub mod fixtures;
 pub mod kube_support;
+pub mod nats_server;
 pub mod pg;
 pub mod results;
 pub mod sim;

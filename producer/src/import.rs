@@ -1,0 +1,196 @@
+//! `producer import`: repositories from scorecard's own list format (`repo,metadata` CSV with
+//! `#` comments) or one per line, normalised and validated, written in large batches.
+//! A rejected line is reported with its number and reason and does not stop the import;
+//! re-importing is idempotent and leaves existing rows (and their scores) alone.
+
+use fleet_proto::{RepoName, RepoNameError};
+use sqlx::PgPool;
+
+/// Rows per INSERT: large enough that a million rows take ~100 round trips, small enough
+/// that one statement's arrays stay a few megabytes.
+pub const BATCH_ROWS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{source_name} is not a text file: {why}")]
+    Binary { source_name: String, why: String },
+    #[error("{source_name} has no repositories (it is empty or only comments)")]
+    Empty { source_name: String },
+    #[error(
+        "{source_name}: line {line}: CSV header {header:?} does not start with `repo`; \
+         expected scorecard's `repo,metadata` format or one repository per line"
+    )]
+    Header {
+        source_name: String,
+        line: usize,
+        header: String,
+    },
+    #[error("writing repositories: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: usize,
+    pub reason: RepoNameError,
+}
+
+/// The repositories of a file, in order, and the lines that were not repositories.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub repos: Vec<RepoName>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Parses a whole file. Pure: unit-tested without a database.
+pub fn parse(source_name: &str, bytes: &[u8]) -> Result<Parsed, ImportError> {
+    if let Some(pos) = bytes.iter().position(|&b| b == 0) {
+        return Err(ImportError::Binary {
+            source_name: source_name.to_owned(),
+            why: format!("NUL byte at offset {pos}"),
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| ImportError::Binary {
+        source_name: source_name.to_owned(),
+        why: format!("invalid UTF-8 at offset {}", e.valid_up_to()),
+    })?;
+    let mut parsed = Parsed::default();
+    let mut seen_first = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = raw.trim().trim_start_matches('\u{feff}');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first_field = line.split(',').next().unwrap_or_default().trim();
+        if !seen_first {
+            seen_first = true;
+            // A header names its columns; the first must be `repo`.
+            if first_field.eq_ignore_ascii_case("repo") {
+                continue;
+            }
+            if line.contains(',') && !first_field.contains('/') {
+                return Err(ImportError::Header {
+                    source_name: source_name.to_owned(),
+                    line: line_no,
+                    header: line.to_owned(),
+                });
+            }
+        }
+        match RepoName::parse(first_field.trim_matches('"')) {
+            Ok(repo) => parsed.repos.push(repo),
+            Err(reason) => parsed.rejected.push(Rejected {
+                line: line_no,
+                reason,
+            }),
+        }
+    }
+    if parsed.repos.is_empty() && parsed.rejected.is_empty() {
+        return Err(ImportError::Empty {
+            source_name: source_name.to_owned(),
+        });
+    }
+    Ok(parsed)
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    pub new: u64,
+    pub existing: u64,
+}
+
+/// Inserts repositories not yet known; they are due at once. Each batch commits on its own, so
+/// an interrupted import keeps what it wrote and a rerun finishes the rest.
+pub async fn write(pool: &PgPool, repos: &[RepoName]) -> Result<Imported, ImportError> {
+    let mut done = Imported::default();
+    for chunk in repos.chunks(BATCH_ROWS) {
+        let keys: Vec<String> = chunk.iter().map(RepoName::key).collect();
+        let owners: Vec<&str> = chunk.iter().map(RepoName::owner).collect();
+        let names: Vec<&str> = chunk.iter().map(RepoName::name).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO repos (repo_key, host, owner, name)
+             SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
+             ON CONFLICT (repo_key) DO NOTHING",
+        )
+        .bind(&keys)
+        .bind(&owners)
+        .bind(&names)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        done.new += inserted;
+        done.existing += chunk.len() as u64 - inserted;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scorecard_csv_with_comments_and_metadata() {
+        let text = "# weekly list\nrepo,metadata\ngithub.com/ossf/scorecard,criticality:0.9\n\n\
+                    https://github.com/OSSF/scorecard-action.git/,\"a, b\"\n# done\n";
+        let p = parse("list.csv", text.as_bytes()).unwrap();
+        let names: Vec<String> = p.repos.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "github.com/ossf/scorecard",
+                "github.com/OSSF/scorecard-action"
+            ]
+        );
+        assert!(p.rejected.is_empty());
+    }
+
+    #[test]
+    fn one_per_line_with_bad_lines_reported_by_number() {
+        let text = "github.com/a/b\nnot a repo\ngitlab.com/x/y\ngithub.com/-x/y\ngithub.com/c/d\n";
+        let p = parse("list.txt", text.as_bytes()).unwrap();
+        assert_eq!(p.repos.len(), 2);
+        let lines: Vec<usize> = p.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3, 4]);
+        assert!(p.rejected[1].reason.to_string().contains("only github.com"));
+    }
+
+    #[test]
+    fn empty_binary_and_wrong_header_are_clear_errors() {
+        let empty = parse("e", b"# nothing\n\n").unwrap_err().to_string();
+        assert!(empty.contains("has no repositories"), "{empty}");
+        let binary = parse("b", b"github.com/a/b\n\x00\x01")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            binary.contains("not a text file: NUL byte at offset 15"),
+            "{binary}"
+        );
+        let latin1 = parse("l", b"github.com/a/b\n\xe9t\xe9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(latin1.contains("invalid UTF-8"), "{latin1}");
+        let header = parse("h", b"name,stars\ngithub.com/a/b,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            header.contains("line 1") && header.contains("does not start with `repo`"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn the_real_scorecard_list_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/repos/github-projects-2021.csv");
+        let bytes = std::fs::read(&path).unwrap();
+        let p = parse("projects.csv", &bytes).unwrap();
+        assert!(p.repos.len() > 53_000, "{}", p.repos.len());
+        assert!(
+            p.rejected.len() < 100,
+            "{:?}",
+            &p.rejected[..p.rejected.len().min(5)]
+        );
+    }
+}

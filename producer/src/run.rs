@@ -1,0 +1,170 @@
+//! `producer run`: keep the scheduled queue topped up to a high-water mark with the repositories
+//! that are most overdue. One [`Producer::tick`] is one decision (the step tests drive); the loop
+//! around it backs off exponentially with jitter when there is nothing to do or on errors, and
+//! resets on success. Idle, it costs one database query per backoff period.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::consumer::PullConsumer;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{TimeDelta, Utc};
+use fleet_proto::v1::WorkReason;
+use fleet_runtime::topology::Topology;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::claim;
+use crate::metrics::Metrics;
+use crate::publish::{publish_all, work_item};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most repositories claimed per database round trip.
+    pub batch_size: i64,
+    /// Scheduled items allowed to wait in the queue; the producer tops up to this and no further,
+    /// so newly due repositories and people's requests are never buried.
+    pub high_water: u64,
+    /// How far a claim pushes `next_due_at`: after this, an item whose result never came back
+    /// is due again.
+    pub lease: TimeDelta,
+    /// Longest pause between two looks at an idle database or a full queue.
+    pub backoff_cap: Duration,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Published this many (some may have been handed back).
+    Published(usize),
+    /// Nothing was due.
+    Idle,
+    /// The queue is at its high-water mark.
+    Full,
+}
+
+pub struct Producer {
+    pub pool: PgPool,
+    pub js: Context,
+    pub topology: Topology,
+    pub consumer: PullConsumer,
+    pub settings: Settings,
+    pub metrics: Metrics,
+}
+
+/// Seconds between backlog counts while busy: the count walks the due index, cheap but not free.
+const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+
+impl Producer {
+    /// Claims and publishes at most one batch.
+    pub async fn tick(&self) -> anyhow::Result<Tick> {
+        let mut consumer = self.consumer.clone();
+        let info = consumer
+            .info()
+            .await
+            .context("reading the scheduled queue's depth")?;
+        let pending = info.num_pending;
+        self.metrics
+            .queue_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        let room = self.settings.high_water.saturating_sub(pending);
+        if room == 0 {
+            return Ok(Tick::Full);
+        }
+        let limit = self
+            .settings
+            .batch_size
+            .min(i64::try_from(room).unwrap_or(i64::MAX));
+        let claimed = claim::claim(&self.pool, limit, self.settings.lease)
+            .await
+            .inspect_err(|_| {
+                self.metrics.db_errors.inc();
+            })
+            .context("claiming due repositories")?;
+        self.metrics.claimed.inc_by(claimed.len() as u64);
+        let oldest = claimed
+            .first()
+            .map_or(0, |c| (Utc::now() - c.was_due).num_seconds().max(0));
+        self.metrics.oldest_overdue_seconds.set(oldest);
+        if claimed.is_empty() {
+            self.metrics.due_backlog.set(0);
+            return Ok(Tick::Idle);
+        }
+        if (claimed.len() as i64) < limit {
+            // Everything due was claimed.
+            self.metrics.due_backlog.set(0);
+        }
+        let items: Vec<_> = claimed
+            .iter()
+            .map(|c| work_item(&c.repo, WorkReason::Scheduled, c.priority))
+            .collect();
+        let failed = publish_all(&self.js, &self.topology.scheduled_subject(), &items).await;
+        let published = items.len() - failed.len();
+        self.metrics.published.inc_by(published as u64);
+        if !failed.is_empty() {
+            self.metrics.publish_errors.inc_by(failed.len() as u64);
+            tracing::warn!(failed = failed.len(), error = %failed[0].1, "publishing work items failed; handing them back");
+            let ids: Vec<i64> = failed.iter().map(|(i, _)| claimed[*i].id).collect();
+            // Due again soon, not after the whole lease: the database still holds the truth.
+            let retry_at = Utc::now() + TimeDelta::seconds(30);
+            claim::release(&self.pool, &ids, retry_at)
+                .await
+                .context("handing back unpublished repositories")?;
+            if published == 0 {
+                anyhow::bail!("no work item could be published: {}", failed[0].1);
+            }
+        }
+        tracing::debug!(published, pending, "published a batch");
+        Ok(Tick::Published(published))
+    }
+
+    /// Ticks until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = self.backoff();
+        let mut last_backlog = Instant::now() - BACKLOG_EVERY;
+        while !shutdown.is_cancelled() {
+            let pause = match self.tick().await {
+                Ok(Tick::Published(_)) => {
+                    backoff = self.backoff();
+                    if last_backlog.elapsed() >= BACKLOG_EVERY {
+                        last_backlog = Instant::now();
+                        self.refresh_backlog().await;
+                    }
+                    continue;
+                }
+                Ok(Tick::Idle | Tick::Full) => backoff.next().unwrap_or(self.settings.backoff_cap),
+                Err(e) => {
+                    let pause = backoff.next().unwrap_or(self.settings.backoff_cap);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "producer tick failed");
+                    pause
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        tracing::info!("producer stopped");
+    }
+
+    async fn refresh_backlog(&self) {
+        match claim::backlog(&self.pool).await {
+            Ok((due, oldest)) => {
+                self.metrics.due_backlog.set(due);
+                let age = oldest.map_or(0, |t| (Utc::now() - t).num_seconds().max(0));
+                self.metrics.oldest_overdue_seconds.set(age);
+            }
+            Err(e) => tracing::warn!(error = %e, "counting the due backlog failed"),
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(self.settings.backoff_cap)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}

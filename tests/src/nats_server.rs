@@ -1,0 +1,89 @@
+//! A nats-server of a test's own (the binary `dev/stack` built), for tests that stop NATS.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct PrivateNats {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// On PATH, or where `dev/build-tools` links it.
+fn binary() -> PathBuf {
+    let cache = std::env::var_os("SCORECARD_FLEET_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/scorecard-fleet"))
+        });
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(cache.map(|c| c.join("path")))
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.exists())
+        .expect("nats-server on PATH or in the build cache (dev/stack up builds it)")
+}
+
+impl PrivateNats {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(crate::stack::unique("fleet-nats"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nats = Self {
+            port,
+            dir,
+            child: None,
+        };
+        nats.resume();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and store, as a restarted server would.
+    pub fn resume(&mut self) {
+        let child = Command::new(binary())
+            .args([
+                "--jetstream",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+            ])
+            .arg("--store_dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server did not listen on {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,372 @@
+//! The producer against the stack's PostgreSQL and NATS.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::RepoName;
+use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem, WorkReason};
+use fleet_runtime::dead;
+use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_tests::nats_server::PrivateNats;
+use fleet_tests::results::repo_list;
+use fleet_tests::{fixtures, stack};
+use futures::StreamExt;
+use producer::claim;
+use producer::import;
+use producer::metrics::Metrics;
+use producer::replay::{self, Entry, Filter};
+use producer::run::{Producer, Settings, Tick};
+use prost::Message;
+use sqlx::PgPool;
+
+async fn js_at(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.expect("NATS (dev/stack up)"))
+}
+
+async fn topology(js: &jetstream::Context) -> Topology {
+    let t = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("prod"),
+        ..Default::default()
+    })
+    .unwrap();
+    t.ensure(js).await.unwrap();
+    t
+}
+
+async fn consumer(js: &jetstream::Context, t: &Topology, name: &str) -> PullConsumer {
+    js.get_stream(t.work_stream())
+        .await
+        .unwrap()
+        .get_consumer(name)
+        .await
+        .unwrap()
+}
+
+fn settings(high_water: u64) -> Settings {
+    Settings {
+        batch_size: 1000,
+        high_water,
+        lease: TimeDelta::hours(24),
+        backoff_cap: Duration::from_secs(1),
+    }
+}
+
+async fn producer(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    t: &Topology,
+    high_water: u64,
+) -> Producer {
+    Producer {
+        pool: pool.clone(),
+        js: js.clone(),
+        topology: t.clone(),
+        consumer: consumer(js, t, WORKER_SCHEDULED).await,
+        settings: settings(high_water),
+        metrics: Metrics::default(),
+    }
+}
+
+async fn queued(c: &PullConsumer, max: usize) -> Vec<WorkItem> {
+    let mut out = Vec::new();
+    let mut batch = c
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(m) = batch.next().await {
+        let m = m.unwrap();
+        out.push(WorkItem::decode(m.payload.clone()).unwrap());
+        m.ack().await.unwrap();
+    }
+    out
+}
+
+async fn import_n(pool: &PgPool, n: usize) -> Vec<RepoName> {
+    let repos: Vec<RepoName> = repo_list().into_iter().take(n).collect();
+    import::write(pool, &repos).await.unwrap();
+    repos
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn importing_the_real_list_twice_is_idempotent_and_keeps_scores(pool: PgPool) {
+    let bytes = std::fs::read(fixtures::dir().join("repos/github-projects-2021.csv")).unwrap();
+    let parsed = import::parse("projects.csv", &bytes).unwrap();
+    let first = import::write(&pool, &parsed.repos).await.unwrap();
+    let distinct: std::collections::HashSet<String> =
+        parsed.repos.iter().map(RepoName::key).collect();
+    assert_eq!(
+        first.new as usize,
+        distinct.len(),
+        "case-variant duplicates collapse to one row"
+    );
+    sqlx::query(
+        "INSERT INTO scores (repo_id, work_id, score, commit_sha, scorecard_version, scorecard_commit,
+                             scored_at, exit_code, checks, raw_json)
+         SELECT id, 'w', 5.0, 'c', 'v', 'c', now(), 0, '[]', '{}' FROM repos LIMIT 10",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = import::write(&pool, &parsed.repos).await.unwrap();
+    assert_eq!(again.new, 0);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM repos")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, distinct.len());
+    let scores: i64 = sqlx::query_scalar("SELECT count(*) FROM scores")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(scores, 10, "re-import keeps existing scores");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn two_producers_never_claim_the_same_repo(pool: PgPool) {
+    import_n(&pool, 5000).await;
+    let lease = TimeDelta::hours(1);
+    let claims = (0..4).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim::claim(&pool, 300, lease).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.id));
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for c in claims {
+        all.extend(c.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "a repository was claimed twice");
+    assert_eq!(total, 5000);
+    // Within the lease nothing is due; past it, everything is again.
+    assert!(claim::claim(&pool, 10, lease).await.unwrap().is_empty());
+    sqlx::query("UPDATE repos SET next_due_at = next_due_at - interval '2 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(claim::claim(&pool, 10, lease).await.unwrap().len(), 10);
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn ticks_fill_the_queue_to_the_high_water_mark_and_no_further(pool: PgPool) {
+    let repos = import_n(&pool, 2500).await;
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let p = producer(&pool, &js, &t, 1500).await;
+    assert_eq!(p.tick().await.unwrap(), Tick::Published(1000));
+    assert_eq!(
+        p.tick().await.unwrap(),
+        Tick::Published(500),
+        "tops up to 1500"
+    );
+    assert_eq!(p.tick().await.unwrap(), Tick::Full);
+
+    let workers = consumer(&js, &t, WORKER_SCHEDULED).await;
+    let items = queued(&workers, 1500).await;
+    assert_eq!(items.len(), 1500);
+    assert!(
+        items
+            .iter()
+            .all(|i| i.reason() == WorkReason::Scheduled && !i.id.is_empty())
+    );
+    let mut names: Vec<&str> = items.iter().map(|i| i.repo.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 1500, "no repository enqueued twice");
+
+    assert_eq!(p.tick().await.unwrap(), Tick::Published(1000));
+    queued(&workers, 1000).await;
+    assert_eq!(
+        p.tick().await.unwrap(),
+        Tick::Idle,
+        "all {} claimed",
+        repos.len()
+    );
+    // A claimed repository is leased, and its enqueue time recorded.
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM repos WHERE next_due_at > now() + interval '23 hours' AND last_enqueued_at IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leased, 2500);
+}
+
+#[tokio::test]
+async fn a_retried_publish_is_dropped_by_the_server() {
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let repo = RepoName::parse("github.com/a/b").unwrap();
+    let item = producer::publish::work_item(&repo, WorkReason::Scheduled, 0);
+    let items = vec![item.clone(), item.clone(), item];
+    assert!(
+        producer::publish::publish_all(&js, &t.scheduled_subject(), &items)
+            .await
+            .is_empty()
+    );
+    let mut stream = js.get_stream(t.work_stream()).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn nats_down_is_an_error_and_claims_nothing(pool: PgPool) {
+    import_n(&pool, 100).await;
+    let mut nats = PrivateNats::start();
+    let js = js_at(&nats.url()).await;
+    let t = topology(&js).await;
+    let p = producer(&pool, &js, &t, 1000).await;
+    nats.stop();
+    let err = tokio::time::timeout(Duration::from_secs(30), p.tick())
+        .await
+        .expect("a tick does not hang on a dead NATS")
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("queue's depth"), "{err:#}");
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(claimed, 0, "nothing claimed while the queue is unreachable");
+
+    nats.resume();
+    let mut published = None;
+    for _ in 0..100 {
+        if let Ok(tick) = p.tick().await {
+            published = Some(tick);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        published,
+        Some(Tick::Published(100)),
+        "recovers once NATS is back"
+    );
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn enqueue_creates_the_repo_and_uses_the_manual_lane(pool: PgPool) {
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let repo = RepoName::parse("https://github.com/New-Org/New-Repo.git").unwrap();
+    let items = producer::enqueue::enqueue(&pool, &js, &t, std::slice::from_ref(&repo))
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    let manual = queued(&consumer(&js, &t, WORKER_MANUAL).await, 10).await;
+    assert_eq!(manual, items);
+    assert_eq!(manual[0].reason(), WorkReason::Manual);
+    let (key, enqueued): (String, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT repo_key, last_enqueued_at FROM repos")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(key, "github.com/new-org/new-repo");
+    assert!(enqueued.is_some());
+}
+
+fn dead_letter(work_id: &str, repo: &str, class: FailureClass) -> WorkFailure {
+    WorkFailure {
+        work_id: work_id.into(),
+        item: Some(WorkItem {
+            id: work_id.into(),
+            repo: repo.into(),
+            reason: WorkReason::Scheduled as i32,
+            ..Default::default()
+        }),
+        class: class as i32,
+        message: "it failed".into(),
+        attempts: 5,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn replay_republishes_matching_dead_letters_once() {
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    for (id, repo, class) in [
+        ("d1", "github.com/a/one", FailureClass::Timeout),
+        ("d2", "github.com/a/two", FailureClass::ScanFailed),
+        ("d3", "github.com/a/three", FailureClass::Timeout),
+    ] {
+        dead::publish(&js, &t, &dead_letter(id, repo, class))
+            .await
+            .unwrap();
+    }
+    let poison = dead::poison("S", 7, "scorecard.work.manual", b"junk", "bad".into(), 1);
+    dead::publish(&js, &t, &poison).await.unwrap();
+
+    let timeouts = Filter {
+        classes: vec![FailureClass::Timeout],
+        ..Default::default()
+    };
+    let dry = replay::replay(&js, &t, &timeouts, true).await.unwrap();
+    assert_eq!(dry.len(), 2);
+    assert_eq!(
+        consumer(&js, &t, WORKER_SCHEDULED)
+            .await
+            .clone()
+            .info()
+            .await
+            .unwrap()
+            .num_pending,
+        0,
+        "dry run publishes nothing"
+    );
+
+    let done = replay::replay(&js, &t, &timeouts, false).await.unwrap();
+    assert_eq!(done.len(), 2);
+    let items = queued(&consumer(&js, &t, WORKER_SCHEDULED).await, 10).await;
+    let mut attempts: Vec<&str> = items
+        .iter()
+        .map(|i| i.attempt_of.as_deref().unwrap())
+        .collect();
+    attempts.sort();
+    assert_eq!(attempts, ["d1", "d3"]);
+    assert!(items.iter().all(|i| i.reason() == WorkReason::Replay));
+    assert!(
+        replay::replay(&js, &t, &timeouts, false)
+            .await
+            .unwrap()
+            .is_empty(),
+        "never replayed twice"
+    );
+
+    // Everything else: the scan failure is replayed, the poison message skipped with a reason.
+    let rest = replay::replay(&js, &t, &Filter::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(
+        rest.iter()
+            .any(|e| matches!(e, Entry::Replayed { failure, .. } if failure.work_id == "d2"))
+    );
+    assert!(
+        rest.iter()
+            .any(|e| matches!(e, Entry::Skipped { reason, .. } if reason.contains("poison")))
+    );
+    let repo_filter = Filter {
+        repo: RepoName::parse("github.com/a/two").ok(),
+        ..Default::default()
+    };
+    assert!(
+        replay::replay(&js, &t, &repo_filter, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
