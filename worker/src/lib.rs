@@ -1,1 +1,139 @@
+//! The worker: each work item becomes one scorecard run (a Kubernetes Job by default) whose
+//! result or failure is published back to JetStream.
+//!
+//! - [`config`]: the command line.
+//! - [`intake`]: a work message to a validated work item (protobuf, JSON or a bare name), or poison.
+//! - [`job`]: the Job for a work item, as a pure function.
+//! - [`tokens`]: the GitHub token pool (round-robin, cooldown after a rate limit).
+//! - [`watch`]: the one shared Job watch per process.
+//! - [`runner`]: the Kubernetes and process runners behind one trait.
+//! - [`logs`]: a finished run's log and exit status into a result or a classified failure.
+//! - [`outcome`]: retry, give up or publish, and the ack each ends with.
+//! - [`consume`]: the loop: bounded pulls, heartbeats, publish-then-ack, drain.
+//! - [`metrics`]: what `/metrics` exports.
 
+pub mod config;
+pub mod consume;
+pub mod intake;
+pub mod job;
+pub mod logs;
+pub mod metrics;
+pub mod outcome;
+pub mod runner;
+pub mod tokens;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::nats;
+use fleet_runtime::topology::{Topology, WORKER_MANUAL, WORKER_SCHEDULED};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Cli, RunnerKind};
+use crate::consume::{Settings, Worker};
+use crate::metrics::Metrics;
+use crate::runner::Runner;
+use crate::runner::kubernetes::KubeRunner;
+use crate::runner::process::ProcessRunner;
+use crate::tokens::TokenPool;
+use crate::watch::JobWatch;
+
+/// Opens a durable pull consumer the topology defines.
+pub async fn consumer(
+    js: &async_nats::jetstream::Context,
+    topology: &Topology,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    js.get_stream(topology.work_stream())
+        .await
+        .context("opening the work stream")?
+        .get_consumer(name)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening consumer {name}: {e}"))
+}
+
+/// The loop's settings from the command line and the topology.
+pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
+    let ack_wait = topology.args().work_ack_wait_secs;
+    Settings {
+        max_in_flight: cli.max_in_flight.max(1),
+        // Four progress acks per ack wait: one lost ack never lets a running item expire.
+        heartbeat: Duration::from_secs((ack_wait / 4).max(1)),
+        drain_deadline: Duration::from_secs(cli.drain_deadline_secs),
+        max_deliver: u64::try_from(topology.args().work_max_deliver).unwrap_or(1),
+        poll: Duration::from_millis(cli.poll_ms.max(10)),
+    }
+}
+
+/// Starts the service and runs it until `shutdown`.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let server = http::serve(
+        cli.http.http_addr,
+        Arc::new(registry),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let client = nats::connect(&cli.nats, "scorecard-fleet-worker", &shutdown).await?;
+    let js = async_nats::jetstream::new(client);
+    let topology = Topology::new(cli.nats.topology.clone())?;
+    topology.ensure(&js).await?;
+
+    let runner: Arc<dyn Runner> = match cli.runner {
+        RunnerKind::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            let watch = JobWatch::start(
+                client.clone(),
+                &cli.namespace,
+                metrics.clone(),
+                shutdown.clone(),
+            );
+            metrics.kube("watch");
+            tokio::select! {
+                () = watch.synced() => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+            let tokens = Arc::new(TokenPool::new(cli.token_keys()?, cli.cooldown()));
+            Arc::new(KubeRunner::new(
+                client,
+                cli.job_settings(),
+                tokens,
+                watch,
+                Duration::from_secs(cli.pending_timeout_secs),
+                cli.log_limit_bytes,
+                metrics.clone(),
+            ))
+        }
+        RunnerKind::Process => Arc::new(ProcessRunner {
+            binary: cli.scorecard_binary.clone(),
+            timeout: Duration::from_secs(u64::try_from(cli.job_deadline_secs).unwrap_or(3600)),
+            token: cli.github_token.clone(),
+            log_limit_bytes: usize::try_from(cli.log_limit_bytes).unwrap_or(4 << 20),
+        }),
+    };
+    let worker = Arc::new(Worker {
+        manual: consumer(&js, &topology, WORKER_MANUAL).await?,
+        scheduled: consumer(&js, &topology, WORKER_SCHEDULED).await?,
+        settings: settings(&cli, &topology),
+        js,
+        topology,
+        runner,
+        metrics,
+    });
+    readiness.set(true);
+    tracing::info!(runner = ?cli.runner, max_in_flight = worker.settings.max_in_flight, "worker running");
+    worker.run(shutdown.clone()).await;
+    readiness.set(false);
+    server.await.ok();
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The worker's command line; every flag has an environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleet_runtime::config::{HttpArgs, NatsArgs, Secret};
+use fleet_runtime::telemetry::LogArgs;
+
+use crate::job::JobSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerKind {
+    /// One Kubernetes Job per work item (in a cluster, or via KUBECONFIG).
+    Kubernetes,
+    /// A local `scorecard` binary as a child process.
+    Process,
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "scorecard-fleet worker: runs scorecard for each work item"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// How scans run.
+    #[arg(long, env = "WORKER_RUNNER", value_enum, default_value_t = RunnerKind::Kubernetes)]
+    pub runner: RunnerKind,
+
+    /// Scans this process runs at once. The fleet-wide cap is the consumers' max ack pending.
+    #[arg(long, env = "WORKER_MAX_IN_FLIGHT", default_value_t = 50)]
+    pub max_in_flight: usize,
+
+    /// Seconds SIGTERM waits for running scans before leaving them to the next delivery
+    /// (which adopts the still-running Job).
+    #[arg(long, env = "WORKER_DRAIN_DEADLINE_SECS", default_value_t = 60)]
+    pub drain_deadline_secs: u64,
+
+    /// Milliseconds one pull waits for scheduled work before asking the manual lane again:
+    /// the longest a person's request waits behind an idle scheduled lane.
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+
+    /// Namespace the scorecard Jobs run in.
+    #[arg(long, env = "WORKER_NAMESPACE", default_value = "scorecard")]
+    pub namespace: String,
+
+    /// The scorecard image, pinned.
+    #[arg(
+        long,
+        env = "SCORECARD_IMAGE",
+        default_value = "ghcr.io/ossf/scorecard:v5.3.0"
+    )]
+    pub image: String,
+
+    /// ServiceAccount of the scorecard pods (it needs no permissions; its token is not mounted).
+    #[arg(long, env = "SCAN_SERVICE_ACCOUNT", default_value = "scorecard-scan")]
+    pub scan_service_account: String,
+
+    /// Secret holding the GitHub tokens.
+    #[arg(long, env = "TOKEN_SECRET", default_value = "scorecard-github-tokens")]
+    pub token_secret: String,
+
+    /// Keys of the token Secret, comma-separated: the token pool, used round-robin.
+    #[arg(
+        long,
+        env = "TOKEN_KEYS",
+        value_delimiter = ',',
+        default_value = "token"
+    )]
+    pub token_keys: Vec<String>,
+
+    /// Seconds a token rests after its scan met GitHub's rate limit.
+    #[arg(long, env = "TOKEN_COOLDOWN_SECS", default_value_t = 900)]
+    pub token_cooldown_secs: u64,
+
+    /// A scan's deadline (activeDeadlineSeconds); scorecard may sleep out a rate limit.
+    #[arg(long, env = "JOB_DEADLINE_SECS", default_value_t = 3600)]
+    pub job_deadline_secs: i64,
+
+    /// Seconds a finished Job is kept if the worker could not delete it (a safety net).
+    #[arg(long, env = "JOB_TTL_SECS", default_value_t = 3600)]
+    pub job_ttl_secs: i32,
+
+    /// Seconds a scan's pod may stay unready (image pull, scheduling) before it is an INFRA
+    /// failure.
+    #[arg(long, env = "POD_PENDING_TIMEOUT_SECS", default_value_t = 600)]
+    pub pending_timeout_secs: u64,
+
+    /// Most bytes of a scan's log read.
+    #[arg(long, env = "LOG_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub log_limit_bytes: i64,
+
+    /// CPU request of a scan.
+    #[arg(long, env = "SCAN_CPU_REQUEST", default_value = "250m")]
+    pub cpu_request: String,
+    /// CPU limit of a scan.
+    #[arg(long, env = "SCAN_CPU_LIMIT", default_value = "1")]
+    pub cpu_limit: String,
+    /// Memory request of a scan.
+    #[arg(long, env = "SCAN_MEMORY_REQUEST", default_value = "256Mi")]
+    pub memory_request: String,
+    /// Memory limit of a scan.
+    #[arg(long, env = "SCAN_MEMORY_LIMIT", default_value = "1Gi")]
+    pub memory_limit: String,
+    /// Size limit of a scan's /tmp (clones are unpacked there).
+    #[arg(long, env = "SCAN_TMP_SIZE", default_value = "2Gi")]
+    pub tmp_size: String,
+
+    /// The scorecard binary (process runner).
+    #[arg(long, env = "SCORECARD_BINARY", default_value = "scorecard")]
+    pub scorecard_binary: PathBuf,
+
+    /// GitHub token(s) for the process runner (comma-separated for scorecard's round-robin).
+    /// Never logged.
+    #[arg(long, env = "GITHUB_AUTH_TOKEN", hide_env_values = true)]
+    pub github_token: Option<Secret>,
+}
+
+impl Cli {
+    pub fn job_settings(&self) -> JobSettings {
+        JobSettings {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            service_account: self.scan_service_account.clone(),
+            token_secret: self.token_secret.clone(),
+            active_deadline_secs: self.job_deadline_secs,
+            ttl_after_finished_secs: self.job_ttl_secs,
+            cpu_request: self.cpu_request.clone(),
+            cpu_limit: self.cpu_limit.clone(),
+            memory_request: self.memory_request.clone(),
+            memory_limit: self.memory_limit.clone(),
+            tmp_size_limit: self.tmp_size.clone(),
+        }
+    }
+
+    pub fn token_keys(&self) -> anyhow::Result<Vec<String>> {
+        let keys: Vec<String> = self
+            .token_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "--token-keys names no key of the token Secret"
+        );
+        Ok(keys)
+    }
+
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_secs(self.token_cooldown_secs)
+    }
+}

@@ -1,0 +1,286 @@
+//! A finished scan's log and exit status into a result or a classified failure: the rules of
+//! scorecard's CLI (see ../shared/fixtures/README.md), as one pure function.
+//!
+//! - The result is the last line that parses as scorecard JSON, wherever it sits among log
+//!   lines (pod logs merge stdout and stderr).
+//! - Exit 1 with JSON is a result (some check hit a runtime error); exit 0 without JSON is a
+//!   failure (scorecard printed `Skipping <repo>: ...` and gave up).
+
+use chrono::{DateTime, Utc};
+use fleet_proto::RepoName;
+use fleet_proto::scorecard::{RunInfo, parse_result};
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkItem};
+
+/// Bytes of log kept with a failure: enough for the last few dozen lines.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+/// How a scan ended, as the runner saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub job_name: String,
+    /// The container's exit code, when it is known.
+    pub exit_code: Option<i32>,
+    /// The container's termination reason (`OOMKilled`, `Error`, ...).
+    pub reason: Option<String>,
+    /// The run hit its deadline (the Job's activeDeadlineSeconds, or the process timeout).
+    pub deadline_exceeded: bool,
+    pub log: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Result(Box<ScoreResult>),
+    Failure {
+        class: FailureClass,
+        message: String,
+        log_tail: String,
+    },
+}
+
+pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
+    let fail = |class, message: String| Verdict::Failure {
+        class,
+        message,
+        log_tail: tail(&run.log, LOG_TAIL_BYTES),
+    };
+    if run.deadline_exceeded {
+        return fail(
+            FailureClass::Timeout,
+            "scorecard ran past its deadline (it may have been waiting out a GitHub rate limit)"
+                .into(),
+        );
+    }
+    let info = RunInfo {
+        work_id: item.id.clone(),
+        job_name: run.job_name.clone(),
+        exit_code: run.exit_code.unwrap_or(0),
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+    };
+    let mut invalid = None;
+    for line in run.log.lines().rev() {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            continue;
+        }
+        match parse_result(line, &info) {
+            Ok(mut result) => {
+                let wanted = RepoName::parse(&item.repo)
+                    .map(|r| r.key())
+                    .unwrap_or_default();
+                let got = RepoName::parse(&result.repo)
+                    .map(|r| r.key())
+                    .unwrap_or_default();
+                if wanted != got {
+                    return fail(
+                        FailureClass::InvalidOutput,
+                        format!(
+                            "scorecard scored {} but the work item asked for {}",
+                            result.repo, item.repo
+                        ),
+                    );
+                }
+                result.reason = item.reason;
+                return Verdict::Result(Box::new(result));
+            }
+            Err(e) if invalid.is_none() && line.contains("\"checks\"") => {
+                invalid = Some(e.to_string())
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = invalid {
+        return fail(
+            FailureClass::InvalidOutput,
+            format!("scorecard's output did not parse: {e}"),
+        );
+    }
+    let lower = run.log.to_ascii_lowercase();
+    if lower.contains("rate limit") {
+        let line = run
+            .log
+            .lines()
+            .rev()
+            .find(|l| l.to_ascii_lowercase().contains("rate limit"))
+            .unwrap_or_default();
+        return fail(
+            FailureClass::RateLimited,
+            format!("GitHub rate limit: {}", line.trim()),
+        );
+    }
+    if let Some(skip) = run
+        .log
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("Skipping "))
+    {
+        return fail(FailureClass::ScanFailed, skip.trim().to_owned());
+    }
+    match (run.exit_code, run.reason.as_deref()) {
+        (_, Some("OOMKilled")) => fail(
+            FailureClass::PodFailed,
+            "scorecard was killed for using too much memory (OOMKilled)".into(),
+        ),
+        (Some(0), _) => fail(
+            FailureClass::NoOutput,
+            "scorecard exited 0 without printing a result".into(),
+        ),
+        (Some(code), reason) => fail(
+            FailureClass::PodFailed,
+            format!(
+                "scorecard exited {code} without a result{}",
+                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        ),
+        (None, _) => fail(
+            FailureClass::NoOutput,
+            "the scan ended without an exit code or a result".into(),
+        ),
+    }
+}
+
+/// The last `max` bytes of `log`, cut at a character boundary.
+pub fn tail(log: &str, max: usize) -> String {
+    if log.len() <= max {
+        return log.to_owned();
+    }
+    let mut start = log.len() - max;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    log[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../shared/fixtures/scorecard/cli-v4.8.0_ossf-tests-reusable-workflow-caller.json",
+        );
+        std::fs::read_to_string(path).unwrap().trim_end().to_owned()
+    }
+
+    fn item() -> WorkItem {
+        WorkItem {
+            id: "w1".into(),
+            repo: "github.com/ossf-tests/scorecard-webapp-reusable-workflow-caller-e2e".into(),
+            reason: 1,
+            ..Default::default()
+        }
+    }
+
+    fn run(exit: i32, log: String) -> Finished {
+        Finished {
+            job_name: "sc-x".into(),
+            exit_code: Some(exit),
+            log,
+            ..Default::default()
+        }
+    }
+
+    fn class(v: &Verdict) -> FailureClass {
+        match v {
+            Verdict::Failure { class, .. } => *class,
+            Verdict::Result(_) => FailureClass::Unspecified,
+        }
+    }
+
+    #[test]
+    fn the_json_line_among_log_lines_is_the_result() {
+        let log = format!("Starting [Fuzzing]\n{}\nFinished [Fuzzing]\n", fixture());
+        let Verdict::Result(r) = interpret(&item(), &run(0, log)) else {
+            panic!("no result")
+        };
+        assert_eq!(r.work_id, "w1");
+        assert_eq!(r.job_name, "sc-x");
+        assert_eq!(r.raw_json, fixture());
+        assert_eq!(r.reason, 1);
+    }
+
+    #[test]
+    fn exit_1_with_json_is_a_result() {
+        let log = format!("Error: check runtime error: Fuzzing\n{}\n", fixture());
+        let Verdict::Result(r) = interpret(&item(), &run(1, log)) else {
+            panic!("no result")
+        };
+        assert_eq!(r.exit_code, 1);
+    }
+
+    #[test]
+    fn exit_0_without_json_is_a_scan_failure_with_the_reason() {
+        let log = "Skipping github.com/o/n: repo unreachable: GET https://api.github.com/repos/o/n: 404\n";
+        let v = interpret(&item(), &run(0, log.into()));
+        assert_eq!(class(&v), FailureClass::ScanFailed);
+        let Verdict::Failure {
+            message, log_tail, ..
+        } = v
+        else {
+            unreachable!()
+        };
+        assert!(
+            message.starts_with("Skipping github.com/o/n: repo unreachable"),
+            "{message}"
+        );
+        assert_eq!(log_tail, log);
+        assert_eq!(
+            class(&interpret(&item(), &run(0, "done\n".into()))),
+            FailureClass::NoOutput
+        );
+    }
+
+    #[test]
+    fn rate_limits_timeouts_and_dead_pods_are_told_apart() {
+        let limited = "Skipping github.com/o/n: API rate limit exceeded for installation\n";
+        assert_eq!(
+            class(&interpret(&item(), &run(0, limited.into()))),
+            FailureClass::RateLimited
+        );
+        let timeout = Finished {
+            deadline_exceeded: true,
+            ..run(0, fixture())
+        };
+        assert_eq!(class(&interpret(&item(), &timeout)), FailureClass::Timeout);
+        let oom = Finished {
+            reason: Some("OOMKilled".into()),
+            ..run(137, "cloning\n".into())
+        };
+        let v = interpret(&item(), &oom);
+        assert_eq!(class(&v), FailureClass::PodFailed);
+        assert!(matches!(&v, Verdict::Failure { message, .. } if message.contains("OOMKilled")));
+        let crashed = interpret(&item(), &run(2, "panic: boom\n".into()));
+        assert!(
+            matches!(&crashed, Verdict::Failure { class: FailureClass::PodFailed, message, .. } if message.contains("exited 2"))
+        );
+    }
+
+    #[test]
+    fn broken_or_foreign_json_is_invalid_output() {
+        let truncated = &fixture()[..2000];
+        let v = interpret(&item(), &run(0, format!("{truncated}\n")));
+        assert_eq!(class(&v), FailureClass::InvalidOutput);
+        let other = WorkItem {
+            repo: "github.com/some/other".into(),
+            ..item()
+        };
+        let v = interpret(&other, &run(0, fixture()));
+        assert!(
+            matches!(&v, Verdict::Failure { class: FailureClass::InvalidOutput, message, .. } if message.contains("asked for github.com/some/other"))
+        );
+        // An unrelated JSON log line is not a result and not an error.
+        let logged = format!("{}\n{{\"level\":\"info\",\"msg\":\"done\"}}\n", fixture());
+        assert!(matches!(
+            interpret(&item(), &run(0, logged)),
+            Verdict::Result(_)
+        ));
+    }
+
+    #[test]
+    fn tails_are_cut_at_character_boundaries() {
+        assert_eq!(tail("héllo", 4), "llo");
+        assert_eq!(tail("short", 100), "short");
+    }
+}

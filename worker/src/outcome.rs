@@ -1,0 +1,170 @@
+//! What to do with a work item after its run: one decision and one ack table.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use fleet_proto::timestamp;
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
+
+use crate::logs::Verdict;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Publish the result, then ack.
+    Done(Box<ScoreResult>),
+    /// Hand the item back to be tried again after a delay.
+    Retry {
+        after: Duration,
+        failure: Box<WorkFailure>,
+    },
+    /// Give up: publish the failure (sink and dead stream), then terminate.
+    Dead(Box<WorkFailure>),
+}
+
+/// The acknowledgement an outcome ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+impl Outcome {
+    pub fn ack(&self) -> Ack {
+        match self {
+            Outcome::Done(_) => Ack::Ack,
+            Outcome::Retry { after, .. } => Ack::Nak(*after),
+            Outcome::Dead(_) => Ack::Term,
+        }
+    }
+}
+
+/// How long to wait before another delivery of a failed item, or `None` when another try in
+/// this round cannot help (the sink schedules the next round by class).
+pub fn retry_delay(class: FailureClass, delivered: u64) -> Option<Duration> {
+    let nth = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(6);
+    match class {
+        // A token's quota refills within the hour; a quarter of it usually finds one that did.
+        FailureClass::RateLimited => Some(Duration::from_secs(15 * 60)),
+        // A timeout is slow to repeat and often a rate-limit sleep: give it room.
+        FailureClass::Timeout => Some(Duration::from_secs(5 * 60)),
+        // The cluster's or the pod's trouble, usually brief: 30 s doubling, at most 10 min.
+        FailureClass::Infra | FailureClass::PodFailed | FailureClass::NoOutput => {
+            Some(Duration::from_secs((30u64 << nth).min(600)))
+        }
+        // scorecard already gave up on the repository, or its output is broken: repeating
+        // the same scan now would spend GitHub quota for the same answer.
+        FailureClass::ScanFailed
+        | FailureClass::InvalidOutput
+        | FailureClass::Poison
+        | FailureClass::Unspecified => None,
+    }
+}
+
+/// The outcome of a run of `item`, delivered `delivered` times out of `max_deliver`.
+pub fn decide(
+    item: &WorkItem,
+    verdict: Verdict,
+    delivered: u64,
+    max_deliver: u64,
+    job_name: &str,
+) -> Outcome {
+    let (class, message, log_tail) = match verdict {
+        Verdict::Result(result) => return Outcome::Done(result),
+        Verdict::Failure {
+            class,
+            message,
+            log_tail,
+        } => (class, message, log_tail),
+    };
+    let failure = Box::new(WorkFailure {
+        work_id: item.id.clone(),
+        item: Some(item.clone()),
+        class: class as i32,
+        message,
+        log_tail,
+        attempts: u32::try_from(delivered).unwrap_or(u32::MAX),
+        failed_at: Some(timestamp(Utc::now())),
+        job_name: job_name.to_owned(),
+        repo: item.repo.clone(),
+        ..Default::default()
+    });
+    match retry_delay(class, delivered) {
+        Some(after) if delivered < max_deliver => Outcome::Retry { after, failure },
+        _ => Outcome::Dead(failure),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(class: FailureClass) -> Verdict {
+        Verdict::Failure {
+            class,
+            message: "m".into(),
+            log_tail: "t".into(),
+        }
+    }
+
+    fn item() -> WorkItem {
+        WorkItem {
+            id: "w".into(),
+            repo: "github.com/a/b".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_ack_table() {
+        let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j");
+        assert_eq!(done.ack(), Ack::Ack);
+        let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j");
+        assert_eq!(retry.ack(), Ack::Nak(Duration::from_secs(30)));
+        let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j");
+        assert_eq!(dead.ack(), Ack::Term);
+    }
+
+    #[test]
+    fn transient_failures_retry_with_growing_delays_until_the_last_delivery() {
+        let delays: Vec<_> = (1..=4)
+            .map(
+                |n| match decide(&item(), failure(FailureClass::PodFailed), n, 5, "j") {
+                    Outcome::Retry { after, .. } => after.as_secs(),
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(delays, [30, 60, 120, 240]);
+        let last = decide(&item(), failure(FailureClass::PodFailed), 5, 5, "j");
+        let Outcome::Dead(f) = last else {
+            panic!("the last delivery dead-letters")
+        };
+        assert_eq!((f.attempts, f.class), (5, FailureClass::PodFailed as i32));
+        assert_eq!(f.item.as_ref().unwrap().id, "w");
+        assert_eq!(
+            retry_delay(FailureClass::NoOutput, 40),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn permanent_failures_are_not_retried_in_the_same_round() {
+        for class in [
+            FailureClass::ScanFailed,
+            FailureClass::InvalidOutput,
+            FailureClass::Poison,
+        ] {
+            assert!(
+                matches!(decide(&item(), failure(class), 1, 5, "j"), Outcome::Dead(_)),
+                "{class:?}"
+            );
+        }
+        assert_eq!(
+            retry_delay(FailureClass::RateLimited, 1),
+            Some(Duration::from_secs(900))
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! Runners run one scan for a work item: the Kubernetes runner (a Job; the default in a
+//! cluster) and the process runner (a local `scorecard` binary, for people without a cluster).
+//! Both end in the same [`Finished`], read by the same rules (`logs.rs`).
+
+pub mod kubernetes;
+pub mod process;
+
+use fleet_proto::v1::WorkItem;
+
+use crate::logs::Finished;
+
+#[derive(Debug, Clone)]
+pub enum RunResult {
+    /// The scan ran to an end (success or not). `adopted`: a previous delivery had started it.
+    Finished { run: Finished, adopted: bool },
+    /// The scan could not be run (API errors, image pulls, scheduling): an INFRA failure.
+    Infra { message: String, job_name: String },
+}
+
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    /// Starts the scan (or re-attaches to the one a previous delivery started) and waits for
+    /// its end. Dropping the future leaves the scan running: the next delivery adopts it.
+    async fn run(&self, item: &WorkItem) -> RunResult;
+
+    /// Removes what the scan left behind, once its outcome is durable (published) or the item
+    /// is handed back for a fresh try.
+    async fn cleanup(&self, item: &WorkItem);
+
+    /// The scan met GitHub's rate limit: rest the token it used.
+    fn rate_limited(&self, _item: &WorkItem) {}
+}

@@ -1,0 +1,99 @@
+//! The process runner: scorecard as a local child process, for people without a cluster.
+//! Same command line, same parsing, same messages as a Job.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use fleet_proto::v1::WorkItem;
+use fleet_runtime::config::Secret;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+use super::{RunResult, Runner};
+use crate::job::scorecard_args;
+use crate::logs::{Finished, tail};
+
+pub struct ProcessRunner {
+    pub binary: PathBuf,
+    pub timeout: Duration,
+    pub token: Option<Secret>,
+    /// Most bytes kept of each output stream (the end is what matters).
+    pub log_limit_bytes: usize,
+}
+
+async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                // Keep the tail: scorecard's result is its last stdout line.
+                if buf.len() > 2 * cap {
+                    buf.drain(..buf.len() - cap);
+                }
+            }
+        }
+    }
+    tail(&String::from_utf8_lossy(&buf), cap)
+}
+
+#[async_trait::async_trait]
+impl Runner for ProcessRunner {
+    async fn run(&self, item: &WorkItem) -> RunResult {
+        let started = Utc::now();
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(scorecard_args(item))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = &self.token {
+            cmd.env("GITHUB_AUTH_TOKEN", token.expose());
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return RunResult::Infra {
+                    message: format!("starting {}: {e}", self.binary.display()),
+                    job_name: String::new(),
+                };
+            }
+        };
+        let stdout = read_capped(child.stdout.take().expect("piped"), self.log_limit_bytes);
+        let stderr = read_capped(child.stderr.take().expect("piped"), self.log_limit_bytes);
+        let waited = tokio::time::timeout(self.timeout, async {
+            let (out, err, status) = tokio::join!(stdout, stderr, child.wait());
+            (out, err, status)
+        })
+        .await;
+        let (log, exit_code, deadline_exceeded) = match waited {
+            // stderr first, then stdout: the result line ends the log, as in a pod log.
+            Ok((out, err, Ok(status))) => (format!("{err}{out}"), status.code(), false),
+            Ok((_, _, Err(e))) => {
+                return RunResult::Infra {
+                    message: format!("waiting for scorecard: {e}"),
+                    job_name: String::new(),
+                };
+            }
+            Err(_) => (String::new(), None, true),
+        };
+        RunResult::Finished {
+            run: Finished {
+                job_name: String::new(),
+                exit_code,
+                reason: None,
+                deadline_exceeded,
+                log,
+                started_at: Some(started),
+                finished_at: Some(Utc::now()),
+            },
+            adopted: false,
+        }
+    }
+
+    async fn cleanup(&self, _item: &WorkItem) {}
+}

@@ -1,0 +1,208 @@
+//! One shared watch per worker process over every Job of the fleet (a label selector), never
+//! one per Job. Each Job's latest state sits in a `tokio::sync::watch` channel that waiters
+//! subscribe to by name. The kube-rs watcher re-lists after a 410 (expired resource version)
+//! and reconnects with backoff; Jobs that vanished while it was away are reported gone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{SELECTOR, TOKEN_KEY_ANNOTATION, WORK_ID_ANNOTATION};
+use crate::metrics::Metrics;
+
+/// How a Job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub succeeded: bool,
+    /// The condition's reason: `DeadlineExceeded`, `BackoffLimitExceeded`, ...
+    pub reason: String,
+    pub message: String,
+}
+
+/// What waiters need of a Job, and no more (a worker may see thousands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobView {
+    pub uid: String,
+    pub work_id: Option<String>,
+    /// The token Secret key the scan uses, so a rate limit cools the right one.
+    pub token_key: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+    pub ready: i32,
+    pub finished: Option<Finish>,
+    pub deleting: bool,
+}
+
+impl JobView {
+    pub fn of(job: &Job) -> Self {
+        let status = job.status.as_ref();
+        let finished = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| {
+                conditions
+                    .iter()
+                    .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
+            })
+            .map(|c| Finish {
+                succeeded: c.type_ == "Complete",
+                reason: c.reason.clone().unwrap_or_default(),
+                message: c.message.clone().unwrap_or_default(),
+            });
+        Self {
+            uid: job.uid().unwrap_or_default(),
+            work_id: job.annotations().get(WORK_ID_ANNOTATION).cloned(),
+            token_key: job.annotations().get(TOKEN_KEY_ANNOTATION).cloned(),
+            created: job.creation_timestamp().map(|t| utc(&t.0)),
+            ready: status.and_then(|s| s.ready).unwrap_or(0),
+            finished,
+            deleting: job.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// Kubernetes times (jiff) as the chrono times the wire format uses.
+pub fn utc(t: &k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
+    let nanos = u32::try_from(t.subsec_nanosecond()).unwrap_or(0);
+    DateTime::from_timestamp(t.as_second(), nanos).unwrap_or_default()
+}
+
+type Slot = watch::Sender<Option<JobView>>;
+
+#[derive(Clone)]
+pub struct JobWatch {
+    jobs: Arc<Mutex<HashMap<String, Slot>>>,
+    synced: watch::Sender<bool>,
+}
+
+impl JobWatch {
+    /// Starts the watch in the background until `shutdown`.
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (synced, _) = watch::channel(false);
+        let this = Self {
+            jobs: Arc::default(),
+            synced,
+        };
+        let api: Api<Job> = Api::namespaced(client, namespace);
+        let me = this.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels(SELECTOR);
+            let mut events = watcher::watcher(api, config).default_backoff().boxed();
+            let mut listing: Option<HashSet<String>> = None;
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(event)) => me.apply(event, &mut listing),
+                    Some(Err(e)) => {
+                        metrics.watch_restarts.inc();
+                        tracing::warn!(error = %e, "Job watch interrupted; resuming");
+                    }
+                    None => break,
+                }
+            }
+        });
+        this
+    }
+
+    fn apply(&self, event: Event<Job>, listing: &mut Option<HashSet<String>>) {
+        match event {
+            Event::Apply(job) => self.update(&job),
+            Event::InitApply(job) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(job.name_any());
+                }
+                self.update(&job);
+            }
+            Event::Delete(job) => self.gone(&job.name_any()),
+            Event::Init => *listing = Some(HashSet::new()),
+            Event::InitDone => {
+                // A (re)list is the whole truth: what it did not return no longer exists.
+                if let Some(seen) = listing.take() {
+                    let known: Vec<String> = self
+                        .jobs
+                        .lock()
+                        .expect("watch lock")
+                        .keys()
+                        .cloned()
+                        .collect();
+                    for name in known.into_iter().filter(|n| !seen.contains(n)) {
+                        self.gone(&name);
+                    }
+                }
+                self.synced.send_replace(true);
+            }
+        }
+    }
+
+    fn update(&self, job: &Job) {
+        let view = JobView::of(job);
+        let mut jobs = self.jobs.lock().expect("watch lock");
+        jobs.entry(job.name_any())
+            .or_insert_with(|| watch::channel(None).0)
+            .send_replace(Some(view));
+    }
+
+    fn gone(&self, name: &str) {
+        let mut jobs = self.jobs.lock().expect("watch lock");
+        if let Some(slot) = jobs.get(name) {
+            slot.send_replace(None);
+            if slot.receiver_count() == 0 {
+                jobs.remove(name);
+            }
+        }
+    }
+
+    /// The state of Job `name`, now and as it changes. `None` until the Job is seen.
+    pub fn subscribe(&self, name: &str) -> watch::Receiver<Option<JobView>> {
+        let mut jobs = self.jobs.lock().expect("watch lock");
+        jobs.entry(name.to_owned())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    /// The last state seen of Job `name`, if any.
+    pub fn get(&self, name: &str) -> Option<JobView> {
+        self.jobs
+            .lock()
+            .expect("watch lock")
+            .get(name)
+            .and_then(|s| s.borrow().clone())
+    }
+
+    /// Drops the entry of a Job this worker is done with, unless someone still waits on it.
+    pub fn forget(&self, name: &str) {
+        let mut jobs = self.jobs.lock().expect("watch lock");
+        if jobs.get(name).is_some_and(|s| s.receiver_count() == 0) {
+            jobs.remove(name);
+        }
+    }
+
+    /// Jobs this watch holds state for (what a worker's memory grows with).
+    pub fn len(&self) -> usize {
+        self.jobs.lock().expect("watch lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until the first list has completed.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
