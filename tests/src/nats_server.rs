@@ -11,18 +11,8 @@ pub struct PrivateNats {
     child: Option<Child>,
 }
 
-/// On PATH, or where `dev/build-tools` links it.
 fn binary() -> PathBuf {
-    let cache = std::env::var_os("SCORECARD_FLEET_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/scorecard-fleet"))
-        });
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain(cache.map(|c| c.join("path")))
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.exists())
-        .expect("nats-server on PATH or in the build cache (dev/stack up builds it)")
+    crate::stack::tool("nats-server")
 }
 
 impl PrivateNats {

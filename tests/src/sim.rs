@@ -2,13 +2,17 @@
 //! back: the pod's log becomes a recorded scorecard output, and the pod terminates with the
 //! exit code scorecard would have given (see dev/kwok/stages.yaml).
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, GroupVersionKind, LogParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 /// The annotation KWOK's `pod-exit` stage waits for.
@@ -94,4 +98,250 @@ pub async fn finish_pod(
         .await
         .context("setting the exit code")?;
     Ok(())
+}
+
+/// What the stand-in does with a scan of a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Prints fixture `variant` (re-aimed at the repo) and exits `exit_code` (0, or 1 when a
+    /// check hit a runtime error).
+    Succeed { variant: usize, exit_code: i32 },
+    /// `Skipping <repo>: ...` on stderr, exit 0, no JSON: scorecard gave up on the repo.
+    Skip,
+    /// Runs until the Job's deadline.
+    Hang,
+    /// Exits 2 with a Go panic and no JSON.
+    Crash,
+    /// Prints GitHub's rate-limit error and exits 0 without JSON.
+    RateLimited,
+    /// Runs until [`Simulator::release`] is called for the repo, then succeeds.
+    Hold,
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Tests choose an outcome through the owner's name (`github.com/sim-skip/x`); other
+/// repositories get a realistic mix, stable per repository: 85% results (of which 1 in 8
+/// exits 1), 8% scan failures, 4% rate limits, 3% timeouts.
+pub fn behavior_for(repo: &str) -> Behavior {
+    let owner = repo
+        .split('/')
+        .nth(1)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let h = fnv(&repo.to_ascii_lowercase());
+    let variant = usize::try_from(h % 3).unwrap_or(0);
+    match owner.as_str() {
+        o if o.starts_with("sim-ok") => {
+            return Behavior::Succeed {
+                variant,
+                exit_code: 0,
+            };
+        }
+        o if o.starts_with("sim-exit1") => {
+            return Behavior::Succeed {
+                variant,
+                exit_code: 1,
+            };
+        }
+        o if o.starts_with("sim-skip") => return Behavior::Skip,
+        o if o.starts_with("sim-hang") => return Behavior::Hang,
+        o if o.starts_with("sim-crash") => return Behavior::Crash,
+        o if o.starts_with("sim-ratelimit") => return Behavior::RateLimited,
+        o if o.starts_with("sim-hold") => return Behavior::Hold,
+        _ => {}
+    }
+    match (h >> 8) % 100 {
+        0..=74 => Behavior::Succeed {
+            variant,
+            exit_code: 0,
+        },
+        75..=84 => Behavior::Succeed {
+            variant,
+            exit_code: 1,
+        },
+        85..=92 => Behavior::Skip,
+        93..=96 => Behavior::RateLimited,
+        _ => Behavior::Hang,
+    }
+}
+
+/// The log and exit code of a scan of `repo`, or `None` for a scan that does not end.
+pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, String)>)> {
+    let start = (Stream::Stderr, format!("Starting scorecard for {repo}"));
+    match behavior {
+        Behavior::Succeed { variant, exit_code } => {
+            let outputs = crate::fixtures::scorecard_outputs();
+            let (_, line) = &outputs[variant % outputs.len()];
+            let mut json: serde_json::Value = serde_json::from_str(line).expect("fixture JSON");
+            json["repo"]["name"] = repo.into();
+            json["date"] = chrono::Utc::now().to_rfc3339().into();
+            let mut lines = vec![start];
+            if exit_code == 1 {
+                lines.push((
+                    Stream::Stderr,
+                    "Error: check runtime error: Fuzzing: internal error".into(),
+                ));
+            }
+            lines.push((Stream::Stdout, json.to_string()));
+            Some((exit_code, lines))
+        }
+        Behavior::Skip => Some((
+            0,
+            vec![
+                start,
+                (
+                    Stream::Stderr,
+                    format!(
+                        "Skipping {repo}: repo unreachable: GET https://api.github.com/repos/{}: 404 Not Found",
+                        repo.trim_start_matches("github.com/")
+                    ),
+                ),
+            ],
+        )),
+        Behavior::RateLimited => Some((
+            0,
+            vec![
+                start,
+                (
+                    Stream::Stderr,
+                    format!(
+                        "Skipping {repo}: GET https://api.github.com/graphql: 403 API rate limit exceeded"
+                    ),
+                ),
+            ],
+        )),
+        Behavior::Crash => Some((
+            2,
+            vec![
+                start,
+                (
+                    Stream::Stderr,
+                    "panic: runtime error: invalid memory address or nil pointer dereference"
+                        .into(),
+                ),
+            ],
+        )),
+        Behavior::Hang | Behavior::Hold => None,
+    }
+}
+
+/// The scorecard stand-in for a namespace: watches the fleet's pods and plays each scan back
+/// as [`behavior_for`] its repository says. Counts pods per repository, so tests can check
+/// that a work item was never scanned twice.
+pub struct Simulator {
+    pods: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    held: Arc<Mutex<HashMap<String, Pod>>>,
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The annotation on scan pods that names their repository.
+pub const REPO_ANNOTATION: &str = "scorecard-fleet/repo";
+
+impl Simulator {
+    pub fn start(client: Client, namespace: &str) -> Self {
+        let pods: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+        let held: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let (pods2, held2, client2) = (pods.clone(), held.clone(), client.clone());
+        let task = tokio::spawn(async move {
+            let config =
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=scorecard-fleet");
+            let mut events = watcher::watcher(api, config).boxed();
+            let mut handled: HashSet<String> = HashSet::new();
+            while let Some(event) = events.next().await {
+                let pod = match event {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                    Ok(_) => continue,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let uid = pod.uid().unwrap_or_default();
+                if !running
+                    || pod.metadata.deletion_timestamp.is_some()
+                    || !handled.insert(uid.clone())
+                {
+                    continue;
+                }
+                let repo = pod
+                    .annotations()
+                    .get(REPO_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                pods2
+                    .lock()
+                    .unwrap()
+                    .entry(repo.clone())
+                    .or_default()
+                    .push(uid);
+                let behavior = behavior_for(&repo);
+                if behavior == Behavior::Hold {
+                    held2.lock().unwrap().insert(repo, pod);
+                    continue;
+                }
+                let Some((code, lines)) = scan_output(&repo, behavior) else {
+                    continue;
+                };
+                let client = client2.clone();
+                tokio::spawn(async move {
+                    let lines: Vec<(Stream, &str)> =
+                        lines.iter().map(|(s, l)| (*s, l.as_str())).collect();
+                    if let Err(e) = finish_pod(&client, &pod, code, &lines).await {
+                        eprintln!("simulator: finishing {}: {e:#}", pod.name_any());
+                    }
+                });
+            }
+        });
+        Self {
+            pods,
+            held,
+            client,
+            task,
+        }
+    }
+
+    /// Pods that ran for `repo` so far.
+    pub fn pods_for(&self, repo: &str) -> usize {
+        self.pods.lock().unwrap().get(repo).map_or(0, Vec::len)
+    }
+
+    /// Whether a scan of `repo` is being held.
+    pub fn holding(&self, repo: &str) -> bool {
+        self.held.lock().unwrap().contains_key(repo)
+    }
+
+    /// Lets a held scan of `repo` finish with a result.
+    pub async fn release(&self, repo: &str) -> anyhow::Result<()> {
+        let pod = self
+            .held
+            .lock()
+            .unwrap()
+            .remove(repo)
+            .context("no held scan for that repo")?;
+        let (code, lines) = scan_output(
+            repo,
+            Behavior::Succeed {
+                variant: 0,
+                exit_code: 0,
+            },
+        )
+        .expect("a success ends");
+        let lines: Vec<(Stream, &str)> = lines.iter().map(|(s, l)| (*s, l.as_str())).collect();
+        finish_pod(&self.client, &pod, code, &lines).await
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -62,3 +62,36 @@ pub fn unique(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
 }
+
+/// A binary of the stack (`nats`, `nats-server`, `kubectl`): on PATH, or where
+/// `dev/build-tools` links them.
+pub fn tool(name: &str) -> PathBuf {
+    let cache = std::env::var_os("SCORECARD_FLEET_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/scorecard-fleet"))
+        });
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(cache.map(|c| c.join("path")))
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH nor in the build cache (dev/stack up builds it)")
+        })
+}
+
+/// A binary of this workspace, built by `cargo test` next to the test executables.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p {name}` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}

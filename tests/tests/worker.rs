@@ -1,0 +1,562 @@
+//! The worker against the stack's real API server (as its own ServiceAccount, with deploy/'s
+//! Role), its Job controller, KWOK pods playing back recorded scorecard outputs, and NATS.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem, WorkReason};
+use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_tests::kube_support::{self, TestNamespace, eventually};
+use fleet_tests::sim::Simulator;
+use fleet_tests::stack;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use worker::consume::{Handled, Settings, Worker};
+use worker::job::JobSettings;
+use worker::metrics::Metrics;
+use worker::runner::kubernetes::KubeRunner;
+use worker::tokens::TokenPool;
+use worker::watch::JobWatch;
+
+struct Harness {
+    ns: TestNamespace,
+    admin: Client,
+    js: jetstream::Context,
+    topology: Topology,
+    sim: Simulator,
+    worker: Arc<Worker>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+fn job_settings(ns: &str, deadline_secs: i64) -> JobSettings {
+    JobSettings {
+        namespace: ns.into(),
+        image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
+        service_account: "scorecard-scan".into(),
+        token_secret: "scorecard-github-tokens".into(),
+        active_deadline_secs: deadline_secs,
+        ttl_after_finished_secs: 600,
+        cpu_request: "100m".into(),
+        cpu_limit: "1".into(),
+        memory_request: "64Mi".into(),
+        memory_limit: "1Gi".into(),
+        tmp_size_limit: "1Gi".into(),
+    }
+}
+
+/// Applies deploy/'s worker RBAC to `ns`, and returns a client holding that ServiceAccount's token.
+async fn worker_client(admin: &Client, ns: &str) -> Client {
+    let rbac =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/worker-rbac.yaml");
+    let out = Command::new(stack::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(stack::kubeconfig())
+        .args(["apply", "-n", ns, "-f"])
+        .arg(&rbac)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = kube_support::service_account_token(admin, ns, "scorecard-fleet-worker")
+        .await
+        .unwrap();
+    kube_support::as_service_account(token).await
+}
+
+fn topology_args(prefix: &str, ack_wait_secs: u64, max_deliver: i64) -> TopologyArgs {
+    TopologyArgs {
+        nats_prefix: prefix.into(),
+        work_ack_wait_secs: ack_wait_secs,
+        work_max_deliver: max_deliver,
+        ..Default::default()
+    }
+}
+
+async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Harness {
+    let admin = kube_support::admin().await;
+    let ns = TestNamespace::create(&admin, "worker").await;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("scorecard-github-tokens".into()),
+            ..Default::default()
+        },
+        string_data: Some([("token-0".to_owned(), "not-a-real-token".to_owned())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let client = worker_client(&admin, &ns.name).await;
+    // The scan ServiceAccount exists once the RBAC file is applied; the pods need it.
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns.name)
+        .get("scorecard-scan")
+        .await
+        .unwrap();
+
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.expect("NATS"));
+    let topology = Topology::new(topology_args(
+        &stack::unique("wrk"),
+        ack_wait_secs,
+        max_deliver,
+    ))
+    .unwrap();
+    topology.ensure(&js).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::default();
+    let watch = JobWatch::start(client.clone(), &ns.name, metrics.clone(), shutdown.clone());
+    watch.synced().await;
+    let runner = KubeRunner::new(
+        client,
+        job_settings(&ns.name, deadline_secs),
+        Arc::new(TokenPool::new(
+            vec!["token-0".into()],
+            Duration::from_secs(60),
+        )),
+        watch,
+        Duration::from_secs(30),
+        4 << 20,
+        metrics.clone(),
+    );
+    let worker = Arc::new(Worker {
+        manual: worker::consumer(&js, &topology, WORKER_MANUAL)
+            .await
+            .unwrap(),
+        scheduled: worker::consumer(&js, &topology, WORKER_SCHEDULED)
+            .await
+            .unwrap(),
+        js: js.clone(),
+        topology: topology.clone(),
+        runner: Arc::new(runner),
+        metrics: metrics.clone(),
+        settings: Settings {
+            max_in_flight: 10,
+            heartbeat: Duration::from_secs(1),
+            drain_deadline: Duration::from_secs(5),
+            max_deliver: u64::try_from(max_deliver).unwrap(),
+            poll: Duration::from_millis(200),
+        },
+    });
+    let sim = Simulator::start(admin.clone(), &ns.name);
+    Harness {
+        ns,
+        admin,
+        js,
+        topology,
+        sim,
+        worker,
+        metrics,
+        shutdown,
+    }
+}
+
+fn item(repo: &str) -> WorkItem {
+    WorkItem {
+        id: uuid::Uuid::now_v7().to_string(),
+        repo: repo.into(),
+        reason: WorkReason::Scheduled as i32,
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    async fn enqueue(&self, item: &WorkItem) {
+        self.js
+            .publish(
+                self.topology.scheduled_subject(),
+                item.encode_to_vec().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Pulls the next message and runs it to its end: the worker's step function.
+    async fn step(&self) -> Handled {
+        let message = tokio::time::timeout(Duration::from_secs(20), self.worker.next_message())
+            .await
+            .expect("a work message");
+        tokio::time::timeout(
+            Duration::from_secs(90),
+            self.worker.handle(message, &CancellationToken::new()),
+        )
+        .await
+        .expect("the item is handled")
+    }
+
+    async fn subjects(&self, subject: String) -> Vec<Vec<u8>> {
+        let stream = if subject.contains(".dead.") {
+            self.topology.dead_stream()
+        } else {
+            self.topology.results_stream()
+        };
+        let reader: PullConsumer = self
+            .js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: subject,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut batch = reader.fetch().max_messages(100).messages().await.unwrap();
+        while let Some(m) = batch.next().await {
+            out.push(m.unwrap().payload.to_vec());
+        }
+        out
+    }
+
+    async fn results(&self) -> Vec<ScoreResult> {
+        self.subjects(self.topology.results_subject())
+            .await
+            .iter()
+            .map(|p| ScoreResult::decode(p.as_slice()).unwrap())
+            .collect()
+    }
+
+    async fn jobs(&self) -> Vec<Job> {
+        Api::<Job>::namespaced(self.admin.clone(), &self.ns.name)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn work_left(&self) -> (u64, usize) {
+        let mut c = self.worker.scheduled.clone();
+        let info = c.info().await.unwrap();
+        (info.num_pending, info.num_ack_pending)
+    }
+
+    async fn no_jobs_left(&self) {
+        eventually("the Job to be deleted", Duration::from_secs(20), || async {
+            Ok(self.jobs().await.is_empty().then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn a_scan_becomes_a_published_result_and_its_job_is_removed() {
+    let h = harness(600, 3, 30).await;
+    let work = item("github.com/sim-ok/happy");
+    h.enqueue(&work).await;
+    let Handled::Published(result) = h.step().await else {
+        panic!("expected a result")
+    };
+    assert_eq!(result.work_id, work.id);
+    assert_eq!(result.repo, "github.com/sim-ok/happy");
+    assert_eq!(result.exit_code, 0);
+    assert!(!result.checks.is_empty() && result.job_name.starts_with("sc-"));
+    assert_eq!(
+        h.results().await,
+        vec![*result],
+        "published once, to scorecard.results"
+    );
+    assert_eq!(h.work_left().await, (0, 0), "acked");
+    h.no_jobs_left().await;
+    assert_eq!(h.sim.pods_for("github.com/sim-ok/happy"), 1);
+    assert_eq!(h.metrics.started.get(), 1);
+}
+
+#[tokio::test]
+async fn exit_1_with_json_is_a_result() {
+    let h = harness(600, 3, 30).await;
+    h.enqueue(&item("github.com/sim-exit1/partial")).await;
+    let Handled::Published(result) = h.step().await else {
+        panic!("expected a result")
+    };
+    assert_eq!(result.exit_code, 1);
+    assert!(result.score.is_some());
+}
+
+#[tokio::test]
+async fn exit_0_without_json_is_a_scan_failure_dead_lettered_with_its_reason() {
+    let h = harness(600, 3, 30).await;
+    let work = item("github.com/sim-skip/gone");
+    h.enqueue(&work).await;
+    let Handled::DeadLettered(failure) = h.step().await else {
+        panic!("expected a dead letter")
+    };
+    assert_eq!(failure.class, FailureClass::ScanFailed as i32);
+    assert!(
+        failure
+            .message
+            .starts_with("Skipping github.com/sim-skip/gone: repo unreachable"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(failure.item.as_ref().unwrap().id, work.id);
+    let recorded: Vec<WorkFailure> = h
+        .subjects(h.topology.failures_subject())
+        .await
+        .iter()
+        .map(|p| WorkFailure::decode(p.as_slice()).unwrap())
+        .collect();
+    assert_eq!(recorded, vec![*failure.clone()], "the sink gets it");
+    assert_eq!(
+        h.subjects(h.topology.dead_subject("SCAN_FAILED"))
+            .await
+            .len(),
+        1,
+        "and the dead stream"
+    );
+    assert_eq!(h.work_left().await, (0, 0), "terminated");
+    h.no_jobs_left().await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_is_a_timeout_handed_back_for_a_fresh_job() {
+    let h = harness(2, 2, 30).await;
+    h.enqueue(&item("github.com/sim-hang/slow")).await;
+    let first = h.step().await;
+    assert!(
+        matches!(first, Handled::Retried { class: FailureClass::Timeout, after } if after == Duration::from_secs(300)),
+        "{first:?}"
+    );
+    assert_eq!(
+        h.work_left().await.1,
+        1,
+        "handed back with a delay, not acked"
+    );
+    h.no_jobs_left().await;
+    let label = worker::metrics::ClassLabel {
+        class: "TIMEOUT".into(),
+    };
+    assert_eq!(h.metrics.retried.get_or_create(&label).get(), 1);
+}
+
+#[tokio::test]
+async fn a_timeout_on_the_last_delivery_is_dead_lettered() {
+    let h = harness(2, 1, 30).await;
+    h.enqueue(&item("github.com/sim-hang/slower")).await;
+    let Handled::DeadLettered(failure) = h.step().await else {
+        panic!("expected a dead letter")
+    };
+    assert_eq!(failure.class, FailureClass::Timeout as i32);
+    assert_eq!(failure.attempts, 1);
+    assert_eq!(
+        h.subjects(h.topology.dead_subject("TIMEOUT")).await.len(),
+        1
+    );
+    assert_eq!(h.work_left().await, (0, 0));
+    h.no_jobs_left().await;
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_hand_written_requests_work() {
+    let h = harness(600, 3, 30).await;
+    h.js.publish(
+        h.topology.manual_subject(),
+        b"\xff\x00garbage".as_slice().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    h.js.publish(
+        h.topology.manual_subject(),
+        br#"{"repo":"github.com/-bad/name"}"#.as_slice().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // The stock nats CLI, as a person would use it.
+    let out = Command::new(stack::tool("nats"))
+        .args([
+            "--server",
+            &stack::nats_url(),
+            "pub",
+            &h.topology.manual_subject(),
+            r#"{"repo":"github.com/sim-ok/by-hand"}"#,
+        ])
+        .output()
+        .expect("run nats");
+    assert!(
+        out.status.success(),
+        "nats pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let first = h.step().await;
+    assert!(
+        matches!(&first, Handled::Poison(r) if r.contains("undecodable work item")),
+        "{first:?}"
+    );
+    let second = h.step().await;
+    assert!(
+        matches!(&second, Handled::Poison(r) if r.contains("cannot start with '-'")),
+        "{second:?}"
+    );
+    let Handled::Published(result) = h.step().await else {
+        panic!("the hand-written request is scored")
+    };
+    assert_eq!(result.repo, "github.com/sim-ok/by-hand");
+    assert_eq!(result.reason, WorkReason::Manual as i32);
+    let dead = h.subjects(h.topology.dead_subject("POISON")).await;
+    assert_eq!(dead.len(), 2);
+    let letter = WorkFailure::decode(dead[0].as_slice()).unwrap();
+    assert_eq!(letter.source_payload, b"\xff\x00garbage");
+    let mut manual = h.worker.manual.clone();
+    assert_eq!(manual.info().await.unwrap().num_ack_pending, 0);
+}
+
+#[tokio::test]
+async fn manual_requests_are_pulled_before_scheduled_work() {
+    let h = harness(600, 3, 30).await;
+    for i in 0..3 {
+        h.enqueue(&item(&format!("github.com/sim-ok/scheduled-{i}")))
+            .await;
+    }
+    h.js.publish(
+        h.topology.manual_subject(),
+        b"github.com/sim-ok/urgent".as_slice().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let Handled::Published(first) = h.step().await else {
+        panic!("expected a result")
+    };
+    assert_eq!(first.repo, "github.com/sim-ok/urgent");
+}
+
+fn spawn_worker(h: &Harness, ack_wait_secs: u64, max_deliver: i64, drain_secs: u64) -> Child {
+    Command::new(stack::workspace_binary("worker"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NATS_URL", stack::nats_url())
+        .env("NATS_PREFIX", h.topology.args().nats_prefix.clone())
+        .env("WORK_ACK_WAIT_SECS", ack_wait_secs.to_string())
+        .env("WORK_MAX_DELIVER", max_deliver.to_string())
+        .env("KUBECONFIG", stack::kubeconfig())
+        .env("WORKER_NAMESPACE", &h.ns.name)
+        .env("TOKEN_KEYS", "token-0")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("WORKER_DRAIN_DEADLINE_SECS", drain_secs.to_string())
+        .env("WORKER_POLL_MS", "200")
+        .env("LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the worker binary")
+}
+
+async fn job_uids(h: &Harness) -> Vec<String> {
+    h.jobs()
+        .await
+        .into_iter()
+        .filter_map(|j| j.metadata.uid)
+        .collect()
+}
+
+/// A worker killed mid-scan: another picks the item up and adopts the very same Job. Exactly
+/// one Job and one pod ever existed for the work item, and exactly one result was published.
+#[tokio::test]
+async fn a_killed_worker_is_replaced_and_the_same_job_is_adopted() {
+    let h = harness(600, 3, 3).await;
+    let repo = "github.com/sim-hold/crash";
+    let work = item(repo);
+    let mut first = spawn_worker(&h, 3, 3, 5);
+    h.enqueue(&work).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(repo).then_some(()))
+    })
+    .await
+    .unwrap();
+    let uids = job_uids(&h).await;
+    assert_eq!(uids.len(), 1);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // The in-process worker gets the redelivery once the 3 s ack wait runs out.
+    let handled = tokio::spawn({
+        let worker = h.worker.clone();
+        async move {
+            let message = worker.next_message().await;
+            worker.handle(message, &CancellationToken::new()).await
+        }
+    });
+    eventually(
+        "the item to be adopted",
+        Duration::from_secs(30),
+        || async { Ok((h.metrics.adopted.get() == 1).then_some(())) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(job_uids(&h).await, uids, "the same Job, not a new one");
+    h.sim.release(repo).await.unwrap();
+    let Handled::Published(result) = handled.await.unwrap() else {
+        panic!("expected a result")
+    };
+    assert_eq!(result.work_id, work.id);
+    assert_eq!(
+        h.metrics.started.get(),
+        0,
+        "the second worker started no Job"
+    );
+    assert_eq!(h.sim.pods_for(repo), 1, "scanned once");
+    assert_eq!(h.results().await.len(), 1, "one result");
+    assert_eq!(h.work_left().await, (0, 0));
+}
+
+/// SIGTERM: the worker stops pulling, and leaves a scan that outlives the drain deadline
+/// running and unacked for the next delivery.
+#[tokio::test]
+async fn sigterm_drains_within_the_deadline_and_leaves_unfinished_scans_to_the_next_delivery() {
+    let h = harness(600, 3, 30).await;
+    let repo = "github.com/sim-hold/drain";
+    let mut child = spawn_worker(&h, 30, 3, 2);
+    h.enqueue(&item(repo)).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(repo).then_some(()))
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a drain is a clean exit: {status:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "drained in {took:?}, deadline 2 s"
+    );
+    assert_eq!(h.work_left().await.1, 1, "the unfinished item is not acked");
+    assert_eq!(h.jobs().await.len(), 1, "its Job keeps running");
+    assert!(h.results().await.is_empty());
+}
