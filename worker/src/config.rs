@@ -48,6 +48,10 @@ pub struct Cli {
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 1000)]
     pub poll_ms: u64,
 
+    /// Kubeconfig file, outside a cluster; in a cluster the pod's ServiceAccount is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Namespace the scorecard Jobs run in.
     #[arg(long, env = "WORKER_NAMESPACE", default_value = "scorecard")]
     pub namespace: String,

@@ -56,6 +56,23 @@ pub async fn consumer(
         .map_err(|e| anyhow::anyhow!("opening consumer {name}: {e}"))
 }
 
+/// A client from `kubeconfig`, or from the pod's ServiceAccount in a cluster.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => {
+            kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?
+        }
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
 /// The loop's settings from the command line and the topology.
 pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
     let ack_wait = topology.args().work_ack_wait_secs;
@@ -89,9 +106,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
 
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            let client = kube_client(cli.kubeconfig.as_deref()).await?;
             let watch = JobWatch::start(
                 client.clone(),
                 &cli.namespace,

@@ -1,0 +1,150 @@
+//! Static checks of the Docker path CI cannot run (no Docker engine here): docker-compose.yml,
+//! the Dockerfile and deploy/ agree with each other and with the binaries' real flags.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fleet_tests::stack;
+use serde_yaml_ng::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// Every environment variable a binary (or its subcommand) reads, from its own `--help`.
+fn env_vars(binary: &str, subcommand: Option<&str>) -> BTreeSet<String> {
+    let mut cmd = Command::new(stack::workspace_binary(binary));
+    if let Some(sub) = subcommand {
+        cmd.arg(sub);
+    }
+    let out = cmd.arg("--help").output().expect("run --help");
+    assert!(out.status.success(), "{binary} --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| rest.split(['=', ']']).next().unwrap().to_owned())
+        .collect()
+}
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_sets_only_real_flags_and_agrees_with_the_image() {
+    let compose = &yaml_docs(&root().join("docker-compose.yml"))[0];
+    let services = compose["services"].as_mapping().expect("services");
+    let mut seen = BTreeSet::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        if !["producer", "worker", "sink"].contains(&name) {
+            continue;
+        }
+        seen.insert(name.to_owned());
+        let command = str_list(&service["command"]);
+        assert_eq!(
+            command[0],
+            format!("/usr/local/bin/{name}"),
+            "{name}: the image's binary"
+        );
+        let flags = env_vars(name, command.get(1).map(String::as_str));
+        let env = service["environment"].as_mapping().expect("environment");
+        assert!(!env.is_empty());
+        for key in env.keys() {
+            let key = key.as_str().unwrap();
+            assert!(
+                flags.contains(key),
+                "compose sets {key} for {name}, which is no flag of it: {flags:?}"
+            );
+        }
+        assert_eq!(
+            env["HTTP_ADDR"].as_str(),
+            Some("0.0.0.0:9090"),
+            "{name} serves on the port deploy/ probes"
+        );
+    }
+    assert_eq!(seen.len(), 3, "compose runs producer, worker and sink");
+
+    // The same NATS and PostgreSQL images as deploy/'s dev overlay.
+    let dev: Vec<Value> = ["nats.yaml", "postgres.yaml"]
+        .iter()
+        .flat_map(|f| yaml_docs(&root().join("deploy/overlays/dev").join(f)))
+        .collect();
+    for svc in ["nats", "postgres"] {
+        let image = services[svc]["image"].as_str().unwrap();
+        let in_dev = dev.iter().any(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"].as_str() == Some(image)
+        });
+        assert!(
+            in_dev,
+            "compose's {svc} image {image} differs from deploy/overlays/dev"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("EXPOSE 9090"));
+    assert!(
+        dockerfile.contains("USER 65532:65532"),
+        "the image runs as non-root"
+    );
+    let base = root().join("deploy/base");
+    let config = &yaml_docs(&base.join("config.yaml"))[0]["data"];
+    let mut all_flags = BTreeSet::new();
+    for (bin, sub) in [
+        ("producer", Some("run")),
+        ("worker", None),
+        ("sink", Some("run")),
+    ] {
+        assert!(
+            dockerfile.contains(&format!("target/release/{bin}")),
+            "the image builds {bin}"
+        );
+        let flags = env_vars(bin, sub);
+        all_flags.extend(flags.iter().cloned());
+        let deployment = &yaml_docs(&base.join(format!("{bin}.yaml")))[0];
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            str_list(&container["command"]),
+            [format!("/usr/local/bin/{bin}")]
+        );
+        assert_eq!(
+            str_list(&container["args"]).first().map(String::as_str),
+            sub
+        );
+        assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(9090));
+        for env in container["env"].as_sequence().into_iter().flatten() {
+            let key = env["name"].as_str().unwrap();
+            assert!(
+                flags.contains(key),
+                "deploy/ sets {key} for {bin}, which is no flag of it"
+            );
+        }
+    }
+    for key in config.as_mapping().unwrap().keys() {
+        let key = key.as_str().unwrap();
+        assert!(
+            all_flags.contains(key),
+            "ConfigMap key {key} is no flag of any binary"
+        );
+    }
+}
