@@ -88,10 +88,10 @@ pub struct RunArgs {
     #[arg(long, env = "PRODUCER_HIGH_WATER", default_value_t = 20_000)]
     pub high_water: u64,
 
-    /// Hours a claim holds a repository: if no result or failure arrives in that time, it is
-    /// due again. Longer than a Job's deadline times the deliveries.
-    #[arg(long, env = "PRODUCER_LEASE_HOURS", default_value_t = 24)]
-    pub lease_hours: u32,
+    /// Seconds a claim holds a repository: if no result or failure arrives in that time, it is
+    /// due again. Must exceed the queue wait plus a Job's deadline times the deliveries.
+    #[arg(long, env = "PRODUCER_LEASE_SECS", default_value_t = 24 * 3600)]
+    pub lease_secs: u32,
 
     /// Longest pause, in seconds, between looks at an idle database or a full queue.
     #[arg(long, env = "PRODUCER_BACKOFF_CAP_SECS", default_value_t = 60)]
@@ -103,7 +103,7 @@ impl RunArgs {
         Settings {
             batch_size: self.batch_size.max(1),
             high_water: self.high_water.max(1),
-            lease: TimeDelta::hours(i64::from(self.lease_hours.max(1))),
+            lease: TimeDelta::seconds(i64::from(self.lease_secs.max(1))),
             backoff_cap: Duration::from_secs(self.backoff_cap_secs.max(1)),
         }
     }

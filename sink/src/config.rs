@@ -31,6 +31,26 @@ pub enum Command {
         #[command(flatten)]
         schedule: ScheduleArgs,
     },
+    /// Capacity planning: GitHub tokens, scans in flight and worker replicas needed to score
+    /// every enabled repository once per interval.
+    Plan {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// GitHub API calls one scan costs.
+        #[arg(long, default_value_t = 70.0)]
+        calls_per_scan: f64,
+        /// A token's hourly API quota.
+        #[arg(long, default_value_t = 5000.0)]
+        calls_per_token_hour: f64,
+        /// Minutes one scan takes.
+        #[arg(long, default_value_t = 3.0)]
+        scan_minutes: f64,
+        /// Scans each worker runs at once (WORKER_MAX_IN_FLIGHT).
+        #[arg(long, default_value_t = 50)]
+        in_flight_per_worker: u64,
+    },
     /// Everything known about one repository: latest score and checks, history, last failure.
     Show {
         #[command(flatten)]

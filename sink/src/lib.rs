@@ -5,6 +5,7 @@
 //! - [`upsert`]: one batch of records in one transaction, idempotently.
 //! - [`schedule`]: when a repository is due again after a result or a failure.
 //! - [`consume`]: pull, write, ack; hold and retry while PostgreSQL is down.
+//! - [`plan`]: tokens and concurrency needed for the repositories in the database.
 //! - [`report`]: `status` and `show`, for operators.
 //! - [`metrics`]: what `/metrics` exports.
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod consume;
 pub mod decode;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod schedule;
 pub mod upsert;
@@ -29,6 +31,43 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RunArgs;
 use crate::consume::Sink;
 use crate::metrics::Metrics;
+
+/// How often the freshness gauges are recomputed: the count walks the repos table, so not
+/// often, and freshness moves over hours anyway.
+const FRESHNESS_EVERY: Duration = Duration::from_secs(300);
+
+/// Keeps the freshness gauges current until `shutdown`.
+async fn freshness(
+    pool: sqlx::PgPool,
+    interval: chrono::TimeDelta,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let counted: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE last_scored_at >= now() - $1::interval)
+             FROM repos WHERE enabled",
+        )
+        .bind(format!("{} seconds", interval.num_seconds()))
+        .fetch_one(&pool)
+        .await;
+        match counted {
+            Ok((total, fresh)) => {
+                metrics.repos.set(total);
+                metrics.fresh_ratio.set(if total == 0 {
+                    1.0
+                } else {
+                    fresh as f64 / total as f64
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "computing freshness failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(FRESHNESS_EVERY) => {}
+        }
+    }
+}
 
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -61,6 +100,12 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     readiness.set(true);
     tracing::info!(consumer = %args.consumer, batch_size = args.batch_size, "sink running");
 
+    tokio::spawn(freshness(
+        pool.clone(),
+        args.schedule.schedule().interval,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let sink = Sink {
         js,
         consumer,

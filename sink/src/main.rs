@@ -24,6 +24,32 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plan {
+            db,
+            schedule,
+            calls_per_scan,
+            calls_per_token_hour,
+            scan_minutes,
+            in_flight_per_worker,
+        } => {
+            let pool = fleet_runtime::db::connect_once(&db).await?;
+            fleet_runtime::db::check_schema(&pool).await?;
+            let repos: i64 = sqlx::query_scalar("SELECT count(*) FROM repos WHERE enabled")
+                .fetch_one(&pool)
+                .await?;
+            let inputs = sink::plan::Inputs {
+                repos: u64::try_from(repos).unwrap_or(0),
+                interval_days: schedule.interval_days,
+                calls_per_scan,
+                calls_per_token_hour,
+                scan_minutes,
+            };
+            print!(
+                "{}",
+                sink::plan::render(&inputs, &sink::plan::plan(&inputs), in_flight_per_worker)
+            );
+            Ok(())
+        }
         Command::Show { db, repo } => {
             let repo = RepoName::parse(&repo)?;
             let pool = fleet_runtime::db::connect_once(&db).await?;

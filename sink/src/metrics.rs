@@ -1,6 +1,9 @@
 //! The sink's Prometheus metrics.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -13,6 +16,8 @@ pub struct Metrics {
     pub batches: Counter,
     pub db_errors: Counter,
     pub batch_seconds: Histogram,
+    pub repos: Gauge,
+    pub fresh_ratio: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -26,6 +31,8 @@ impl Metrics {
             db_errors: Counter::default(),
             // 1 ms .. ~16 s: a healthy batch commits in tens of milliseconds.
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            repos: Gauge::default(),
+            fresh_ratio: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("sink");
         r.register(

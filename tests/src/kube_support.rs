@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -39,7 +39,6 @@ pub async fn as_service_account(token: String) -> Client {
 /// A fresh namespace, deleted (with everything in it) when the guard drops.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -56,24 +55,19 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Best effort and in the background: the namespace controller removes the rest.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-            });
-        }
+        // Synchronously handed to kubectl: a task spawned here could die with the test's
+        // runtime. The namespace controller removes the rest in the background.
+        let _ = std::process::Command::new(crate::stack::tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(crate::stack::kubeconfig())
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
     }
 }
 
@@ -139,4 +133,18 @@ pub async fn service_account_token(client: &Client, ns: &str, sa: &str) -> anyho
         .status
         .and_then(|s| s.token)
         .context("token request without a token")
+}
+
+/// Writes a kubeconfig that authenticates with `token` (a ServiceAccount's), for a process.
+pub fn write_token_kubeconfig(token: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut kubeconfig = Kubeconfig::read_from(crate::stack::kubeconfig())?;
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.client_certificate = None;
+            auth.client_key = None;
+            auth.token = Some(token.to_owned().into());
+        }
+    }
+    std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig)?)?;
+    Ok(())
 }

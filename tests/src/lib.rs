@@ -6,9 +6,11 @@
 //! - [`nats_server`]: a private nats-server a fault test may stop and start.
 //! - [`pg`]: a private PostgreSQL a fault test may stop and start.
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
+//! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
 
 pub mod fixtures;
+pub mod fleet;
 pub mod kube_support;
 pub mod nats_server;
 pub mod pg;

@@ -235,6 +235,7 @@ pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, 
 /// that a work item was never scanned twice.
 pub struct Simulator {
     pods: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    by_work: Arc<Mutex<HashMap<String, usize>>>,
     held: Arc<Mutex<HashMap<String, Pod>>>,
     client: Client,
     task: tokio::task::JoinHandle<()>,
@@ -242,13 +243,17 @@ pub struct Simulator {
 
 /// The annotation on scan pods that names their repository.
 pub const REPO_ANNOTATION: &str = "scorecard-fleet/repo";
+/// The annotation on scan pods that names their work item.
+pub const WORK_ID_ANNOTATION: &str = "scorecard-fleet/work-id";
 
 impl Simulator {
     pub fn start(client: Client, namespace: &str) -> Self {
         let pods: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+        let by_work: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let held: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let (pods2, held2, client2) = (pods.clone(), held.clone(), client.clone());
+        let (pods2, held2, client2, by_work2) =
+            (pods.clone(), held.clone(), client.clone(), by_work.clone());
         let task = tokio::spawn(async move {
             let config =
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=scorecard-fleet");
@@ -283,6 +288,12 @@ impl Simulator {
                     .entry(repo.clone())
                     .or_default()
                     .push(uid);
+                let work_id = pod
+                    .annotations()
+                    .get(WORK_ID_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                *by_work2.lock().unwrap().entry(work_id).or_default() += 1;
                 let behavior = behavior_for(&repo);
                 if behavior == Behavior::Hold {
                     held2.lock().unwrap().insert(repo, pod);
@@ -303,6 +314,7 @@ impl Simulator {
         });
         Self {
             pods,
+            by_work,
             held,
             client,
             task,
@@ -312,6 +324,22 @@ impl Simulator {
     /// Pods that ran for `repo` so far.
     pub fn pods_for(&self, repo: &str) -> usize {
         self.pods.lock().unwrap().get(repo).map_or(0, Vec::len)
+    }
+
+    /// Work ids that got more than one pod: scanned twice for one work item.
+    pub fn scanned_twice(&self) -> Vec<(String, usize)> {
+        self.by_work
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(w, n)| (w.clone(), *n))
+            .collect()
+    }
+
+    /// Pods seen in all.
+    pub fn pods_total(&self) -> usize {
+        self.by_work.lock().unwrap().values().sum()
     }
 
     /// Whether a scan of `repo` is being held.

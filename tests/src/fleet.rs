@@ -1,0 +1,347 @@
+//! The whole fleet as processes (the real producer, worker and sink binaries) on the local
+//! stack, for end-to-end and fault tests, and the invariant every such test ends with.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure};
+use fleet_runtime::topology::{SINK, Topology, WORKER_MANUAL, WORKER_SCHEDULED};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+use prost::Message as _;
+use sqlx::PgPool;
+
+use crate::kube_support::{self, TestNamespace};
+use crate::sim::Simulator;
+use crate::stack;
+
+pub struct Fleet {
+    pub database_url: String,
+    pub nats_url: String,
+    pub topology: Topology,
+    pub ns: TestNamespace,
+    pub sim: Simulator,
+    worker_kubeconfig: PathBuf,
+    /// Settings every process gets (flags' environment variables).
+    pub env: Vec<(String, String)>,
+    children: HashMap<String, Child>,
+}
+
+impl Fleet {
+    /// A namespace with deploy/'s worker RBAC, the token Secret, a kubeconfig holding the worker
+    /// ServiceAccount's token, and the scorecard stand-in watching it.
+    pub async fn prepare(
+        database_url: &str,
+        nats_url: &str,
+        topology: Topology,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let admin: Client = kube_support::admin().await;
+        let ns = TestNamespace::create(&admin, "e2e").await;
+        let rbac =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/worker-rbac.yaml");
+        let out = Command::new(stack::tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(stack::kubeconfig())
+            .args(["apply", "-n", &ns.name, "-f"])
+            .arg(&rbac)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("scorecard-github-tokens".into()),
+                ..Default::default()
+            },
+            string_data: Some([("token-0".to_owned(), "simulated".to_owned())].into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(admin.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let token = kube_support::service_account_token(&admin, &ns.name, "scorecard-fleet-worker")
+            .await
+            .unwrap();
+        let worker_kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
+        kube_support::write_token_kubeconfig(&token, &worker_kubeconfig).unwrap();
+        let sim = Simulator::start(admin, &ns.name);
+        Self {
+            database_url: database_url.to_owned(),
+            nats_url: nats_url.to_owned(),
+            topology,
+            ns,
+            sim,
+            worker_kubeconfig,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            children: HashMap::new(),
+        }
+    }
+
+    /// Starts `binary` (with `args`) as process `name`.
+    pub fn start(&mut self, name: &str, binary: &str, args: &[&str]) {
+        let t = self.topology.args();
+        let mut cmd = Command::new(stack::workspace_binary(binary));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.database_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("NATS_PREFIX", &t.nats_prefix)
+            .env("WORK_ACK_WAIT_SECS", t.work_ack_wait_secs.to_string())
+            .env("WORK_MAX_DELIVER", t.work_max_deliver.to_string())
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("KUBECONFIG", &self.worker_kubeconfig)
+            .env("WORKER_NAMESPACE", &self.ns.name)
+            .env("TOKEN_KEYS", "token-0")
+            .env("LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        self.children.insert(name.to_owned(), child);
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self, name: &str) {
+        let mut child = self.children.remove(name).expect("a running process");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and waits for the exit.
+    pub fn terminate(&mut self, name: &str) -> ExitStatus {
+        let mut child = self.children.remove(name).expect("a running process");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        child.wait().unwrap()
+    }
+
+    pub fn stop_all(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            let status = self.terminate(&name);
+            assert!(status.success(), "{name} exited with {status:?} on SIGTERM");
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.worker_kubeconfig);
+    }
+}
+
+/// Waits until every repository has a score or a recorded failure and no message is waiting or
+/// unacked anywhere; fails after `timeout`.
+pub async fn settle(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    topology: &Topology,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = (0, 0);
+    loop {
+        let (repos, done): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE r.last_scored_at IS NOT NULL
+                 OR EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = r.id)) FROM repos r",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap_or((-1, 0));
+        if repos == done && repos > 0 && unacked(js, topology).await == Some(0) {
+            return;
+        }
+        if (repos, done) != last {
+            eprintln!("settle: {done}/{repos}");
+            last = (repos, done);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not settled after {timeout:?}: {done}/{repos} done"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Messages waiting or unacked on the fleet's consumers (None while NATS is unreachable).
+pub async fn unacked(js: &jetstream::Context, topology: &Topology) -> Option<u64> {
+    let mut total = 0;
+    for (stream, name) in [
+        (topology.work_stream(), WORKER_MANUAL),
+        (topology.work_stream(), WORKER_SCHEDULED),
+        (topology.results_stream(), SINK),
+    ] {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream(stream)
+            .await
+            .ok()?
+            .get_consumer(name)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        total += info.num_pending + info.num_ack_pending as u64;
+    }
+    Some(total)
+}
+
+async fn read_all(
+    js: &jetstream::Context,
+    stream: String,
+    subject: String,
+) -> Vec<(String, Vec<u8>)> {
+    let reader = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            filter_subject: subject,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut batch = reader.fetch().max_messages(1000).messages().await.unwrap();
+        let mut got = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.unwrap();
+            out.push((m.subject.to_string(), m.payload.to_vec()));
+            got += 1;
+        }
+        if got == 0 {
+            return out;
+        }
+    }
+}
+
+/// What the invariant found, for tests to assert more on.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub enqueued: u64,
+    pub scored: BTreeSet<String>,
+    pub failed: HashMap<String, FailureClass>,
+    pub poison: u64,
+}
+
+/// The invariant every end-to-end and fault test ends with: every enqueued work item ended as
+/// exactly one score or exactly one dead-lettered failure; no work item was scanned twice; the
+/// database agrees with the streams; nothing is left unacked.
+pub async fn check_invariant(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    topology: &Topology,
+    sim: &Simulator,
+) -> Outcomes {
+    let mut work = js.get_stream(topology.work_stream()).await.unwrap();
+    let work_state = work.info().await.unwrap().state.clone();
+    assert_eq!(work_state.messages, 0, "work left in the queue");
+    let enqueued = work_state.last_sequence;
+
+    let mut out = Outcomes {
+        enqueued,
+        ..Default::default()
+    };
+    for (_, payload) in read_all(js, topology.results_stream(), topology.results_subject()).await {
+        // Poison a test put there itself; the sink dead-letters it.
+        let Ok(r) = ScoreResult::decode(payload.as_slice()) else {
+            continue;
+        };
+        assert!(
+            out.scored.insert(r.work_id.clone()),
+            "work item {} published twice",
+            r.work_id
+        );
+    }
+    for (_, payload) in read_all(js, topology.results_stream(), topology.failures_subject()).await {
+        let Ok(f) = WorkFailure::decode(payload.as_slice()) else {
+            continue;
+        };
+        let class = FailureClass::try_from(f.class).unwrap();
+        assert!(
+            out.failed.insert(f.work_id.clone(), class).is_none(),
+            "failure {} recorded twice",
+            f.work_id
+        );
+        assert!(
+            !out.scored.contains(&f.work_id),
+            "work item {} both scored and failed",
+            f.work_id
+        );
+    }
+    let mut dead_ids = BTreeSet::new();
+    for (subject, payload) in read_all(js, topology.dead_stream(), topology.dead_subjects()).await {
+        let f = WorkFailure::decode(payload.as_slice()).unwrap();
+        if subject == topology.dead_subject("POISON") {
+            // Only poison from the work lanes was an enqueued item; the sink's is not.
+            if f.source_subject == topology.manual_subject()
+                || f.source_subject == topology.scheduled_subject()
+            {
+                out.poison += 1;
+            }
+            continue;
+        }
+        assert!(
+            dead_ids.insert(f.work_id.clone()),
+            "{} dead-lettered twice",
+            f.work_id
+        );
+    }
+    let failed_ids: BTreeSet<String> = out.failed.keys().cloned().collect();
+    assert_eq!(
+        dead_ids, failed_ids,
+        "every final failure is dead-lettered, once"
+    );
+    assert_eq!(
+        out.scored.len() as u64 + out.failed.len() as u64 + out.poison,
+        enqueued,
+        "every enqueued item ends as one score, one failure or one poison letter"
+    );
+
+    let history: Vec<String> = sqlx::query_scalar("SELECT work_id FROM score_history")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let history: BTreeSet<String> = history.into_iter().collect();
+    assert_eq!(
+        history, out.scored,
+        "score_history holds exactly the published results"
+    );
+    let scanned_twice = sim.scanned_twice();
+    assert!(
+        scanned_twice.is_empty(),
+        "work items scanned twice: {scanned_twice:?}"
+    );
+    assert_eq!(
+        unacked(js, topology).await,
+        Some(0),
+        "messages left unacked"
+    );
+    out
+}

@@ -1,0 +1,253 @@
+//! The whole pipeline as processes (producer, workers, sink binaries) on the local stack, and
+//! the faults operators meet. Every test ends with the same invariant (`fleet::check_invariant`):
+//! every enqueued work item ends as exactly one score or one dead-lettered failure, no work item
+//! is scanned twice, and nothing is left unacked.
+
+use std::process::Command;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fleet_proto::v1::FailureClass;
+use fleet_runtime::topology::{Topology, TopologyArgs};
+use fleet_tests::fleet::{Fleet, check_invariant, settle};
+use fleet_tests::nats_server::PrivateNats;
+use fleet_tests::pg::PrivatePostgres;
+use fleet_tests::results::repo_list;
+use fleet_tests::stack;
+use sqlx::PgPool;
+
+fn topology(max_deliver: i64, ack_wait_secs: u64) -> Topology {
+    Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("e2e"),
+        work_max_deliver: max_deliver,
+        work_ack_wait_secs: ack_wait_secs,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// The URL of the database a `#[sqlx::test]` made for this test.
+fn url_of(pool: &PgPool) -> String {
+    let base = stack::database_url();
+    let db = pool.connect_options().get_database().unwrap().to_owned();
+    format!("{}/{db}", &base[..base.rfind('/').unwrap()])
+}
+
+/// `producer migrate` then `producer import` of `repos`, as an operator would.
+fn import(fleet: &Fleet, repos: &[String]) {
+    let file = std::env::temp_dir().join(format!("{}.csv", stack::unique("repos")));
+    std::fs::write(&file, format!("repo,metadata\n{}\n", repos.join(",\n"))).unwrap();
+    for args in [vec!["migrate"], vec!["import", file.to_str().unwrap()]] {
+        let out = Command::new(stack::workspace_binary("producer"))
+            .args(&args)
+            .env("DATABASE_URL", &fleet.database_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "producer {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_file(file).ok();
+}
+
+async fn scored(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM scores")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+async fn wait_scored(pool: &PgPool, n: i64) {
+    for _ in 0..600 {
+        if scored(pool).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{n} results never arrived");
+}
+
+fn sim_ok(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("github.com/sim-ok-{i}/repo-{i}"))
+        .collect()
+}
+
+const FAST: &[(&str, &str)] = &[
+    ("JOB_DEADLINE_SECS", "30"),
+    ("PRODUCER_BACKOFF_CAP_SECS", "1"),
+    ("SINK_BATCH_WAIT_MS", "100"),
+    ("WORKER_MAX_IN_FLIGHT", "40"),
+    ("WORKER_DRAIN_DEADLINE_SECS", "10"),
+    ("WORKER_POLL_MS", "200"),
+];
+
+#[sqlx::test(migrations = false)]
+async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(pool: PgPool) {
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    let topo = topology(1, 30);
+    topo.ensure(&js).await.unwrap();
+    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), FAST).await;
+    let repos: Vec<String> = repo_list()
+        .iter()
+        .take(250)
+        .map(ToString::to_string)
+        .collect();
+    import(&fleet, &repos);
+    // Poison in every stream the fleet reads.
+    for subject in [
+        topo.manual_subject(),
+        topo.results_subject(),
+        topo.failures_subject(),
+    ] {
+        js.publish(subject, b"\x0a\xff\xffnot a message".as_slice().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("worker-2", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    fleet.stop_all();
+
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(
+        out.enqueued, 251,
+        "250 scheduled items and one poison message"
+    );
+    assert_eq!(out.poison, 1);
+    for class in [
+        FailureClass::ScanFailed,
+        FailureClass::RateLimited,
+        FailureClass::Timeout,
+    ] {
+        assert!(
+            out.failed.values().any(|c| *c == class),
+            "no {class:?} in {:?}",
+            out.failed
+        );
+    }
+    assert!(out.scored.len() > 180, "most score: {}", out.scored.len());
+    let failed_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM work_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_rows as usize,
+        out.failed.len(),
+        "each failure recorded against its repo"
+    );
+    // The sink dead-lettered the two poison results/failures messages.
+    let mut dead = js.get_stream(topo.dead_stream()).await.unwrap();
+    assert_eq!(
+        dead.info().await.unwrap().state.messages as usize,
+        out.failed.len() + 3
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: PgPool) {
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    let topo = topology(3, 4);
+    topo.ensure(&js).await.unwrap();
+    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), FAST).await;
+    import(&fleet, &sim_ok(200));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("worker-2", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    wait_scored(&pool, 30).await;
+    fleet.kill("worker-1");
+    wait_scored(&pool, 70).await;
+    let status = fleet.terminate("worker-2");
+    assert!(
+        status.success(),
+        "a drained worker exits cleanly: {status:?}"
+    );
+    fleet.start("worker-3", "worker", &[]);
+    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    fleet.stop_all();
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(out.scored.len(), 200);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_killed_producer_and_two_producers_at_once_enqueue_each_item_once(pool: PgPool) {
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    let topo = topology(3, 30);
+    topo.ensure(&js).await.unwrap();
+    let mut env = FAST.to_vec();
+    env.extend([
+        ("PRODUCER_BATCH_SIZE", "10"),
+        ("PRODUCER_HIGH_WATER", "30"),
+        ("PRODUCER_LEASE_SECS", "20"),
+    ]);
+    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), &env).await;
+    import(&fleet, &sim_ok(200));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("producer-1", "producer", &["run"]);
+    wait_scored(&pool, 20).await;
+    fleet.kill("producer-1");
+    fleet.start("producer-2", "producer", &["run"]);
+    fleet.start("producer-3", "producer", &["run"]);
+    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    fleet.stop_all();
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(scored(&pool).await, 200);
+    // A repository is enqueued again only once its lease ran out without a result (the batch the
+    // killed producer had claimed but not published); never twice at once.
+    assert!(out.enqueued <= 200 + 10, "enqueued {}", out.enqueued);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_nats_restart_mid_run_loses_nothing(pool: PgPool) {
+    let mut nats = PrivateNats::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let topo = topology(3, 10);
+    topo.ensure(&js).await.unwrap();
+    let mut fleet = Fleet::prepare(&url_of(&pool), &nats.url(), topo.clone(), FAST).await;
+    import(&fleet, &sim_ok(150));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    wait_scored(&pool, 40).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.resume();
+    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    fleet.stop_all();
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(out.scored.len(), 150);
+}
+
+#[tokio::test]
+async fn postgres_stopped_while_the_sink_writes_loses_nothing() {
+    let pg = PrivatePostgres::start();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    let topo = topology(3, 30);
+    topo.ensure(&js).await.unwrap();
+    let mut fleet = Fleet::prepare(&pg.url(), &stack::nats_url(), topo.clone(), FAST).await;
+    import(&fleet, &sim_ok(150));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    wait_scored(&pool, 40).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pg.resume();
+    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    fleet.stop_all();
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(out.scored.len(), 150);
+}
