@@ -20,7 +20,13 @@ use crate::kube_support::{self, TestNamespace};
 use crate::sim::Simulator;
 use crate::stack;
 
+/// One fleet at a time per test process: two would share 2 cores and turn scan deadlines into
+/// timeouts that the invariant would rightly call double scans.
+static ONE_FLEET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::OnceLock::new();
+
 pub struct Fleet {
+    _turn: tokio::sync::OwnedMutexGuard<()>,
     pub database_url: String,
     pub nats_url: String,
     pub topology: Topology,
@@ -41,6 +47,11 @@ impl Fleet {
         topology: Topology,
         env: &[(&str, &str)],
     ) -> Self {
+        let turn = ONE_FLEET
+            .get_or_init(Default::default)
+            .clone()
+            .lock_owned()
+            .await;
         let admin: Client = kube_support::admin().await;
         let ns = TestNamespace::create(&admin, "e2e").await;
         let rbac =
@@ -76,6 +87,7 @@ impl Fleet {
         kube_support::write_token_kubeconfig(&token, &worker_kubeconfig).unwrap();
         let sim = Simulator::start(admin, &ns.name);
         Self {
+            _turn: turn,
             database_url: database_url.to_owned(),
             nats_url: nats_url.to_owned(),
             topology,

@@ -148,3 +148,20 @@ fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
         );
     }
 }
+
+#[test]
+fn readme_documents_every_flag() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for (bin, sub) in [
+        ("producer", Some("run")),
+        ("worker", None),
+        ("sink", Some("run")),
+    ] {
+        for env in env_vars(bin, sub) {
+            assert!(
+                readme.contains(&format!("| `{env}` |")),
+                "README's flags table lacks {env} of {bin}"
+            );
+        }
+    }
+}

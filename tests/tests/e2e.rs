@@ -76,7 +76,7 @@ fn sim_ok(n: usize) -> Vec<String> {
 }
 
 const FAST: &[(&str, &str)] = &[
-    ("JOB_DEADLINE_SECS", "30"),
+    ("JOB_DEADLINE_SECS", "60"),
     ("PRODUCER_BACKOFF_CAP_SECS", "1"),
     ("SINK_BATCH_WAIT_MS", "100"),
     ("WORKER_MAX_IN_FLIGHT", "40"),
