@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -18,9 +17,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// How long a query waits for a free connection before failing: long enough to ride out a
 /// burst, short enough that a dead database shows up in /readyz within seconds.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Same reasoning as for NATS: wait for the database rather than crash-loop.
-const CONNECT_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -54,18 +50,7 @@ pub async fn connect(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Res
             .await
             .with_context(|| format!("connecting to PostgreSQL at {shown}"))
     };
-    let connecting = attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_jitter()
-                .with_max_delay(CONNECT_BACKOFF_CAP)
-                .without_max_times(),
-        )
-        .notify(|e, after| tracing::warn!(error = %format!("{e:#}"), retry_in = ?after, "PostgreSQL not reachable"));
-    tokio::select! {
-        pool = connecting => pool,
-        () = shutdown.cancelled() => anyhow::bail!("shut down while connecting to PostgreSQL at {shown}"),
-    }
+    crate::retry::until_ready(&format!("PostgreSQL at {shown}"), shutdown, attempt).await
 }
 
 /// Applies pending migrations. Only the producer calls this, so two kinds of service never

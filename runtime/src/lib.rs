@@ -8,12 +8,14 @@
 //! - [`dead`]: dead-lettering failures and poison messages to the dead stream.
 //! - [`db`]: the connection pool, migrations and the schema-version check.
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
+//! - [`retry`]: waiting for a dependency at start-up without a crash loop.
 
 pub mod config;
 pub mod db;
 pub mod dead;
 pub mod http;
 pub mod nats;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -1,17 +1,10 @@
 //! Connecting to NATS. Start-up waits (with capped, jittered backoff) for a server that is not
 //! up yet instead of crash-looping, and logs only the redacted URL.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NatsArgs, redact_url};
-
-/// Longest pause between connection attempts at start-up: short enough that a service is
-/// up within seconds of NATS, long enough not to hammer a server that is restarting.
-const CONNECT_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// Connects, retrying until it works or `shutdown` fires. `name` shows in `nats server report`.
 pub async fn connect(
@@ -43,16 +36,5 @@ pub async fn connect(
             .await
             .with_context(|| format!("connecting to NATS at {shown}"))
     };
-    let connecting = attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_jitter()
-                .with_max_delay(CONNECT_BACKOFF_CAP)
-                .without_max_times(),
-        )
-        .notify(|e, after| tracing::warn!(error = %format!("{e:#}"), retry_in = ?after, "NATS not reachable"));
-    tokio::select! {
-        client = connecting => client,
-        () = shutdown.cancelled() => anyhow::bail!("shut down while connecting to NATS at {shown}"),
-    }
+    crate::retry::until_ready(&format!("NATS at {shown}"), shutdown, attempt).await
 }
