@@ -30,7 +30,14 @@ pub struct KubeRunner {
     /// Most log bytes read per scan; scorecard's JSON is ~10-50 KB.
     pub log_limit_bytes: i64,
     pub metrics: Metrics,
+    /// Bounds this process's concurrent API requests (the shared watch aside).
+    api_permits: tokio::sync::Semaphore,
 }
+
+/// Concurrent API requests per worker. kube-rs speaks HTTP/1.1 and opens a connection per
+/// concurrent request: a burst of 1,000 Job creations meant 1,000 connections and ~40 MB of
+/// buffers that stayed (measured); 32 keeps that burst cheap and spares the API server.
+const API_CONCURRENCY: usize = 32;
 
 /// Log lines read from the end of a scan's log: the JSON is the last stdout line, followed by
 /// at most a few stderr lines.
@@ -55,14 +62,24 @@ impl KubeRunner {
             pending_timeout,
             log_limit_bytes,
             metrics,
+            api_permits: tokio::sync::Semaphore::new(API_CONCURRENCY),
         }
+    }
+
+    /// Runs one API request under the concurrency bound, counting it by verb.
+    async fn api<T>(&self, verb: &str, request: impl std::future::Future<Output = T>) -> T {
+        let _permit = self.api_permits.acquire().await.expect("never closed");
+        self.metrics.kube(verb);
+        request.await
     }
 
     /// Creates the Job, or finds the one a previous delivery created. Returns whether adopted.
     async fn create_or_adopt(&self, item: &WorkItem, name: &str) -> Result<bool, String> {
         let job = job::build(item, &self.settings, &self.tokens.pick());
-        self.metrics.kube("create");
-        match self.jobs.create(&PostParams::default(), &job).await {
+        match self
+            .api("create", self.jobs.create(&PostParams::default(), &job))
+            .await
+        {
             Ok(_) => {
                 self.metrics.started.inc();
                 Ok(false)
@@ -71,16 +88,13 @@ impl KubeRunner {
                 // Whose is it? The watch usually knows; ask the API server only if not yet.
                 let owner = match self.watch.get(name) {
                     Some(view) => view.work_id,
-                    None => {
-                        self.metrics.kube("get");
-                        self.jobs
-                            .get(name)
-                            .await
-                            .map_err(|e| format!("reading existing Job {name}: {e}"))?
-                            .annotations()
-                            .get(job::WORK_ID_ANNOTATION)
-                            .cloned()
-                    }
+                    None => self
+                        .api("get", self.jobs.get(name))
+                        .await
+                        .map_err(|e| format!("reading existing Job {name}: {e}"))?
+                        .annotations()
+                        .get(job::WORK_ID_ANNOTATION)
+                        .cloned(),
                 };
                 if owner.as_deref() != Some(item.id.as_str()) {
                     return Err(format!(
@@ -176,11 +190,8 @@ impl KubeRunner {
     }
 
     async fn pod_of(&self, name: &str) -> Result<Option<Pod>, kube::Error> {
-        self.metrics.kube("list");
-        let pods = self
-            .pods
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-            .await?;
+        let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
+        let pods = self.api("list", self.pods.list(&params)).await?;
         // backoffLimit 0: one pod, or none if it was already removed (deadline, TTL).
         Ok(pods
             .items
@@ -213,14 +224,14 @@ impl KubeRunner {
             .and_then(|c| c.state?.terminated);
         let mut log = String::new();
         if let Some(pod) = &pod {
-            self.metrics.kube("log");
             let params = LogParams {
                 container: Some(CONTAINER.to_owned()),
                 tail_lines: Some(LOG_TAIL_LINES),
                 limit_bytes: Some(self.log_limit_bytes),
                 ..Default::default()
             };
-            match self.pods.logs(&pod.name_any(), &params).await {
+            let pod_name = pod.name_any();
+            match self.api("log", self.pods.logs(&pod_name, &params)).await {
                 Ok(text) => log = text,
                 // Without a log the rules still classify the run (NO_OUTPUT, TIMEOUT, ...).
                 Err(e) => tracing::warn!(job = name, error = %e, "reading the scan's log failed"),
@@ -265,8 +276,13 @@ impl Runner for KubeRunner {
 
     async fn cleanup(&self, item: &WorkItem) {
         let name = job::job_name(&item.id);
-        self.metrics.kube("delete");
-        match self.jobs.delete(&name, &DeleteParams::background()).await {
+        match self
+            .api(
+                "delete",
+                self.jobs.delete(&name, &DeleteParams::background()),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             // The Job's TTL removes it later; the outcome is already durable.

@@ -1,0 +1,1091 @@
+//! Throughput of the pipeline's hot paths against the local stack, each next to a naive
+//! baseline measured in the same run:
+//!
+//! 1. `producer import` writing a million repositories;
+//! 2. the producer claiming due repositories and publishing their work items into JetStream;
+//! 3. what an idle producer costs the database;
+//! 4. the sink writing results, directly and end to end from JetStream.
+//!
+//! Run with `cargo bench -p fleet-tests --bench pipeline` once `dev/stack up postgres nats` is
+//! up. It prints a markdown table and writes it as JSON to `target/bench-pipeline.json`.
+//! Every measurement gets a database and a NATS prefix of its own and removes both when done,
+//! so each starts from the same state on every run and nothing is left behind.
+
+use std::future::IntoFuture as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use chrono::{TimeDelta, Utc};
+use fleet_proto::RepoName;
+use fleet_proto::v1::WorkReason;
+use fleet_runtime::http::Readiness;
+use fleet_runtime::topology::{SINK, Topology, TopologyArgs, WORKER_SCHEDULED};
+use fleet_tests::results::{repo_list, result_for};
+use fleet_tests::stack;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use producer::publish::{publish_all, work_item};
+use producer::run::{Producer, Settings};
+use producer::{claim, import};
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use sink::consume::Sink;
+use sink::decode::Record;
+use sink::schedule::Schedule;
+use sink::upsert::{Written, write_batch};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// Repositories imported, and due for the claim measurement.
+const IMPORT_REPOS: usize = 1_000_000;
+/// Rows the naive import inserts one statement at a time (a sample of the same set).
+const NAIVE_IMPORT_ROWS: usize = 20_000;
+/// Work items claimed and published; enough for many batches and for autovacuum to show.
+const CLAIM_ITEMS: usize = 200_000;
+const CLAIM_BATCH: i64 = 5_000;
+const NAIVE_CLAIM_ITEMS: usize = 3_000;
+/// Long enough for the producer's backoff to reach its cap several times.
+const IDLE_WINDOW: Duration = Duration::from_secs(8);
+const NAIVE_POLL: Duration = Duration::from_millis(100);
+/// Results the sink writes, on distinct repositories, and its batch size (the sink's default).
+const SINK_RESULTS: usize = 50_000;
+const SINK_BATCH: usize = 500;
+const NAIVE_SINK_RESULTS: usize = 2_000;
+/// Results taken end to end through JetStream: fewer, as each carries ~10 KB of raw JSON.
+const E2E_RESULTS: usize = 20_000;
+const NAIVE_E2E_RESULTS: usize = 1_000;
+/// A naive baseline stops here even if its sample is unfinished: its rate is clear long
+/// before, and the whole bench has to stay within a few minutes.
+const NAIVE_BUDGET: Duration = Duration::from_secs(15);
+/// A drain that has not finished by then is stuck (the sink retries a failing write forever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Publishes awaiting their ack at once when loading the results stream.
+const PUBLISH_WINDOW: usize = 512;
+/// Time for an exiting backend to flush its statistics into pg_stat_database.
+const STATS_SETTLE: Duration = Duration::from_millis(700);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let stack = Stack::connect().await?;
+    let machine = machine(&stack).await?;
+    println!("# scorecard-fleet pipeline bench\n");
+    for (k, v) in &machine {
+        println!("- {k}: {v}");
+    }
+    println!();
+
+    // `cargo bench -p fleet-tests --bench pipeline -- sink idle` runs only the measurements
+    // whose key contains one of the words (cargo adds `--bench` itself).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |key: &str| only.is_empty() || only.iter().any(|w| key.contains(w.as_str()));
+
+    let real = repo_list();
+    let repos = derive_repos(&real, IMPORT_REPOS);
+    let mut rows = Vec::new();
+    if wanted("import") {
+        rows.push(progress(import_rate(&stack, &repos).await?));
+    }
+    if wanted("claim") {
+        rows.push(progress(claim_publish_rate(&stack, &repos).await?));
+    }
+    if wanted("idle") {
+        rows.push(progress(idle_cost(&stack).await?));
+    }
+    if wanted("sink") || wanted("e2e") {
+        let sink_repos = &repos[..SINK_RESULTS + NAIVE_SINK_RESULTS];
+        let records = fixture_results(sink_repos);
+        if wanted("sink") {
+            rows.push(progress(sink_rate(&stack, sink_repos, &records).await?));
+        }
+        if wanted("e2e") {
+            rows.push(progress(
+                sink_end_to_end(&stack, sink_repos, &records).await?,
+            ));
+        }
+    }
+
+    let took = started.elapsed();
+    println!("\n{}", markdown(&rows));
+    for row in &rows {
+        println!("- {}: {}", row.what, row.notes);
+    }
+    println!(
+        "\nwhole bench: {:.0} s; load average at the end: {}",
+        took.as_secs_f64(),
+        load_average()
+    );
+    let path = json_path();
+    write_json(&path, &machine, &rows, took)?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+/// One line as each measurement finishes, so a long run shows where it is.
+fn progress(row: Row) -> Row {
+    eprintln!(
+        "measured {}: {} {} (baseline {} {})",
+        row.what,
+        number(row.value),
+        row.unit,
+        number(row.baseline),
+        row.unit
+    );
+    row
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack and the scratch database and topology of each measurement.
+
+struct Stack {
+    server: PgConnectOptions,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+/// A migrated database and an ensured NATS topology of one measurement's own.
+struct Scratch {
+    opts: PgConnectOptions,
+    pool: PgPool,
+    topology: Topology,
+    js: jetstream::Context,
+}
+
+impl Stack {
+    async fn connect() -> anyhow::Result<Self> {
+        let server =
+            PgConnectOptions::from_str(&stack::database_url()).context("parsing DATABASE_URL")?;
+        let client = async_nats::connect(stack::nats_url())
+            .await
+            .context("connecting to the stack's NATS (dev/stack up postgres nats)")?;
+        let js = jetstream::new(client.clone());
+        Ok(Self { server, client, js })
+    }
+
+    async fn admin(&self) -> anyhow::Result<PgConnection> {
+        PgConnection::connect_with(&self.server)
+            .await
+            .context("connecting to the stack's PostgreSQL (dev/stack up postgres nats)")
+    }
+
+    /// Runs `body` on a fresh scratch database and topology, and removes both afterwards
+    /// whether or not it succeeded.
+    async fn scratch<T>(
+        &self,
+        label: &str,
+        body: impl AsyncFnOnce(&Scratch) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let name = stack::unique(&format!("bench-{label}"));
+        let result = match self.create(&name).await {
+            Ok(scratch) => {
+                let result = body(&scratch).await;
+                scratch.pool.close().await;
+                result
+            }
+            Err(e) => Err(e),
+        };
+        let removed = self.remove(&name).await;
+        let value = result.with_context(|| format!("measuring {label}"))?;
+        removed.with_context(|| format!("removing the scratch database and streams {name}"))?;
+        Ok(value)
+    }
+
+    async fn create(&self, name: &str) -> anyhow::Result<Scratch> {
+        let db = db_name(name);
+        let mut admin = self.admin().await?;
+        sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{db}""#)))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("creating database {db}"))?;
+        admin.close().await?;
+        let opts = self.server.clone().database(&db);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.clone())
+            .await?;
+        fleet_runtime::db::migrate(&pool).await?;
+        let topology = topology(name)?;
+        topology.ensure(&self.js).await?;
+        Ok(Scratch {
+            opts,
+            pool,
+            topology,
+            js: self.js.clone(),
+        })
+    }
+
+    /// Tolerates what was never created, so it also cleans up after a failed `create`.
+    async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        let t = topology(name)?;
+        for stream in [t.work_stream(), t.results_stream(), t.dead_stream()] {
+            if self.js.get_stream(&stream).await.is_ok() {
+                self.js
+                    .delete_stream(&stream)
+                    .await
+                    .with_context(|| format!("deleting stream {stream}"))?;
+            }
+        }
+        let mut admin = self.admin().await?;
+        // FORCE: a connection the body leaked must not keep the database alive.
+        sqlx::query(AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+            db_name(name)
+        )))
+        .execute(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+impl Scratch {
+    async fn consumer(&self, stream: &str, name: &str) -> anyhow::Result<PullConsumer> {
+        self.js
+            .get_stream(stream)
+            .await?
+            .get_consumer(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening consumer {name} of {stream}: {e}"))
+    }
+}
+
+fn db_name(unique: &str) -> String {
+    unique.replace('-', "_")
+}
+
+fn topology(prefix: &str) -> anyhow::Result<Topology> {
+    Ok(Topology::new(TopologyArgs {
+        nats_prefix: prefix.to_owned(),
+        ..Default::default()
+    })?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data.
+
+/// `n` distinct valid repositories from the real list: each name gets `-{i}` appended (cut to
+/// GitHub's 100-character limit first). All distinct, even case-insensitively, because the
+/// text after the last `-` is the unique index.
+fn derive_repos(real: &[RepoName], n: usize) -> Vec<RepoName> {
+    const NAME_MAX: usize = 100;
+    (0..n)
+        .map(|i| {
+            let base = &real[i % real.len()];
+            let suffix = format!("-{i}");
+            let keep = base.name().len().min(NAME_MAX - suffix.len());
+            let name = format!("{}{suffix}", &base.name()[..keep]);
+            RepoName::parse(&format!("github.com/{}/{name}", base.owner()))
+                .unwrap_or_else(|e| panic!("derived name is invalid: {e}"))
+        })
+        .collect()
+}
+
+/// One fixture-shaped result per repository (distinct work ids, a minute apart). Built on
+/// every core: each result re-reads and re-parses its fixture.
+fn fixture_results(repos: &[RepoName]) -> Vec<Record> {
+    let started = Instant::now();
+    let epoch = Utc::now() - TimeDelta::days(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = repos.len().div_ceil(threads);
+    let records: Vec<Record> = std::thread::scope(|scope| {
+        let parts: Vec<_> = repos
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(j, repo)| {
+                            let i = c * chunk + j;
+                            let at = epoch + TimeDelta::minutes(i as i64 % (24 * 60));
+                            let work_id = uuid::Uuid::now_v7().to_string();
+                            Record::Result(result_for(repo, &work_id, at, i))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("building fixture results"))
+            .collect()
+    });
+    eprintln!(
+        "built {} fixture results in {:.1} s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
+    records
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    match record {
+        Record::Result(r) => r.encode_to_vec(),
+        Record::Failure(f) => f.encode_to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Import.
+
+async fn import_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result<Row> {
+    let took = stack
+        .scratch("import", async |s| {
+            let started = Instant::now();
+            let imported = import::write(&s.pool, repos).await?;
+            let took = started.elapsed();
+            ensure!(
+                imported.new == repos.len() as u64,
+                "imported {imported:?} of {} distinct repositories",
+                repos.len()
+            );
+            Ok(took)
+        })
+        .await?;
+
+    // Its own empty database: the same rows into a bigger table would only flatter the bulk path.
+    let step = (repos.len() / NAIVE_IMPORT_ROWS).max(1);
+    let (naive, naive_took) = stack
+        .scratch("import-naive", async |s| {
+            let started = Instant::now();
+            let mut done = 0;
+            for repo in repos.iter().step_by(step).take(NAIVE_IMPORT_ROWS) {
+                if started.elapsed() >= NAIVE_BUDGET {
+                    break;
+                }
+                sqlx::query(
+                    "INSERT INTO repos (repo_key, host, owner, name)
+                     VALUES ($1, 'github.com', $2, $3)
+                     ON CONFLICT (repo_key) DO NOTHING",
+                )
+                .bind(repo.key())
+                .bind(repo.owner())
+                .bind(repo.name())
+                .execute(&s.pool)
+                .await?;
+                done += 1;
+            }
+            Ok((done, started.elapsed()))
+        })
+        .await?;
+
+    Ok(Row {
+        what: format!(
+            "import {} repos (`import::write`)",
+            number(repos.len() as f64)
+        ),
+        unit: "repos/s",
+        value: rate(repos.len(), took),
+        baseline: rate(naive, naive_took),
+        baseline_how: format!(
+            "one INSERT … ON CONFLICT DO NOTHING per row, {} rows",
+            number(naive as f64)
+        ),
+        better: Better::Higher,
+        target: Some(100_000.0),
+        notes: format!(
+            "{:.1} s for {} rows in batches of {}; baseline {} rows into an empty table in {:.1} s",
+            took.as_secs_f64(),
+            number(repos.len() as f64),
+            number(import::BATCH_ROWS as f64),
+            number(naive as f64),
+            naive_took.as_secs_f64()
+        ),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Claim and publish.
+
+async fn claim_publish_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result<Row> {
+    stack
+        .scratch("claim", async |s| {
+            import::write(&s.pool, repos).await?;
+            // As autovacuum would within a minute of the import: the claim's plan needs stats.
+            sqlx::query("ANALYZE repos").execute(&s.pool).await?;
+            let lease = TimeDelta::hours(24);
+            let subject = s.topology.scheduled_subject();
+
+            // The baseline first: the batches after it leave hundreds of thousands of dead
+            // index entries at the head of the due index, which would slow it unfairly.
+            let started = Instant::now();
+            let mut naive = 0;
+            while naive < NAIVE_CLAIM_ITEMS && started.elapsed() < NAIVE_BUDGET {
+                naive_claim_publish_one(s, lease, &subject).await?;
+                naive += 1;
+            }
+            let naive_took = started.elapsed();
+
+            let started = Instant::now();
+            let (mut claiming, mut publishing) = (Duration::ZERO, Duration::ZERO);
+            let mut published = 0;
+            while published < CLAIM_ITEMS {
+                let t = Instant::now();
+                let want = CLAIM_BATCH.min((CLAIM_ITEMS - published) as i64);
+                let claimed = claim::claim(&s.pool, want, lease).await?;
+                claiming += t.elapsed();
+                ensure!(!claimed.is_empty(), "ran out of due repositories");
+                let items: Vec<_> = claimed
+                    .iter()
+                    .map(|c| work_item(&c.repo, WorkReason::Scheduled, c.priority))
+                    .collect();
+                let t = Instant::now();
+                let failed = publish_all(&s.js, &subject, &items).await;
+                publishing += t.elapsed();
+                ensure!(
+                    failed.is_empty(),
+                    "{} of {} publishes failed: {}",
+                    failed.len(),
+                    items.len(),
+                    failed[0].1
+                );
+                published += items.len();
+            }
+            let took = started.elapsed();
+
+            let stored =
+                s.js.get_stream(s.topology.work_stream())
+                    .await?
+                    .info()
+                    .await?
+                    .state
+                    .messages;
+            ensure!(
+                stored == (naive + published) as u64,
+                "the work stream holds {stored} items, {} were published",
+                naive + published
+            );
+            Ok(Row {
+                what: format!(
+                    "claim + publish {} work items (`claim` {} + `publish_all`)",
+                    number(published as f64),
+                    number(CLAIM_BATCH as f64)
+                ),
+                unit: "items/s",
+                value: rate(published, took),
+                baseline: rate(naive, naive_took),
+                baseline_how: format!(
+                    "a transaction per row (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1, UPDATE) \
+                     + publish awaiting each ack, {} items",
+                    number(naive as f64)
+                ),
+                better: Better::Higher,
+                target: Some(30_000.0),
+                notes: format!(
+                    "{:.1} s over {} repos due: claiming {:.1} s ({} rows/s), publishing {:.1} s \
+                     ({} items/s), the rest building items",
+                    took.as_secs_f64(),
+                    number(repos.len() as f64),
+                    claiming.as_secs_f64(),
+                    number(rate(published, claiming)),
+                    publishing.as_secs_f64(),
+                    number(rate(published, publishing)),
+                ),
+            })
+        })
+        .await
+}
+
+/// The obvious loop: claim one row in its own transaction, publish it, wait for the ack.
+async fn naive_claim_publish_one(
+    s: &Scratch,
+    lease: TimeDelta,
+    subject: &str,
+) -> anyhow::Result<()> {
+    let mut tx = s.pool.begin().await?;
+    let (id, owner, name, priority): (i64, String, String, i32) = sqlx::query_as(
+        "SELECT id, owner, name, priority FROM repos
+         WHERE enabled AND next_due_at <= now()
+         ORDER BY next_due_at LIMIT 1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .context("ran out of due repositories")?;
+    sqlx::query(
+        "UPDATE repos SET next_due_at = now() + $2::interval, last_enqueued_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(format!("{} seconds", lease.num_seconds()))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let repo = RepoName::parse(&format!("github.com/{owner}/{name}"))?;
+    let item = work_item(&repo, WorkReason::Scheduled, priority);
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", item.id.as_str());
+    s.js.publish_with_headers(subject.to_owned(), headers, item.encode_to_vec().into())
+        .await?
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Idle cost.
+
+async fn idle_cost(stack: &Stack) -> anyhow::Result<Row> {
+    stack
+        .scratch("idle", async |s| {
+            let lease = TimeDelta::hours(24);
+            // The setup's connections may hold the migration's counts for up to 10 s (a busy
+            // backend flushes at most once a second, else on an idle timeout); closing them
+            // flushes the counts now instead of into a window below.
+            s.pool.close().await;
+            tokio::time::sleep(STATS_SETTLE).await;
+            // What one reading costs by itself (its connection's start-up and query, which
+            // the next reading sees), subtracted from every window below.
+            let before = transactions(&s.opts).await?;
+            let own = transactions(&s.opts).await? - before;
+
+            let consumer = s
+                .consumer(&s.topology.work_stream(), WORKER_SCHEDULED)
+                .await?;
+            let (ticks, window) = count_transactions(s, own, async |pool, stop| {
+                let producer = Producer {
+                    pool,
+                    js: s.js.clone(),
+                    topology: s.topology.clone(),
+                    consumer,
+                    settings: Settings {
+                        batch_size: 1000,
+                        high_water: 10_000,
+                        lease,
+                        backoff_cap: Duration::from_secs(1),
+                    },
+                    metrics: Default::default(),
+                };
+                producer.run(stop).await;
+                Ok(())
+            })
+            .await?;
+
+            let (polls, naive_window) = count_transactions(s, own, async |pool, stop| {
+                let mut every = tokio::time::interval(NAIVE_POLL);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => {
+                            claim::claim(&pool, 1000, lease).await?;
+                        }
+                    }
+                }
+            })
+            .await?;
+
+            let per_second = ticks as f64 / window.as_secs_f64();
+            Ok(Row {
+                what: "idle producer, nothing due (`Producer::run`, backoff cap 1 s)".into(),
+                unit: "queries/s",
+                value: per_second,
+                baseline: polls as f64 / naive_window.as_secs_f64(),
+                baseline_how: format!(
+                    "`claim` every {} ms, {polls} queries in {:.1} s",
+                    NAIVE_POLL.as_millis(),
+                    naive_window.as_secs_f64()
+                ),
+                better: Better::Lower,
+                target: Some(1.0),
+                notes: format!(
+                    "{ticks} database transactions = {ticks} ticks, so {ticks} backoff periods in \
+                     {:.1} s (mean pause {:.2} s; the jitter adds up to 100 % on top of the cap); \
+                     each tick also asks NATS for the queue depth; counted from \
+                     pg_stat_database with the bench's own {own} subtracted per reading",
+                    window.as_secs_f64(),
+                    window.as_secs_f64() / ticks.max(1) as f64,
+                ),
+            })
+        })
+        .await
+}
+
+/// Transactions `work` causes in the scratch database over [`IDLE_WINDOW`], in steady state:
+/// its pool (one connection) is connected and has its statement prepared before counting
+/// starts. `own` is what one [`transactions`] reading adds by itself.
+async fn count_transactions(
+    s: &Scratch,
+    own: i64,
+    work: impl AsyncFnOnce(PgPool, CancellationToken) -> anyhow::Result<()>,
+) -> anyhow::Result<(i64, Duration)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(s.opts.clone())
+        .await?;
+    // A backend flushes its counts when it goes idle, but at most once a second (otherwise
+    // up to 10 s later): wait that second, so the warm-up query's counts land before `before`.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    claim::claim(&pool, 1, TimeDelta::hours(24)).await?;
+    tokio::time::sleep(STATS_SETTLE).await;
+    let before = transactions(&s.opts).await?;
+
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let (done, ()) = tokio::join!(work(pool.clone(), stop.clone()), async {
+        tokio::time::sleep(IDLE_WINDOW).await;
+        stop.cancel();
+    });
+    let window = started.elapsed();
+    done?;
+    // An exiting backend always flushes its counts: closing is what makes them readable.
+    pool.close().await;
+    tokio::time::sleep(STATS_SETTLE).await;
+    let after = transactions(&s.opts).await?;
+    Ok((after - before - own, window))
+}
+
+/// Transactions committed and rolled back in the scratch database so far, read on a connection
+/// of its own that is closed at once, so its own counts are flushed by the next reading.
+/// A fresh connection has no cached statistics snapshot, so no pg_stat_clear_snapshot().
+async fn transactions(opts: &PgConnectOptions) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect_with(opts).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database
+         WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    tokio::time::sleep(STATS_SETTLE).await;
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Sink.
+
+fn schedule() -> Schedule {
+    Schedule {
+        interval: TimeDelta::days(14),
+        jitter: TimeDelta::hours(24),
+    }
+}
+
+async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> anyhow::Result<Row> {
+    let (main, naive_records) = records.split_at(SINK_RESULTS);
+    stack
+        .scratch("sink", async |s| {
+            // Results come for repositories the producer scheduled: they exist already.
+            import::write(&s.pool, repos).await?;
+            sqlx::query("ANALYZE repos").execute(&s.pool).await?;
+            let schedule = schedule();
+
+            // The baseline first, on the emptier tables: the comparison can only flatter it.
+            let started = Instant::now();
+            let mut naive = 0;
+            for record in naive_records.iter().take(NAIVE_SINK_RESULTS) {
+                if started.elapsed() >= NAIVE_BUDGET {
+                    break;
+                }
+                write_batch(&s.pool, std::slice::from_ref(record), &schedule).await?;
+                naive += 1;
+            }
+            let naive_took = started.elapsed();
+
+            // Timed at its middle too: a rate that holds in the second half is sustained.
+            let half = main.len() / 2;
+            let started = Instant::now();
+            let mut latencies = Vec::new();
+            let mut total = Written::default();
+            let (mut done, mut halfway) = (0, None);
+            for batch in main.chunks(SINK_BATCH) {
+                let t = Instant::now();
+                let written = write_batch(&s.pool, batch, &schedule).await?;
+                latencies.push(t.elapsed());
+                total.history_rows += written.history_rows;
+                total.scores_updated += written.scores_updated;
+                done += batch.len();
+                if done >= half && halfway.is_none() {
+                    halfway = Some((done, started.elapsed()));
+                }
+            }
+            let (half, halfway) = halfway.unwrap_or((main.len(), started.elapsed()));
+            let took = started.elapsed();
+            ensure!(
+                total.history_rows == main.len() as u64
+                    && total.scores_updated == main.len() as u64,
+                "wrote {total:?} for {} results",
+                main.len()
+            );
+            let checks: i64 = sqlx::query_scalar("SELECT count(*) FROM score_checks")
+                .fetch_one(&s.pool)
+                .await?;
+            latencies.sort();
+            Ok(Row {
+                what: format!(
+                    "sink upsert {} results (`write_batch`, {SINK_BATCH} a batch)",
+                    number(main.len() as f64)
+                ),
+                unit: "results/s",
+                value: rate(main.len(), took),
+                baseline: rate(naive, naive_took),
+                baseline_how: format!(
+                    "`write_batch` of one result per transaction, {} results",
+                    number(naive as f64)
+                ),
+                better: Better::Higher,
+                target: Some(5_000.0),
+                notes: format!(
+                    "{:.1} s; first half {} results/s, second half {} results/s; batch p50 {} ms, \
+                     p99 {} ms; {} per-check rows ({:.1} a result); raw JSON {:.1} KB a result",
+                    took.as_secs_f64(),
+                    number(rate(half, halfway)),
+                    number(rate(main.len() - half, took - halfway)),
+                    percentile(&latencies, 0.50).as_millis(),
+                    percentile(&latencies, 0.99).as_millis(),
+                    number(checks as f64),
+                    checks as f64 / (main.len() + naive) as f64,
+                    mean_raw_json_kb(main),
+                ),
+            })
+        })
+        .await
+}
+
+async fn sink_end_to_end(
+    stack: &Stack,
+    repos: &[RepoName],
+    records: &[Record],
+) -> anyhow::Result<Row> {
+    let main = &records[..E2E_RESULTS];
+    let naive_records = &records[SINK_RESULTS..SINK_RESULTS + NAIVE_E2E_RESULTS];
+    stack
+        .scratch("sink-e2e", async |s| {
+            import::write(&s.pool, repos).await?;
+            sqlx::query("ANALYZE repos").execute(&s.pool).await?;
+            let consumer = s.consumer(&s.topology.results_stream(), SINK).await?;
+            let sink = |batch_size| Sink {
+                js: s.js.clone(),
+                consumer: consumer.clone(),
+                pool: s.pool.clone(),
+                topology: s.topology.clone(),
+                schedule: schedule(),
+                metrics: sink::metrics::Metrics::register(&mut Registry::default()),
+                readiness: Readiness::default(),
+                batch_size,
+                batch_wait: Duration::from_millis(500),
+            };
+            let subject = s.topology.results_subject();
+
+            // The baseline's results are drained before the main ones are published, so each
+            // sink sees only its own.
+            publish_pipelined(&s.js, &subject, naive_records).await?;
+            let naive_took = drain(&sink(1), naive_records.len()).await?;
+
+            let publish_took = publish_pipelined(&s.js, &subject, main).await?;
+            let took = drain(&sink(SINK_BATCH), main.len()).await?;
+
+            let history: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+                .fetch_one(&s.pool)
+                .await?;
+            ensure!(
+                history == (main.len() + naive_records.len()) as i64,
+                "{history} history rows for {} results",
+                main.len() + naive_records.len()
+            );
+            let stream =
+                s.js.get_stream(s.topology.results_stream())
+                    .await?
+                    .info()
+                    .await?
+                    .state
+                    .bytes;
+            Ok(Row {
+                what: format!(
+                    "sink end to end, {} results from JetStream (`Sink::fetch` + `process`, \
+                     {SINK_BATCH} a batch)",
+                    number(main.len() as f64)
+                ),
+                unit: "results/s",
+                value: rate(main.len(), took),
+                baseline: rate(naive_records.len(), naive_took),
+                baseline_how: format!(
+                    "the same sink fetching and committing one message at a time, {} results",
+                    number(naive_records.len() as f64)
+                ),
+                better: Better::Higher,
+                target: Some(5_000.0),
+                notes: format!(
+                    "{:.1} s; loading the stream first took {:.1} s ({} results/s, {:.0} MB \
+                     stored in all)",
+                    took.as_secs_f64(),
+                    publish_took.as_secs_f64(),
+                    number(rate(main.len(), publish_took)),
+                    stream as f64 / 1e6,
+                ),
+            })
+        })
+        .await
+}
+
+/// Publishes `records` with up to [`PUBLISH_WINDOW`] acks outstanding; returns how long it took.
+async fn publish_pipelined(
+    js: &jetstream::Context,
+    subject: &str,
+    records: &[Record],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for record in records {
+        if acks.len() >= PUBLISH_WINDOW
+            && let Some(ack) = acks.next().await
+        {
+            ack?;
+        }
+        let ack = js
+            .publish(subject.to_owned(), encode(record).into())
+            .await?;
+        acks.push(ack.into_future());
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Fetches and processes batches until `expected` messages are written; returns the time.
+async fn drain(sink: &Sink, expected: usize) -> anyhow::Result<Duration> {
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut done = 0;
+        while done < expected {
+            let batch = sink.fetch().await?;
+            if batch.is_empty() {
+                continue;
+            }
+            let report = sink.process(batch, &shutdown).await?;
+            ensure!(report.poison == 0, "{} poison messages", report.poison);
+            done += report.messages;
+        }
+        Ok(())
+    })
+    .await;
+    drained
+        .with_context(|| format!("draining {expected} results took over {DRAIN_TIMEOUT:?}"))??;
+    Ok(started.elapsed())
+}
+
+fn mean_raw_json_kb(records: &[Record]) -> f64 {
+    let bytes: usize = records
+        .iter()
+        .map(|r| match r {
+            Record::Result(r) => r.raw_json.len(),
+            Record::Failure(_) => 0,
+        })
+        .sum();
+    bytes as f64 / records.len().max(1) as f64 / 1e3
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+struct Row {
+    what: String,
+    unit: &'static str,
+    value: f64,
+    baseline: f64,
+    baseline_how: String,
+    better: Better,
+    target: Option<f64>,
+    notes: String,
+}
+
+impl Row {
+    /// How many times better than the baseline, whichever direction is better.
+    fn gain(&self) -> f64 {
+        match self.better {
+            Better::Higher => self.value / self.baseline,
+            Better::Lower => self.baseline / self.value,
+        }
+    }
+
+    fn met(&self) -> Option<bool> {
+        self.target.map(|t| match self.better {
+            Better::Higher => self.value >= t,
+            Better::Lower => self.value <= t,
+        })
+    }
+
+    fn target_text(&self) -> String {
+        match (self.target, self.better) {
+            (None, _) => "—".into(),
+            (Some(t), Better::Higher) => format!("≥ {}", number(t)),
+            (Some(t), Better::Lower) => format!("≤ {}", number(t)),
+        }
+    }
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| measurement | result | naive baseline (same run) | gain | target | met |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let met = match row.met() {
+            Some(true) => "yes",
+            Some(false) => "**NO**",
+            None => "—",
+        };
+        out.push_str(&format!(
+            "| {} | {} {} | {} {} ({}) | {:.0}× | {} {} | {met} |\n",
+            row.what,
+            number(row.value),
+            row.unit,
+            number(row.baseline),
+            row.unit,
+            row.baseline_how,
+            row.gain(),
+            row.target_text(),
+            row.unit,
+        ));
+    }
+    out
+}
+
+fn write_json(
+    path: &Path,
+    machine: &[(String, String)],
+    rows: &[Row],
+    took: Duration,
+) -> anyhow::Result<()> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "measurement": r.what,
+                "unit": r.unit,
+                "value": r.value,
+                "baseline": r.baseline,
+                "baseline_method": r.baseline_how,
+                "better": if r.better == Better::Higher { "higher" } else { "lower" },
+                "gain": r.gain(),
+                "target": r.target,
+                "target_met": r.met(),
+                "notes": r.notes,
+            })
+        })
+        .collect();
+    let machine: serde_json::Map<String, serde_json::Value> = machine
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let doc = serde_json::json!({
+        "bench": "pipeline",
+        "finished_at": Utc::now().to_rfc3339(),
+        "seconds": took.as_secs_f64(),
+        "machine": machine,
+        "rows": rows,
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `target/bench-pipeline.json` of the workspace (or of `CARGO_TARGET_DIR`).
+fn json_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("bench-pipeline.json")
+}
+
+/// What the numbers were measured on.
+async fn machine(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or("unknown".into(), |kb| {
+            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown".into(), |v| {
+            v.trim_start_matches([' ', '\t', ':']).to_owned()
+        });
+    let mut admin = stack.admin().await?;
+    let postgres: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut admin)
+        .await?;
+    let commit: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(vec![
+        ("cores (nproc)".into(), cores.to_string()),
+        ("memory".into(), memory),
+        ("cpu".into(), cpu),
+        // Other work on the machine (a build) takes cores from PostgreSQL and NATS.
+        ("load average at the start".into(), load_average()),
+        (
+            "postgresql".into(),
+            format!("{postgres} (synchronous_commit {commit})"),
+        ),
+        (
+            "nats-server".into(),
+            stack.client.server_info().version.clone(),
+        ),
+    ])
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Readable at a glance: thousands separated when large, two significant decimals when small.
+fn number(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if x.abs() < 10.0 {
+        return format!("{x:.2}");
+    }
+    if x.abs() < 100.0 {
+        return format!("{x:.1}");
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
+}
