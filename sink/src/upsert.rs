@@ -163,6 +163,9 @@ async fn write_results(
     .await?;
     written.history_rows += history.rows_affected();
 
+    // Rows go in repo id order, so concurrent sinks lock them in the same order (no deadlock),
+    // sorted here rather than by an ORDER BY that would sort the whole wide rows in SQL.
+    latest.sort_by_key(|&i| all.repo_id[i]);
     let mut top = ResultColumns::default();
     for &i in &latest {
         let r = ordered[i].0;
@@ -186,7 +189,6 @@ async fn write_results(
          FROM UNNEST($1::int8[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[],
                      $7::timestamptz[], $8::int4[], $9::text[], $10::text[])
               AS u(r, w, sc, c, v, vc, t, e, ch, raw)
-         ORDER BY r
          ON CONFLICT (repo_id) DO UPDATE SET
              work_id = EXCLUDED.work_id, score = EXCLUDED.score,
              commit_sha = EXCLUDED.commit_sha, scorecard_version = EXCLUDED.scorecard_version,
