@@ -112,13 +112,37 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
     fleet.start("worker-1", "worker", &[]);
     fleet.start("worker-2", "worker", &[]);
     fleet.start("producer", "producer", &["run"]);
+    // A person's request with the stock nats CLI, for a repository the database does not know.
+    let published = Command::new(stack::tool("nats"))
+        .args([
+            "--server",
+            &stack::nats_url(),
+            "pub",
+            &topo.manual_subject(),
+        ])
+        .arg(r#"{"repo":"github.com/sim-ok/By-Hand"}"#)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "nats pub: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
     settle(&pool, &js, &topo, Duration::from_secs(300)).await;
     fleet.stop_all();
 
+    let by_hand: Option<f64> = sqlx::query_scalar(
+        "SELECT s.score::float8 FROM scores s JOIN repos r ON r.id = s.repo_id
+         WHERE r.repo_key = 'github.com/sim-ok/by-hand' AND r.owner = 'sim-ok' AND r.name = 'By-Hand'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the hand-enqueued repository has a score row");
+    assert!(by_hand.is_some());
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(
-        out.enqueued, 251,
-        "250 scheduled items and one poison message"
+        out.enqueued, 252,
+        "250 scheduled items, one by hand, one poison message"
     );
     assert_eq!(out.poison, 1);
     for class in [
