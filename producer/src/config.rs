@@ -93,7 +93,8 @@ pub struct RunArgs {
     #[arg(long, env = "PRODUCER_LEASE_SECS", default_value_t = 24 * 3600)]
     pub lease_secs: u32,
 
-    /// Longest pause, in seconds, between looks at an idle database or a full queue.
+    /// Cap, in seconds, of the pause between looks at an idle database or a full queue
+    /// (jitter adds up to as much again).
     #[arg(long, env = "PRODUCER_BACKOFF_CAP_SECS", default_value_t = 60)]
     pub backoff_cap_secs: u64,
 }

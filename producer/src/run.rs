@@ -29,7 +29,8 @@ pub struct Settings {
     /// How far a claim pushes `next_due_at`: after this, an item whose result never came back
     /// is due again.
     pub lease: TimeDelta,
-    /// Longest pause between two looks at an idle database or a full queue.
+    /// Cap of the exponential pause between two looks at an idle database or a full queue;
+    /// jitter adds up to as much again, so replicas do not poll in step.
     pub backoff_cap: Duration,
 }
 
