@@ -1,6 +1,5 @@
 //! A nats-server of a test's own (the binary `dev/stack` built), for tests that stop NATS.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,11 +16,7 @@ fn binary() -> PathBuf {
 
 impl PrivateNats {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::stack::free_port();
         let dir = std::env::temp_dir().join(crate::stack::unique("fleet-nats"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nats = Self {

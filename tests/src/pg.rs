@@ -1,7 +1,6 @@
 //! A PostgreSQL of a test's own, for fault tests that stop and start the database without
 //! disturbing the shared stack. Uses the same Debian binaries `dev/stack` installed.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -51,11 +50,7 @@ fn pg(bin: &std::path::Path, tool: &str, args: &[&str]) {
 
 impl PrivatePostgres {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::stack::free_port();
         let dir = std::env::temp_dir().join(crate::stack::unique("fleet-pg"));
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
@@ -83,6 +78,15 @@ impl PrivatePostgres {
         let pg = Self { dir, bin, port };
         pg.resume();
         pg
+    }
+
+    /// A pool on it whose queries fail fast (2 s) while the server is stopped.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect(&self.url())
+            .await
+            .expect("connecting to the private PostgreSQL")
     }
 
     pub fn url(&self) -> String {

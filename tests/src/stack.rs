@@ -43,6 +43,30 @@ pub fn database_url() -> String {
     var("DATABASE_URL")
 }
 
+/// The URL of another database on the stack's PostgreSQL (same server and credentials).
+pub fn database_url_for(database: &str) -> String {
+    let base = database_url();
+    let server = base.rfind('/').map_or(base.as_str(), |i| &base[..i]);
+    format!("{server}/{database}")
+}
+
+/// The URL of the database a `#[sqlx::test]` made for the calling test.
+pub fn database_url_of(pool: &sqlx::PgPool) -> String {
+    database_url_for(
+        pool.connect_options()
+            .get_database()
+            .expect("a named test database"),
+    )
+}
+
+/// A TCP port free on 127.0.0.1 right now, for a private server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
 pub fn nats_url() -> String {
     var("NATS_URL")
 }

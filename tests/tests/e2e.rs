@@ -26,13 +26,6 @@ fn topology(max_deliver: i64, ack_wait_secs: u64) -> Topology {
     .unwrap()
 }
 
-/// The URL of the database a `#[sqlx::test]` made for this test.
-fn url_of(pool: &PgPool) -> String {
-    let base = stack::database_url();
-    let db = pool.connect_options().get_database().unwrap().to_owned();
-    format!("{}/{db}", &base[..base.rfind('/').unwrap()])
-}
-
 /// `producer migrate` then `producer import` of `repos`, as an operator would.
 fn import(fleet: &Fleet, repos: &[String]) {
     let file = std::env::temp_dir().join(format!("{}.csv", stack::unique("repos")));
@@ -89,7 +82,13 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
     let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
     let topo = topology(1, 30);
     topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), FAST).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &stack::nats_url(),
+        topo.clone(),
+        FAST,
+    )
+    .await;
     let repos: Vec<String> = repo_list()
         .iter()
         .take(250)
@@ -179,7 +178,13 @@ async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: Pg
     let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
     let topo = topology(3, 4);
     topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), FAST).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &stack::nats_url(),
+        topo.clone(),
+        FAST,
+    )
+    .await;
     import(&fleet, &sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -211,7 +216,13 @@ async fn a_killed_producer_and_two_producers_at_once_enqueue_each_item_once(pool
         ("PRODUCER_HIGH_WATER", "30"),
         ("PRODUCER_LEASE_SECS", "20"),
     ]);
-    let mut fleet = Fleet::prepare(&url_of(&pool), &stack::nats_url(), topo.clone(), &env).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &stack::nats_url(),
+        topo.clone(),
+        &env,
+    )
+    .await;
     import(&fleet, &sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -235,7 +246,13 @@ async fn a_nats_restart_mid_run_loses_nothing(pool: PgPool) {
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let topo = topology(3, 10);
     topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(&url_of(&pool), &nats.url(), topo.clone(), FAST).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &nats.url(),
+        topo.clone(),
+        FAST,
+    )
+    .await;
     import(&fleet, &sim_ok(150));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -253,11 +270,7 @@ async fn a_nats_restart_mid_run_loses_nothing(pool: PgPool) {
 #[tokio::test]
 async fn postgres_stopped_while_the_sink_writes_loses_nothing() {
     let pg = PrivatePostgres::start();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&pg.url())
-        .await
-        .unwrap();
+    let pool = pg.pool().await;
     let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
     let topo = topology(3, 30);
     topo.ensure(&js).await.unwrap();

@@ -371,11 +371,7 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_rest_written(pool: PgPo
 #[tokio::test]
 async fn a_postgres_restart_mid_run_loses_nothing_and_duplicates_nothing() {
     let pg = PrivatePostgres::start();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&pg.url())
-        .await
-        .unwrap();
+    let pool = pg.pool().await;
     fleet_runtime::db::migrate(&pool).await.unwrap();
     let h = harness(pool.clone()).await;
     let repos = repo_list();
@@ -469,9 +465,9 @@ async fn replaying_the_results_stream_rebuilds_the_same_scores(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let base = stack::database_url();
-    let url = format!("{}/{rebuilt_name}", &base[..base.rfind('/').unwrap()]);
-    let rebuilt = PgPool::connect(&url).await.unwrap();
+    let rebuilt = PgPool::connect(&stack::database_url_for(&rebuilt_name))
+        .await
+        .unwrap();
     fleet_runtime::db::migrate(&rebuilt).await.unwrap();
     let replayer = sink_on(&h.js, &h.topology, rebuilt.clone(), "rebuild").await;
     drain(&replayer).await;

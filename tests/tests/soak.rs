@@ -25,12 +25,7 @@ async fn ten_thousand_items_with_a_failure_mix(pool: PgPool) {
     })
     .unwrap();
     topo.ensure(&js).await.unwrap();
-    let base = stack::database_url();
-    let url = format!(
-        "{}/{}",
-        &base[..base.rfind('/').unwrap()],
-        pool.connect_options().get_database().unwrap()
-    );
+    let url = stack::database_url_of(&pool);
     let env = [
         ("JOB_DEADLINE_SECS", "30"),
         ("PRODUCER_BACKOFF_CAP_SECS", "1"),
