@@ -19,13 +19,10 @@ pub mod publish;
 pub mod replay;
 pub mod run;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::http;
 use fleet_runtime::topology::{Topology, WORKER_SCHEDULED};
 use fleet_runtime::{db, nats};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RunArgs;
@@ -34,16 +31,11 @@ use crate::run::Producer;
 
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::default();
-    let server = http::serve(
-        args.http.http_addr,
-        Arc::new(registry),
-        readiness.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let http::OpsServer {
+        metrics,
+        readiness,
+        server,
+    } = http::start(args.http.http_addr, &shutdown, Metrics::register).await?;
 
     let pool = db::connect(&args.db, &shutdown).await?;
     db::migrate(&pool).await?;

@@ -72,6 +72,40 @@ pub async fn serve(
     }))
 }
 
+/// A service's operations endpoint, running.
+pub struct OpsServer<M> {
+    /// The service's metrics, registered in the registry `/metrics` serves.
+    pub metrics: M,
+    /// Starts not ready; the service sets it once its dependencies answer.
+    pub readiness: Readiness,
+    /// Ends after `shutdown`.
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Registers a service's metrics with `register` and serves them with the probes on `addr`:
+/// the first thing every service's `run` does.
+pub async fn start<M>(
+    addr: SocketAddr,
+    shutdown: &CancellationToken,
+    register: impl FnOnce(&mut Registry) -> M,
+) -> anyhow::Result<OpsServer<M>> {
+    let mut registry = Registry::default();
+    let metrics = register(&mut registry);
+    let readiness = Readiness::default();
+    let server = serve(
+        addr,
+        Arc::new(registry),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    Ok(OpsServer {
+        metrics,
+        readiness,
+        server,
+    })
+}
+
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &ops.registry) {

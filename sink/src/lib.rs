@@ -18,14 +18,12 @@ pub mod report;
 pub mod schedule;
 pub mod upsert;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::http;
 use fleet_runtime::topology::{self, Topology};
 use fleet_runtime::{db, nats};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RunArgs;
@@ -71,16 +69,11 @@ async fn freshness(
 
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::default();
-    let server = http::serve(
-        args.http.http_addr,
-        Arc::new(registry),
-        readiness.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let http::OpsServer {
+        metrics,
+        readiness,
+        server,
+    } = http::start(args.http.http_addr, &shutdown, Metrics::register).await?;
 
     let pool = db::connect(&args.db, &shutdown).await?;
     db::check_schema(&pool).await?;

@@ -27,10 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fleet_runtime::http::{self, Readiness};
+use fleet_runtime::http;
 use fleet_runtime::nats;
 use fleet_runtime::topology::{Topology, WORKER_MANUAL, WORKER_SCHEDULED};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, RunnerKind};
@@ -88,16 +87,11 @@ pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
 
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::default();
-    let server = http::serve(
-        cli.http.http_addr,
-        Arc::new(registry),
-        readiness.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let http::OpsServer {
+        metrics,
+        readiness,
+        server,
+    } = http::start(cli.http.http_addr, &shutdown, Metrics::register).await?;
 
     let client = nats::connect(&cli.nats, "scorecard-fleet-worker", &shutdown).await?;
     let js = async_nats::jetstream::new(client);
