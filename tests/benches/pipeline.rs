@@ -12,7 +12,6 @@
 //! so each starts from the same state on every run and nothing is left behind.
 
 use std::future::IntoFuture as _;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use fleet_proto::RepoName;
 use fleet_proto::v1::WorkReason;
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::{SINK, Topology, TopologyArgs, WORKER_SCHEDULED};
+use fleet_tests::report::{self, Better, Row, number};
 use fleet_tests::results::{repo_list, result_for};
 use fleet_tests::stack;
 use futures::StreamExt;
@@ -123,8 +123,8 @@ async fn main() -> anyhow::Result<()> {
         took.as_secs_f64(),
         load_average()
     );
-    let path = json_path();
-    write_json(&path, &machine, &rows, took)?;
+    let finished = serde_json::json!({ "finished_at": Utc::now().to_rfc3339() });
+    let path = report::write_json("pipeline", &machine, &rows, finished, took)?;
     println!("written to {}", path.display());
     Ok(())
 }
@@ -887,48 +887,6 @@ fn mean_raw_json_kb(records: &[Record]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Better {
-    Higher,
-    Lower,
-}
-
-struct Row {
-    what: String,
-    unit: &'static str,
-    value: f64,
-    baseline: f64,
-    baseline_how: String,
-    better: Better,
-    target: Option<f64>,
-    notes: String,
-}
-
-impl Row {
-    /// How many times better than the baseline, whichever direction is better.
-    fn gain(&self) -> f64 {
-        match self.better {
-            Better::Higher => self.value / self.baseline,
-            Better::Lower => self.baseline / self.value,
-        }
-    }
-
-    fn met(&self) -> Option<bool> {
-        self.target.map(|t| match self.better {
-            Better::Higher => self.value >= t,
-            Better::Lower => self.value <= t,
-        })
-    }
-
-    fn target_text(&self) -> String {
-        match (self.target, self.better) {
-            (None, _) => "—".into(),
-            (Some(t), Better::Higher) => format!("≥ {}", number(t)),
-            (Some(t), Better::Lower) => format!("≤ {}", number(t)),
-        }
-    }
-}
-
 fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
         "| measurement | result | naive baseline (same run) | gain | target | met |\n\
@@ -956,74 +914,8 @@ fn markdown(rows: &[Row]) -> String {
     out
 }
 
-fn write_json(
-    path: &Path,
-    machine: &[(String, String)],
-    rows: &[Row],
-    took: Duration,
-) -> anyhow::Result<()> {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "measurement": r.what,
-                "unit": r.unit,
-                "value": r.value,
-                "baseline": r.baseline,
-                "baseline_method": r.baseline_how,
-                "better": if r.better == Better::Higher { "higher" } else { "lower" },
-                "gain": r.gain(),
-                "target": r.target,
-                "target_met": r.met(),
-                "notes": r.notes,
-            })
-        })
-        .collect();
-    let machine: serde_json::Map<String, serde_json::Value> = machine
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect();
-    let doc = serde_json::json!({
-        "bench": "pipeline",
-        "finished_at": Utc::now().to_rfc3339(),
-        "seconds": took.as_secs_f64(),
-        "machine": machine,
-        "rows": rows,
-    });
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// `target/bench-pipeline.json` of the workspace (or of `CARGO_TARGET_DIR`).
-fn json_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("bench-pipeline.json")
-}
-
 /// What the numbers were measured on.
 async fn machine(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or("unknown".into(), |kb| {
-            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
-        });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown".into(), |v| {
-            v.trim_start_matches([' ', '\t', ':']).to_owned()
-        });
     let mut admin = stack.admin().await?;
     let postgres: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut admin)
@@ -1032,10 +924,8 @@ async fn machine(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {
         .fetch_one(&mut admin)
         .await?;
     admin.close().await?;
-    Ok(vec![
-        ("cores (nproc)".into(), cores.to_string()),
-        ("memory".into(), memory),
-        ("cpu".into(), cpu),
+    let mut facts = report::host();
+    facts.extend([
         // Other work on the machine (a build) takes cores from PostgreSQL and NATS.
         ("load average at the start".into(), load_average()),
         (
@@ -1046,7 +936,8 @@ async fn machine(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {
             "nats-server".into(),
             stack.client.server_info().version.clone(),
         ),
-    ])
+    ]);
+    Ok(facts)
 }
 
 /// The 1, 5 and 15 minute load averages.
@@ -1066,26 +957,4 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
-}
-
-/// Readable at a glance: thousands separated when large, two significant decimals when small.
-fn number(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    if x.abs() < 10.0 {
-        return format!("{x:.2}");
-    }
-    if x.abs() < 100.0 {
-        return format!("{x:.1}");
-    }
-    let digits = format!("{:.0}", x.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if x < 0.0 { format!("-{out}") } else { out }
 }

@@ -29,6 +29,7 @@ use chrono::Utc;
 use fleet_proto::v1::{FailureClass, WorkItem, WorkReason};
 use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
 use fleet_tests::kube_support;
+use fleet_tests::report::{self, Better, Row, number};
 use fleet_tests::sim::Simulator;
 use fleet_tests::stack;
 use futures::StreamExt;
@@ -125,12 +126,13 @@ async fn bench() -> anyhow::Result<()> {
         println!("- {}: {}", row.what, row.notes);
     }
     println!("\nwhole bench: {:.0} s", took.as_secs_f64());
-    let path = target_dir().join("bench-worker.json");
     let details = serde_json::json!({
-        "throughput": [shared.json(), per_job.json()],
-        "scale": scale.json(),
+        "details": {
+            "throughput": [shared.json(), per_job.json()],
+            "scale": scale.json(),
+        }
     });
-    write_json(&path, &machine, &rows, &details, took)?;
+    let path = report::write_json("worker", &machine, &rows, details, took)?;
     println!("written to {}", path.display());
     Ok(())
 }
@@ -820,7 +822,7 @@ async fn scale(worker_binary: &Path) -> anyhow::Result<Scale> {
 async fn scale_in(scratch: &Scratch, worker_binary: &Path) -> anyhow::Result<Scale> {
     let sim = Simulator::start(scratch.admin.clone(), &scratch.ns);
     let addr = free_port()?;
-    let log_path = target_dir().join("bench-worker-scale.log");
+    let log_path = report::target_dir().join("bench-worker-scale.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = ChildGuard(
@@ -1344,47 +1346,8 @@ fn build_worker() -> anyhow::Result<PathBuf> {
     Ok(stack::workspace_binary("worker"))
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The table.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Better {
-    Higher,
-    Lower,
-}
-
-struct Row {
-    what: String,
-    unit: &'static str,
-    value: f64,
-    baseline: f64,
-    better: Better,
-    target: Option<f64>,
-    notes: String,
-}
-
-impl Row {
-    fn gain(&self) -> f64 {
-        match self.better {
-            Better::Higher => self.value / self.baseline,
-            Better::Lower => self.baseline / self.value,
-        }
-    }
-
-    fn met(&self) -> Option<bool> {
-        self.target.map(|t| match self.better {
-            Better::Higher => self.value >= t,
-            Better::Lower => self.value <= t,
-        })
-    }
-}
 
 fn requests_row(shared: &Throughput, per_job: &Throughput) -> Row {
     Row {
@@ -1392,6 +1355,7 @@ fn requests_row(shared: &Throughput, per_job: &Throughput) -> Row {
         unit: "req/Job",
         value: shared.per_job(),
         baseline: per_job.per_job(),
+        baseline_how: WATCH_PER_JOB.into(),
         better: Better::Lower,
         target: Some(REQUESTS_TARGET),
         notes: format!(
@@ -1411,6 +1375,7 @@ fn watches_row(shared: &Throughput, per_job: &Throughput) -> Row {
         unit: "watches",
         value: shared.peak_watches as f64,
         baseline: per_job.peak_watches as f64,
+        baseline_how: WATCH_PER_JOB.into(),
         better: Better::Lower,
         target: Some(1.0),
         notes: "each per-Job watch is its own HTTP/1.1 connection to the API server \
@@ -1434,6 +1399,7 @@ fn throughput_row(shared: &Throughput, per_job: &Throughput) -> Row {
         unit: "Jobs/s",
         value: shared.jobs_per_sec(),
         baseline: per_job.jobs_per_sec(),
+        baseline_how: WATCH_PER_JOB.into(),
         better: Better::Higher,
         target: None,
         notes: format!("shared: {}; watch per Job: {}", run(shared), run(per_job)),
@@ -1446,6 +1412,7 @@ fn rss_row(scale: &Scale) -> Row {
         unit: "MB",
         value: scale.worker.rss_mb(),
         baseline: scale.per_job.watching.rss_mb(),
+        baseline_how: WATCH_PER_JOB.into(),
         better: Better::Lower,
         target: Some(RSS_TARGET_MB),
         notes: format!(
@@ -1477,6 +1444,7 @@ fn probe_row(scale: &Scale) -> Row {
         unit: "MB",
         value: scale.shared.growth_mb(),
         baseline: scale.per_job.growth_mb(),
+        baseline_how: WATCH_PER_JOB.into(),
         better: Better::Lower,
         target: None,
         notes: format!(
@@ -1520,96 +1488,18 @@ fn markdown(rows: &[Row]) -> String {
     out
 }
 
-fn write_json(
-    path: &Path,
-    machine: &[(String, String)],
-    rows: &[Row],
-    details: &serde_json::Value,
-    took: Duration,
-) -> anyhow::Result<()> {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "measurement": r.what,
-                "unit": r.unit,
-                "value": r.value,
-                "baseline": r.baseline,
-                "baseline_method": "one watch per Job (field selector on its name) while it runs",
-                "better": if r.better == Better::Higher { "higher" } else { "lower" },
-                "gain": r.gain(),
-                "target": r.target,
-                "target_met": r.met(),
-                "notes": r.notes,
-            })
-        })
-        .collect();
-    let machine: serde_json::Map<String, serde_json::Value> = machine
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect();
-    let doc = serde_json::json!({
-        "bench": "worker",
-        "machine": machine,
-        "rows": rows,
-        "details": details,
-        "seconds": took.as_secs_f64(),
-    });
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// What the numbers were measured on.
+/// How the baseline of every row was measured.
+const WATCH_PER_JOB: &str = "one watch per Job (field selector on its name) while it runs";
+
 fn machine() -> Vec<(String, String)> {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or("unknown".into(), |kb| {
-            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
-        });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown".into(), |v| {
-            v.trim_start_matches([' ', '\t', ':']).to_owned()
-        });
-    vec![
-        ("nproc".into(), cores.to_string()),
-        ("memory".into(), memory),
-        ("cpu".into(), cpu),
+    let mut facts = report::host();
+    facts.extend([
         (
             "cluster".into(),
             "dev/stack: kube-apiserver + job controller v1.37.2, one KWOK node".into(),
         ),
         ("nats".into(), stack::nats_url()),
-    ]
-}
-
-/// Two decimals below 10, one below 100, thousands separators above.
-fn number(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    if x.abs() < 10.0 {
-        return format!("{x:.2}");
-    }
-    if x.abs() < 100.0 {
-        return format!("{x:.1}");
-    }
-    let digits = format!("{:.0}", x.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if x < 0.0 { format!("-{out}") } else { out }
+    ]);
+    facts
 }

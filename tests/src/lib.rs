@@ -5,6 +5,7 @@
 //! - [`sim`]: the scorecard stand-in: gives a KWOK pod a recorded output as its log and an exit code.
 //! - [`nats_server`]: a private nats-server a fault test may stop and start.
 //! - [`pg`]: a private PostgreSQL a fault test may stop and start.
+//! - [`report`]: the benchmark programs' rows, table numbers and JSON.
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod kube_support;
 pub mod nats_server;
 pub mod pg;
+pub mod report;
 pub mod results;
 pub mod sim;
 pub mod stack;
