@@ -104,7 +104,8 @@ pub fn tool(name: &str) -> PathBuf {
         })
 }
 
-/// A binary of this workspace, built by `cargo test` next to the test executables.
+/// A binary of this workspace, built by `cargo build --workspace --bins` (dev/test runs it)
+/// next to the test executables.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -114,7 +115,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build -p {name}` (cargo test --workspace builds it)",
+        "{} is missing: run `cargo build --workspace --bins` first (dev/test does)",
         path.display()
     );
     path
