@@ -60,6 +60,10 @@ pub enum Command {
     },
 }
 
+/// Defaults the benchmarks measure as shipped.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+pub const DEFAULT_WRITERS: usize = 2;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -72,12 +76,17 @@ pub struct RunArgs {
     pub schedule: ScheduleArgs,
 
     /// Most messages written in one transaction.
-    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "SINK_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 
     /// Longest wait, in milliseconds, for a batch to fill before writing what came.
     #[arg(long, env = "SINK_BATCH_WAIT_MS", default_value_t = 500)]
     pub batch_wait_ms: u64,
+
+    /// Batches written at once, each in its own transaction on its own connection; about
+    /// the database's cores is right (DATABASE_MAX_CONNECTIONS must exceed it).
+    #[arg(long, env = "SINK_WRITERS", default_value_t = DEFAULT_WRITERS)]
+    pub writers: usize,
 
     /// Durable consumer name. A new name reads the whole results stream from its start:
     /// point it at an empty database to rebuild it.

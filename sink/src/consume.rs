@@ -12,6 +12,7 @@ use fleet_runtime::dead;
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::Topology;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,8 @@ pub struct Sink {
     pub readiness: Readiness,
     pub batch_size: usize,
     pub batch_wait: Duration,
+    /// Batches written at once (each in its own transaction).
+    pub writers: usize,
 }
 
 /// What happened to one batch.
@@ -47,30 +50,60 @@ pub struct BatchReport {
 }
 
 impl Sink {
-    /// Runs until `shutdown`; the batch in hand is finished (or handed back) first.
+    /// Runs until `shutdown`; the batches in hand are finished (or handed back) first.
+    ///
+    /// Up to `writers` batches are written at once, each in its own transaction on its own
+    /// connection, while the next batch is fetched: one PostgreSQL backend works on one core,
+    /// and a batch waits on its commit's WAL flush. Batches that share a repository run one
+    /// after the other (each first locks its repositories in id order, so none deadlock), and
+    /// cannot undo each other (the latest score only moves forward, history ignores a work id
+    /// it has seen).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut fetch_retry = retry_policy();
+        let mut writing = FuturesUnordered::new();
+        let writers = self.writers.max(1);
         while !shutdown.is_cancelled() {
-            let batch = tokio::select! {
-                () = shutdown.cancelled() => break,
-                batch = self.fetch() => batch,
+            while writing.len() >= writers {
+                if let Some(done) = writing.next().await {
+                    done?;
+                }
+            }
+            // The fetch is never dropped half-way for a finished write (its messages would sit
+            // unacked until redelivery): finished writes are collected while it runs.
+            let fetch = self.fetch();
+            tokio::pin!(fetch);
+            let batch = loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break None,
+                    batch = &mut fetch => break Some(batch),
+                    Some(done) = writing.next(), if !writing.is_empty() => { done?; }
+                }
             };
+            let Some(batch) = batch else { break };
             match batch {
                 Ok(messages) => {
                     fetch_retry = retry_policy();
                     if !messages.is_empty() {
-                        self.process(messages, &shutdown).await?;
+                        writing.push(self.process(messages, &shutdown));
                     }
                 }
                 Err(e) => {
                     let pause = fetch_retry.next().unwrap_or(RETRY_CAP);
                     tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "fetching results failed");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
+                    let sleep = tokio::time::sleep(pause);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = &mut sleep => break,
+                            Some(done) = writing.next(), if !writing.is_empty() => { done?; }
+                        }
                     }
                 }
             }
+        }
+        while let Some(done) = writing.next().await {
+            done?;
         }
         tracing::info!("sink stopped");
         Ok(())

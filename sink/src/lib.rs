@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod consume;
+pub mod copy;
 pub mod decode;
 pub mod metrics;
 pub mod plan;
@@ -69,6 +70,15 @@ async fn freshness(
 
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Each writer holds a connection for its whole transaction; the freshness gauge needs one more.
+    if u64::from(args.db.database_max_connections) < args.writers as u64 + 1 {
+        anyhow::bail!(
+            "DATABASE_MAX_CONNECTIONS ({}) must be more than SINK_WRITERS ({}): each writer holds \
+             a connection for its transaction and the freshness gauge needs one more",
+            args.db.database_max_connections,
+            args.writers
+        );
+    }
     let http::OpsServer {
         metrics,
         readiness,
@@ -109,6 +119,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         readiness,
         batch_size: args.batch_size.max(1),
         batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),
+        writers: args.writers.max(1),
     };
     sink.run(shutdown).await?;
     server.await.ok();

@@ -8,24 +8,23 @@
 //!
 //! Run with `cargo bench -p fleet-tests --bench pipeline` once `dev/stack up postgres nats` is
 //! up. It prints a markdown table and writes it as JSON to `target/bench-pipeline.json`.
-//! Every measurement gets a database and a NATS prefix of its own and removes both when done,
-//! so each starts from the same state on every run and nothing is left behind.
+//! Every measurement gets a scratch database and NATS prefix of its own
+//! ([`fleet_tests::scratch`]).
 
 use std::future::IntoFuture as _;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
 use chrono::{TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_proto::v1::WorkReason;
 use fleet_runtime::http::Readiness;
-use fleet_runtime::topology::{SINK, Topology, TopologyArgs, WORKER_SCHEDULED};
+use fleet_runtime::topology::{SINK, WORKER_SCHEDULED};
 use fleet_tests::report::{self, Better, Row, number};
 use fleet_tests::results::{repo_list, result_for};
-use fleet_tests::stack;
+use fleet_tests::scratch::{Scratch, Stack};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use producer::publish::{publish_all, work_item};
@@ -38,7 +37,7 @@ use sink::decode::Record;
 use sink::schedule::Schedule;
 use sink::upsert::{Written, write_batch};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// Repositories imported, and due for the claim measurement.
@@ -52,9 +51,11 @@ const NAIVE_CLAIM_ITEMS: usize = 3_000;
 /// Long enough for the producer's backoff to reach its cap several times.
 const IDLE_WINDOW: Duration = Duration::from_secs(8);
 const NAIVE_POLL: Duration = Duration::from_millis(100);
-/// Results the sink writes, on distinct repositories, and its batch size (the sink's default).
+/// Results the sink writes, on distinct repositories, with the sink's default batch size and
+/// batches written at once.
 const SINK_RESULTS: usize = 50_000;
-const SINK_BATCH: usize = 500;
+const SINK_BATCH: usize = sink::config::DEFAULT_BATCH_SIZE;
+const SINK_WRITERS: usize = sink::config::DEFAULT_WRITERS;
 const NAIVE_SINK_RESULTS: usize = 2_000;
 /// Results taken end to end through JetStream: fewer, as each carries ~10 KB of raw JSON.
 const E2E_RESULTS: usize = 20_000;
@@ -140,132 +141,6 @@ fn progress(row: Row) -> Row {
         row.unit
     );
     row
-}
-
-// ---------------------------------------------------------------------------------------------
-// The stack and the scratch database and topology of each measurement.
-
-struct Stack {
-    server: PgConnectOptions,
-    client: async_nats::Client,
-    js: jetstream::Context,
-}
-
-/// A migrated database and an ensured NATS topology of one measurement's own.
-struct Scratch {
-    opts: PgConnectOptions,
-    pool: PgPool,
-    topology: Topology,
-    js: jetstream::Context,
-}
-
-impl Stack {
-    async fn connect() -> anyhow::Result<Self> {
-        let server =
-            PgConnectOptions::from_str(&stack::database_url()).context("parsing DATABASE_URL")?;
-        let client = async_nats::connect(stack::nats_url())
-            .await
-            .context("connecting to the stack's NATS (dev/stack up postgres nats)")?;
-        let js = jetstream::new(client.clone());
-        Ok(Self { server, client, js })
-    }
-
-    async fn admin(&self) -> anyhow::Result<PgConnection> {
-        PgConnection::connect_with(&self.server)
-            .await
-            .context("connecting to the stack's PostgreSQL (dev/stack up postgres nats)")
-    }
-
-    /// Runs `body` on a fresh scratch database and topology, and removes both afterwards
-    /// whether or not it succeeded.
-    async fn scratch<T>(
-        &self,
-        label: &str,
-        body: impl AsyncFnOnce(&Scratch) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let name = stack::unique(&format!("bench-{label}"));
-        let result = match self.create(&name).await {
-            Ok(scratch) => {
-                let result = body(&scratch).await;
-                scratch.pool.close().await;
-                result
-            }
-            Err(e) => Err(e),
-        };
-        let removed = self.remove(&name).await;
-        let value = result.with_context(|| format!("measuring {label}"))?;
-        removed.with_context(|| format!("removing the scratch database and streams {name}"))?;
-        Ok(value)
-    }
-
-    async fn create(&self, name: &str) -> anyhow::Result<Scratch> {
-        let db = db_name(name);
-        let mut admin = self.admin().await?;
-        sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{db}""#)))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("creating database {db}"))?;
-        admin.close().await?;
-        let opts = self.server.clone().database(&db);
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.clone())
-            .await?;
-        fleet_runtime::db::migrate(&pool).await?;
-        let topology = topology(name)?;
-        topology.ensure(&self.js).await?;
-        Ok(Scratch {
-            opts,
-            pool,
-            topology,
-            js: self.js.clone(),
-        })
-    }
-
-    /// Tolerates what was never created, so it also cleans up after a failed `create`.
-    async fn remove(&self, name: &str) -> anyhow::Result<()> {
-        let t = topology(name)?;
-        for stream in [t.work_stream(), t.results_stream(), t.dead_stream()] {
-            if self.js.get_stream(&stream).await.is_ok() {
-                self.js
-                    .delete_stream(&stream)
-                    .await
-                    .with_context(|| format!("deleting stream {stream}"))?;
-            }
-        }
-        let mut admin = self.admin().await?;
-        // FORCE: a connection the body leaked must not keep the database alive.
-        sqlx::query(AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            db_name(name)
-        )))
-        .execute(&mut admin)
-        .await?;
-        admin.close().await?;
-        Ok(())
-    }
-}
-
-impl Scratch {
-    async fn consumer(&self, stream: &str, name: &str) -> anyhow::Result<PullConsumer> {
-        self.js
-            .get_stream(stream)
-            .await?
-            .get_consumer(name)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening consumer {name} of {stream}: {e}"))
-    }
-}
-
-fn db_name(unique: &str) -> String {
-    unique.replace('-', "_")
-}
-
-fn topology(prefix: &str) -> anyhow::Result<Topology> {
-    Ok(Topology::new(TopologyArgs {
-        nats_prefix: prefix.to_owned(),
-        ..Default::default()
-    })?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,13 +570,20 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
             let mut latencies = Vec::new();
             let mut total = Written::default();
             let (mut done, mut halfway) = (0, None);
-            for batch in main.chunks(SINK_BATCH) {
-                let t = Instant::now();
-                let written = write_batch(&s.pool, batch, &schedule).await?;
-                latencies.push(t.elapsed());
+            // As `Sink::run` writes them: SINK_WRITERS batches at once.
+            let mut writes = futures::stream::iter(main.chunks(SINK_BATCH))
+                .map(|batch| async {
+                    let t = Instant::now();
+                    let written = write_batch(&s.pool, batch, &schedule).await;
+                    (batch.len(), written, t.elapsed())
+                })
+                .buffer_unordered(SINK_WRITERS);
+            while let Some((n, written, latency)) = writes.next().await {
+                let written = written?;
+                latencies.push(latency);
                 total.history_rows += written.history_rows;
                 total.scores_updated += written.scores_updated;
-                done += batch.len();
+                done += n;
                 if done >= half && halfway.is_none() {
                     halfway = Some((done, started.elapsed()));
                 }
@@ -720,7 +602,7 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
             latencies.sort();
             Ok(Row {
                 what: format!(
-                    "sink upsert {} results (`write_batch`, {SINK_BATCH} a batch)",
+                    "sink upsert {} results (`write_batch`, {SINK_BATCH} a batch, {SINK_WRITERS} at once)",
                     number(main.len() as f64)
                 ),
                 unit: "results/s",
@@ -761,7 +643,7 @@ async fn sink_end_to_end(
             import::write(&s.pool, repos).await?;
             sqlx::query("ANALYZE repos").execute(&s.pool).await?;
             let consumer = s.consumer(&s.topology.results_stream(), SINK).await?;
-            let sink = |batch_size| Sink {
+            let sink = |batch_size, writers| Sink {
                 js: s.js.clone(),
                 consumer: consumer.clone(),
                 pool: s.pool.clone(),
@@ -771,16 +653,17 @@ async fn sink_end_to_end(
                 readiness: Readiness::default(),
                 batch_size,
                 batch_wait: Duration::from_millis(500),
+                writers,
             };
             let subject = s.topology.results_subject();
 
             // The baseline's results are drained before the main ones are published, so each
             // sink sees only its own.
             publish_pipelined(&s.js, &subject, naive_records).await?;
-            let naive_took = drain(&sink(1), naive_records.len()).await?;
+            let naive_took = drain(&sink(1, 1), naive_records.len()).await?;
 
             let publish_took = publish_pipelined(&s.js, &subject, main).await?;
-            let took = drain(&sink(SINK_BATCH), main.len()).await?;
+            let took = drain(&sink(SINK_BATCH, SINK_WRITERS), main.len()).await?;
 
             let history: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
                 .fetch_one(&s.pool)
@@ -799,8 +682,8 @@ async fn sink_end_to_end(
                     .bytes;
             Ok(Row {
                 what: format!(
-                    "sink end to end, {} results from JetStream (`Sink::fetch` + `process`, \
-                     {SINK_BATCH} a batch)",
+                    "sink end to end, {} results from JetStream (`Sink::run`, \
+                     {SINK_BATCH} a batch, {SINK_WRITERS} writers)",
                     number(main.len() as f64)
                 ),
                 unit: "results/s",
@@ -850,27 +733,31 @@ async fn publish_pipelined(
     Ok(started.elapsed())
 }
 
-/// Fetches and processes batches until `expected` messages are written; returns the time.
+/// Runs the sink (`Sink::run`, its own loop and concurrency) until `expected` results are
+/// written; returns the time that took.
 async fn drain(sink: &Sink, expected: usize) -> anyhow::Result<Duration> {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        let mut done = 0;
-        while done < expected {
-            let batch = sink.fetch().await?;
-            if batch.is_empty() {
-                continue;
-            }
-            let report = sink.process(batch, &shutdown).await?;
-            ensure!(report.poison == 0, "{} poison messages", report.poison);
-            done += report.messages;
+    let watch = async {
+        while sink.metrics.results.get() < expected as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(())
+        let took = started.elapsed();
+        shutdown.cancel();
+        took
+    };
+    let (ran, took) = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        tokio::join!(sink.run(shutdown.clone()), watch)
     })
-    .await;
-    drained
-        .with_context(|| format!("draining {expected} results took over {DRAIN_TIMEOUT:?}"))??;
-    Ok(started.elapsed())
+    .await
+    .with_context(|| format!("draining {expected} results took over {DRAIN_TIMEOUT:?}"))?;
+    ran?;
+    ensure!(
+        sink.metrics.poison.get() == 0,
+        "{} poison messages",
+        sink.metrics.poison.get()
+    );
+    Ok(took)
 }
 
 fn mean_raw_json_kb(records: &[Record]) -> f64 {

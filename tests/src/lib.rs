@@ -17,5 +17,6 @@ pub mod nats_server;
 pub mod pg;
 pub mod report;
 pub mod results;
+pub mod scratch;
 pub mod sim;
 pub mod stack;

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use prost::Message;
 use sink::consume::{BatchReport, Sink};
+use sink::decode::Record;
 use sink::metrics::Metrics;
 use sink::schedule::Schedule;
 use sqlx::PgPool;
@@ -78,6 +79,7 @@ async fn sink_on(
         readiness: Readiness::default(),
         batch_size: 100,
         batch_wait: Duration::from_millis(300),
+        writers: 2,
     }
 }
 
@@ -305,6 +307,183 @@ async fn failures_are_recorded_once_and_back_off_by_class(pool: PgPool) {
     assert_eq!(pending(&h.sink).await, (0, 0));
 }
 
+/// `Sink::run` with several batches written at once: results for the same repositories,
+/// old and new, land in different concurrent transactions beside failures for them, in batches
+/// of 500 (the bulk path) and of a few (the small one). The newest result wins everywhere, every
+/// work id is recorded once, and no write had to be retried (a deadlock would be).
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let repos: Vec<RepoName> = repo_list().into_iter().take(40).collect();
+    let base = at("2026-03-01T00:00:00Z");
+    let mut newest = std::collections::HashMap::new();
+    let mut results = 0;
+    // Each repository gets 15 results in a shuffled (but fixed) order of time, and a failure
+    // older than its newest result.
+    for round in 0..15i64 {
+        for (i, r) in repos.iter().enumerate() {
+            let minutes = (round * 7 + i as i64 * 3) % 15;
+            let t = base + TimeDelta::minutes(minutes);
+            let id = format!("w-{i}-{round}");
+            h.result(&result_for(r, &id, t, round as usize)).await;
+            results += 1;
+            let best = newest.entry(r.key()).or_insert((t, id.clone()));
+            if (t, &id) > (best.0, &best.1) {
+                *best = (t, id);
+            }
+            if round == 7 {
+                h.failure(&failure(r, &format!("f-{i}"), FailureClass::Timeout, t))
+                    .await;
+            }
+        }
+    }
+    for (batch_size, writers) in [(500, 2), (3, 4)] {
+        let mut sink = sink_on(&h.js, &h.topology, pool.clone(), &format!("w{writers}")).await;
+        sink.batch_size = batch_size;
+        sink.writers = writers;
+        sqlx::query("TRUNCATE scores, score_history, score_checks, work_failures")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let run = sink.run(shutdown.clone());
+        let watch = async {
+            // Everything was published before the sink started, so nothing pending or unacked
+            // means everything was committed.
+            while pending(&sink).await != (0, 0) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            shutdown.cancel();
+        };
+        let (ran, ()) =
+            tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(run, watch) })
+                .await
+                .expect("the sink wrote everything");
+        ran.unwrap();
+        assert_eq!(sink.metrics.db_errors.get(), 0, "no write was retried");
+        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(history as usize, results);
+        let latest: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT r.repo_key, s.work_id, s.scored_at FROM scores s JOIN repos r ON r.id = s.repo_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(latest.len(), repos.len());
+        for (key, work_id, scored_at) in latest {
+            assert_eq!((scored_at, work_id), newest[&key].clone(), "{key}");
+        }
+        let checks: i64 = sqlx::query_scalar("SELECT count(DISTINCT repo_id) FROM score_checks")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(checks as usize, repos.len());
+        let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM work_failures")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            failures, 0,
+            "every failure is older than its repository's newest result"
+        );
+    }
+}
+
+/// A batch first locks its repositories: a failure written while another transaction holds
+/// its repository (a concurrent batch writing a newer result) waits for it, then sees the newer
+/// score and is not recorded. Without the lock it would be recorded beside the newer score,
+/// as neither transaction sees the other's uncommitted row.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
+    let r = repo("github.com/ossf/scorecard");
+    let old = result_for(&r, "w-old", at("2026-03-01T00:00:00Z"), 0);
+    sink::upsert::write_batch(&pool, &[Record::Result(old)], &schedule())
+        .await
+        .unwrap();
+    let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repos")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // The other batch: holds the repository and is about to commit a newer score.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM repos WHERE id = $1 FOR UPDATE")
+        .bind(repo_id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE scores SET work_id = 'w-new', scored_at = $2 WHERE repo_id = $1")
+        .bind(repo_id)
+        .bind(at("2026-03-03T00:00:00Z"))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    let f = failure(
+        &r,
+        "f-between",
+        FailureClass::Timeout,
+        at("2026-03-02T00:00:00Z"),
+    );
+    let write = tokio::spawn({
+        let pool = pool.clone();
+        async move { sink::upsert::write_batch(&pool, &[Record::Failure(f)], &schedule()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "the failure's batch waited for the repository"
+    );
+    other.commit().await.unwrap();
+    let written = write.await.unwrap().unwrap();
+    assert_eq!(written.failures_recorded, 0, "older than the newer score");
+    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM work_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(failures, 0);
+}
+
+/// PostgreSQL text cannot hold NUL. A result or failure carrying one (a `\u0000` escape in
+/// scorecard's JSON) is written with the character replaced, instead of failing its batch on
+/// every retry and stopping the sink.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn nul_characters_are_replaced_not_fatal(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let r = repo("github.com/ossf/scorecard");
+    let mut res = result_for(&r, "w-nul", at("2026-03-01T00:00:00Z"), 0);
+    res.checks[0].reason = "before\0after".into();
+    res.checks[1].name = "Odd\0Name".into();
+    res.raw_json = res.raw_json.replacen('{', "{\"x\":\"\0\",", 1);
+    h.result(&res).await;
+    let other = repo("github.com/ossf/other");
+    let mut f = failure(
+        &other,
+        "f-nul",
+        FailureClass::ScanFailed,
+        at("2026-03-01T00:00:00Z"),
+    );
+    f.message = "Skipping \0 repo".into();
+    h.failure(&f).await;
+    let reports = drain(&h.sink).await;
+    assert_eq!(reports.iter().map(|r| r.poison).sum::<usize>(), 0);
+    assert_eq!(pending(&h.sink).await, (0, 0));
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM score_checks WHERE reason LIKE 'before%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "before\u{FFFD}after");
+    let message: String = sqlx::query_scalar("SELECT message FROM work_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(message, "Skipping \u{FFFD} repo");
+}
+
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn poison_is_dead_lettered_with_its_reason_and_the_rest_written(pool: PgPool) {
     let h = harness(pool.clone()).await;
@@ -474,7 +653,11 @@ async fn replaying_the_results_stream_rebuilds_the_same_scores(pool: PgPool) {
 
     let snapshot = |pool: PgPool| async move {
         sqlx::query_as::<_, (String, String, Option<f64>, String, String, DateTime<Utc>)>(
-            "SELECT r.repo_key, s.work_id, s.score::float8, s.checks::text, s.raw_json, r.next_due_at
+            "SELECT r.repo_key, s.work_id, s.score::float8,
+                    (SELECT string_agg(c.name || '=' || coalesce(c.score::text, '?') || ' ' || c.reason,
+                                       '|' ORDER BY c.name)
+                     FROM score_checks c WHERE c.repo_id = s.repo_id),
+                    s.raw_json, r.next_due_at
              FROM scores s JOIN repos r ON r.id = s.repo_id ORDER BY r.repo_key",
         )
         .fetch_all(&pool)
