@@ -57,9 +57,26 @@ pub struct Producer {
 /// Seconds between backlog counts while busy: the count walks the due index, cheap but not free.
 const BACKLOG_EVERY: Duration = Duration::from_secs(15);
 
+/// What a look at the queue and the database gave.
+enum Claim {
+    Batch(Vec<claim::Claimed>),
+    Idle,
+    Full,
+}
+
 impl Producer {
     /// Claims and publishes at most one batch.
     pub async fn tick(&self) -> anyhow::Result<Tick> {
+        match self.claim_next(0).await? {
+            Claim::Batch(claimed) => Ok(Tick::Published(self.publish(claimed).await?)),
+            Claim::Idle => Ok(Tick::Idle),
+            Claim::Full => Ok(Tick::Full),
+        }
+    }
+
+    /// Claims the most overdue repositories that fit under the high-water mark, counting
+    /// `in_flight` items being published as already queued.
+    async fn claim_next(&self, in_flight: u64) -> anyhow::Result<Claim> {
         let mut consumer = self.consumer.clone();
         let info = consumer
             .info()
@@ -69,9 +86,13 @@ impl Producer {
         self.metrics
             .queue_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
-        let room = self.settings.high_water.saturating_sub(pending);
+        let room = self
+            .settings
+            .high_water
+            .saturating_sub(pending)
+            .saturating_sub(in_flight);
         if room == 0 {
-            return Ok(Tick::Full);
+            return Ok(Claim::Full);
         }
         let limit = self
             .settings
@@ -90,11 +111,20 @@ impl Producer {
         self.metrics.oldest_overdue_seconds.set(oldest);
         if claimed.is_empty() {
             self.metrics.due_backlog.set(0);
-            return Ok(Tick::Idle);
+            return Ok(Claim::Idle);
         }
         if (claimed.len() as i64) < limit {
             // Everything due was claimed.
             self.metrics.due_backlog.set(0);
+        }
+        Ok(Claim::Batch(claimed))
+    }
+
+    /// Publishes one work item per claimed repository; what cannot be published is handed back
+    /// to the database, due again soon. Returns how many were published.
+    async fn publish(&self, claimed: Vec<claim::Claimed>) -> anyhow::Result<usize> {
+        if claimed.is_empty() {
+            return Ok(0);
         }
         let items: Vec<_> = claimed
             .iter()
@@ -116,34 +146,67 @@ impl Producer {
                 anyhow::bail!("no work item could be published: {}", failed[0].1);
             }
         }
-        tracing::debug!(published, pending, "published a batch");
-        Ok(Tick::Published(published))
+        tracing::debug!(published, "published a batch");
+        Ok(published)
     }
 
-    /// Ticks until `shutdown`.
+    /// Ticks until `shutdown`. While one batch publishes, the next is claimed: the database
+    /// and JetStream each wait on the other otherwise. A batch claimed when `shutdown` comes
+    /// is still published (or handed back) before returning, so no repository waits out its
+    /// lease for nothing.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = self.backoff();
         let mut last_backlog = Instant::now() - BACKLOG_EVERY;
-        while !shutdown.is_cancelled() {
-            let pause = match self.tick().await {
-                Ok(Tick::Published(_)) => {
-                    backoff = self.backoff();
+        let mut claimed: Vec<claim::Claimed> = Vec::new();
+        loop {
+            let stopping = shutdown.is_cancelled();
+            if stopping && claimed.is_empty() {
+                break;
+            }
+            let in_flight = claimed.len() as u64;
+            let batch = std::mem::take(&mut claimed);
+            let next = async {
+                if stopping {
+                    Ok(Claim::Idle)
+                } else {
+                    self.claim_next(in_flight).await
+                }
+            };
+            let (published, next) = tokio::join!(self.publish(batch), next);
+            let mut pause = None;
+            if let Err(e) = published {
+                let p = backoff.next().unwrap_or(self.settings.backoff_cap);
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?p, "publishing failed");
+                pause = Some(p);
+            }
+            match next {
+                Ok(Claim::Batch(batch)) => {
+                    claimed = batch;
+                    if pause.is_none() {
+                        backoff = self.backoff();
+                    }
                     if last_backlog.elapsed() >= BACKLOG_EVERY {
                         last_backlog = Instant::now();
                         self.refresh_backlog().await;
                     }
-                    continue;
                 }
-                Ok(Tick::Idle | Tick::Full) => backoff.next().unwrap_or(self.settings.backoff_cap),
+                // Nothing more to claim, but what is in hand publishes first.
+                Ok(Claim::Idle | Claim::Full) if in_flight > 0 && pause.is_none() => {}
+                Ok(Claim::Idle | Claim::Full) => {
+                    pause =
+                        pause.or_else(|| Some(backoff.next().unwrap_or(self.settings.backoff_cap)));
+                }
                 Err(e) => {
-                    let pause = backoff.next().unwrap_or(self.settings.backoff_cap);
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "producer tick failed");
-                    pause
+                    let p = backoff.next().unwrap_or(self.settings.backoff_cap);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?p, "producer tick failed");
+                    pause = pause.or(Some(p));
                 }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
+            }
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
         }
         tracing::info!("producer stopped");

@@ -105,8 +105,8 @@ async fn importing_the_real_list_twice_is_idempotent_and_keeps_scores(pool: PgPo
     );
     sqlx::query(
         "INSERT INTO scores (repo_id, work_id, score, commit_sha, scorecard_version, scorecard_commit,
-                             scored_at, exit_code, checks, raw_json)
-         SELECT id, 'w', 5.0, 'c', 'v', 'c', now(), 0, '[]', '{}' FROM repos LIMIT 10",
+                             scored_at, exit_code, raw_json)
+         SELECT id, 'w', 5.0, 'c', 'v', 'c', now(), 0, '{}' FROM repos LIMIT 10",
     )
     .execute(&pool)
     .await
@@ -368,5 +368,85 @@ async fn replay_republishes_matching_dead_letters_once() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// `Producer::run` claims the next batch while one publishes and respects the high-water mark
+/// all the same; stopped mid-stream, it publishes the batch it holds before returning, so every
+/// claimed repository has its work item and none waits out a lease for nothing.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn run_publishes_every_claimed_batch_and_stays_under_the_high_water_mark(pool: PgPool) {
+    import_n(&pool, 6000).await;
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let p = producer(&pool, &js, &t, 4500).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = async {
+        // Full: the loop now only looks at the queue once per backoff period.
+        while p.metrics.published.get() < 4500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        shutdown.cancel();
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(p.run(shutdown.clone()), stop)
+    })
+    .await
+    .expect("the producer stopped");
+    let stored = js
+        .get_stream(t.work_stream())
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(
+        stored, 4500,
+        "topped up to the high-water mark and no further"
+    );
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        claimed as u64, stored,
+        "every claimed repository was published"
+    );
+
+    // Stopped while it holds a claimed batch: that batch is still published.
+    let workers = consumer(&js, &t, WORKER_SCHEDULED).await;
+    queued(&workers, 4500).await;
+    let p = producer(&pool, &js, &t, 100_000).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = async {
+        while p.metrics.claimed.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        shutdown.cancel();
+    };
+    tokio::join!(p.run(shutdown.clone()), stop);
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let stored = js
+        .get_stream(t.work_stream())
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert!(claimed > 4500);
+    assert_eq!(
+        claimed as u64,
+        4500 + stored,
+        "the batch in hand was published"
     );
 }
