@@ -72,11 +72,15 @@ pub async fn claim(
 
 /// Hands claimed repositories back (their publish failed): due again at `at`.
 pub async fn release(pool: &PgPool, ids: &[i64], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE repos SET next_due_at = $2 WHERE id = ANY($1)")
-        .bind(ids)
-        .bind(at)
-        .execute(pool)
-        .await?;
+    // Rows locked in id order, as the sink locks them, so the two cannot deadlock.
+    sqlx::query(
+        "UPDATE repos SET next_due_at = $2
+         WHERE id IN (SELECT id FROM repos WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
+    )
+    .bind(ids)
+    .bind(at)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

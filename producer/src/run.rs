@@ -190,8 +190,6 @@ impl Producer {
                         self.refresh_backlog().await;
                     }
                 }
-                // Nothing more to claim, but what is in hand publishes first.
-                Ok(Claim::Idle | Claim::Full) if in_flight > 0 && pause.is_none() => {}
                 Ok(Claim::Idle | Claim::Full) => {
                     pause =
                         pause.or_else(|| Some(backoff.next().unwrap_or(self.settings.backoff_cap)));

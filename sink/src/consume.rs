@@ -62,11 +62,17 @@ impl Sink {
         let mut fetch_retry = retry_policy();
         let mut writing = FuturesUnordered::new();
         let writers = self.writers.max(1);
-        while !shutdown.is_cancelled() {
-            while writing.len() >= writers {
+        // The first failed batch stops the fetching; the batches still being written finish
+        // (never dropped mid-transaction or between commit and ack) before it is returned.
+        let mut failed = None;
+        while !shutdown.is_cancelled() && failed.is_none() {
+            while writing.len() >= writers && failed.is_none() {
                 if let Some(done) = writing.next().await {
-                    done?;
+                    keep_first(&mut failed, done);
                 }
+            }
+            if failed.is_some() {
+                break;
             }
             // The fetch is never dropped half-way for a finished write (its messages would sit
             // unacked until redelivery): finished writes are collected while it runs.
@@ -76,7 +82,7 @@ impl Sink {
                 tokio::select! {
                     () = shutdown.cancelled() => break None,
                     batch = &mut fetch => break Some(batch),
-                    Some(done) = writing.next(), if !writing.is_empty() => { done?; }
+                    Some(done) = writing.next(), if !writing.is_empty() => keep_first(&mut failed, done),
                 }
             };
             let Some(batch) = batch else { break };
@@ -96,14 +102,17 @@ impl Sink {
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = &mut sleep => break,
-                            Some(done) = writing.next(), if !writing.is_empty() => { done?; }
+                            Some(done) = writing.next(), if !writing.is_empty() => keep_first(&mut failed, done),
                         }
                     }
                 }
             }
         }
         while let Some(done) = writing.next().await {
-            done?;
+            keep_first(&mut failed, done);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         tracing::info!("sink stopped");
         Ok(())
@@ -263,6 +272,12 @@ impl Sink {
             .ack_with(AckKind::Term)
             .await
             .map_err(|e| anyhow::anyhow!("terminating a dead-lettered message: {e}"))
+    }
+}
+
+fn keep_first(failed: &mut Option<anyhow::Error>, done: anyhow::Result<BatchReport>) {
+    if let Err(e) = done {
+        failed.get_or_insert(e);
     }
 }
 

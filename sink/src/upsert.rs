@@ -235,7 +235,9 @@ async fn write_results(
              work_id = EXCLUDED.work_id, score = EXCLUDED.score,
              commit_sha = EXCLUDED.commit_sha, scorecard_version = EXCLUDED.scorecard_version,
              scorecard_commit = EXCLUDED.scorecard_commit, scored_at = EXCLUDED.scored_at,
-             exit_code = EXCLUDED.exit_code, raw_json = EXCLUDED.raw_json, updated_at = now()
+             exit_code = EXCLUDED.exit_code, raw_json = EXCLUDED.raw_json, updated_at = now(),
+             -- Not written since migration 0002; cleared so no stale copy stays behind.
+             checks = NULL
          WHERE (s.scored_at, s.work_id) < (EXCLUDED.scored_at, EXCLUDED.work_id)
          RETURNING repo_id",
     )
@@ -275,13 +277,22 @@ async fn write_results(
         .execute(&mut **tx)
         .await?;
     checks.insert(tx).await?;
-    // A newer result clears the repository's last failure and schedules the next scan.
-    sqlx::query("DELETE FROM work_failures WHERE repo_id = ANY($1)")
-        .bind(&changed)
-        .execute(&mut **tx)
-        .await?;
+    // A newer score clears the repository's last failure if that failure is older, and
+    // schedules the next scan unless a newer failure (delivered first) already did.
     sqlx::query(
-        "UPDATE repos SET last_scored_at = u.t, next_due_at = u.d
+        "DELETE FROM work_failures f
+         USING UNNEST($1::int8[], $2::timestamptz[]) AS u(r, t)
+         WHERE f.repo_id = u.r AND f.failed_at <= u.t AND u.r = ANY($3)",
+    )
+    .bind(&top.repo_id)
+    .bind(&top.scored_at)
+    .bind(&changed)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE repos SET last_scored_at = u.t,
+             next_due_at = CASE WHEN EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = u.r)
+                                THEN repos.next_due_at ELSE u.d END
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
          WHERE repos.id = u.r AND repos.id = ANY($4)",
     )

@@ -484,6 +484,41 @@ async fn nul_characters_are_replaced_not_fatal(pool: PgPool) {
     assert_eq!(message, "Skipping \u{FFFD} repo");
 }
 
+/// A result older than the repository's recorded failure, delivered after it (batches commit
+/// out of stream order with several writers): the score is recorded, but the newer failure and
+/// the retry it scheduled stay.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn an_older_result_does_not_erase_a_newer_failure(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let r = repo("github.com/ossf/scorecard");
+    let t2 = at("2026-05-02T00:00:00Z");
+    h.failure(&failure(&r, "f-new", FailureClass::ScanFailed, t2))
+        .await;
+    drain(&h.sink).await;
+    h.result(&result_for(&r, "w-old", at("2026-05-01T00:00:00Z"), 0))
+        .await;
+    drain(&h.sink).await;
+    let (work_id, scored_at): (String, DateTime<Utc>) =
+        sqlx::query_as("SELECT work_id, scored_at FROM scores")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(work_id, "w-old");
+    let (failure_id, next_due): (String, DateTime<Utc>) = sqlx::query_as(
+        "SELECT f.work_id, r.next_due_at FROM work_failures f JOIN repos r ON r.id = f.repo_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(failure_id, "f-new");
+    assert_eq!(
+        next_due,
+        t2 + TimeDelta::days(1),
+        "the failure's retry, not scored_at + 14 days"
+    );
+    assert!(scored_at < t2);
+}
+
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn poison_is_dead_lettered_with_its_reason_and_the_rest_written(pool: PgPool) {
     let h = harness(pool.clone()).await;
