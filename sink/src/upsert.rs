@@ -74,7 +74,8 @@ async fn ensure_repos(
     tx: &mut Transaction<'_, Postgres>,
     repos: &mut Vec<&RepoName>,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
-    repos.sort_by_key(|r| r.key());
+    // `key()` allocates: computed once per repository, not per comparison.
+    repos.sort_by_cached_key(|r| r.key());
     repos.dedup_by_key(|r| r.key());
     let keys: Vec<String> = repos.iter().map(|r| r.key()).collect();
     let mut ids = repo_ids(tx, &keys).await?;

@@ -85,20 +85,7 @@ async fn main() -> anyhow::Result<()> {
         notes: format!("fleet: {}; baseline: {}", designed.text(), naive.text()),
     }];
     let took = started.elapsed();
-    println!("| measurement | result | naive baseline (same run) | gain |");
-    println!("|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} {} | {} {} ({}) | {:.1}x |",
-            r.what,
-            number(r.value),
-            r.unit,
-            number(r.baseline),
-            r.unit,
-            r.baseline_how,
-            r.gain()
-        );
-    }
+    println!("{}", report::markdown(&rows));
     for r in &rows {
         println!("- {}: {}", r.what, r.notes);
     }

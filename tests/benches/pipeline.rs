@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let took = started.elapsed();
-    println!("\n{}", markdown(&rows));
+    println!("\n{}", report::markdown(&rows));
     for row in &rows {
         println!("- {}: {}", row.what, row.notes);
     }
@@ -316,17 +316,11 @@ async fn claim_publish_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result
                 },
                 metrics: producer::metrics::Metrics::register(&mut Registry::default()),
             };
-            let shutdown = CancellationToken::new();
-            let started = Instant::now();
-            let watch = async {
-                while producer.metrics.published.get() < CLAIM_ITEMS as u64 {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                let took = started.elapsed();
-                shutdown.cancel();
-                took
-            };
-            let ((), took) = tokio::join!(producer.run(shutdown.clone()), watch);
+            let ((), took) = run_until(
+                |shutdown| producer.run(shutdown),
+                || producer.metrics.published.get() >= CLAIM_ITEMS as u64,
+            )
+            .await;
             ensure!(
                 producer.metrics.publish_errors.get() == 0,
                 "{} publishes failed",
@@ -738,19 +732,13 @@ async fn publish_pipelined(
 /// Runs the sink (`Sink::run`, its own loop and concurrency) until `expected` results are
 /// written; returns the time that took.
 async fn drain(sink: &Sink, expected: usize) -> anyhow::Result<Duration> {
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let watch = async {
-        while sink.metrics.results.get() < expected as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let took = started.elapsed();
-        shutdown.cancel();
-        took
-    };
-    let (ran, took) = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        tokio::join!(sink.run(shutdown.clone()), watch)
-    })
+    let (ran, took) = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        run_until(
+            |shutdown| sink.run(shutdown),
+            || sink.metrics.results.get() >= expected as u64,
+        ),
+    )
     .await
     .with_context(|| format!("draining {expected} results took over {DRAIN_TIMEOUT:?}"))?;
     ran?;
@@ -760,6 +748,28 @@ async fn drain(sink: &Sink, expected: usize) -> anyhow::Result<Duration> {
         sink.metrics.poison.get()
     );
     Ok(took)
+}
+
+/// Runs a service's own loop until `done` holds, then shuts it down; returns what the loop
+/// returned and the time until `done` first held.
+async fn run_until<F, T>(
+    run: impl FnOnce(CancellationToken) -> F,
+    done: impl Fn() -> bool,
+) -> (T, Duration)
+where
+    F: Future<Output = T>,
+{
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let watch = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = started.elapsed();
+        shutdown.cancel();
+        took
+    };
+    tokio::join!(run(shutdown.clone()), watch)
 }
 
 fn mean_raw_json_kb(records: &[Record]) -> f64 {
@@ -775,33 +785,6 @@ fn mean_raw_json_kb(records: &[Record]) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // The report.
-
-fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| measurement | result | naive baseline (same run) | gain | target | met |\n\
-         |---|---|---|---|---|---|\n",
-    );
-    for row in rows {
-        let met = match row.met() {
-            Some(true) => "yes",
-            Some(false) => "**NO**",
-            None => "—",
-        };
-        out.push_str(&format!(
-            "| {} | {} {} | {} {} ({}) | {:.0}× | {} {} | {met} |\n",
-            row.what,
-            number(row.value),
-            row.unit,
-            number(row.baseline),
-            row.unit,
-            row.baseline_how,
-            row.gain(),
-            row.target_text(),
-            row.unit,
-        ));
-    }
-    out
-}
 
 /// What the numbers were measured on.
 async fn machine(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {

@@ -151,6 +151,34 @@ pub fn write_json(
     Ok(path)
 }
 
+/// The rows as a markdown table: result, baseline (with how it was measured), gain, target.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| measurement | result | naive baseline (same run) | gain | target | met |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let met = match row.met() {
+            Some(true) => "yes",
+            Some(false) => "**NO**",
+            None => "—",
+        };
+        out.push_str(&format!(
+            "| {} | {} {} | {} {} ({}) | {:.0}× | {} {} | {met} |\n",
+            row.what,
+            number(row.value),
+            row.unit,
+            number(row.baseline),
+            row.unit,
+            row.baseline_how,
+            row.gain(),
+            row.target_text(),
+            row.unit,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

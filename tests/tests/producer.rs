@@ -217,8 +217,7 @@ async fn a_retried_publish_is_dropped_by_the_server() {
             .await
             .is_empty()
     );
-    let mut stream = js.get_stream(t.work_stream()).await.unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    assert_eq!(stored_items(&js, &t).await, 1);
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -234,12 +233,11 @@ async fn nats_down_is_an_error_and_claims_nothing(pool: PgPool) {
         .expect("a tick does not hang on a dead NATS")
         .unwrap_err();
     assert!(format!("{err:#}").contains("queue's depth"), "{err:#}");
-    let claimed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(claimed, 0, "nothing claimed while the queue is unreachable");
+    assert_eq!(
+        enqueued_repos(&pool).await,
+        0,
+        "nothing claimed while the queue is unreachable"
+    );
 
     nats.resume();
     let mut published = None;
@@ -394,28 +392,13 @@ async fn run_publishes_every_claimed_batch_and_stays_under_the_high_water_mark(p
     })
     .await
     .expect("the producer stopped");
-    let stored = js
-        .get_stream(t.work_stream())
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let stored = stored_items(&js, &t).await;
     assert_eq!(
         stored, 4500,
         "topped up to the high-water mark and no further"
     );
-    let claimed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        claimed as u64, stored,
-        "every claimed repository was published"
-    );
+    let claimed = enqueued_repos(&pool).await;
+    assert_eq!(claimed, stored, "every claimed repository was published");
 
     // Stopped while it holds a claimed batch: that batch is still published.
     let workers = consumer(&js, &t, WORKER_SCHEDULED).await;
@@ -429,24 +412,30 @@ async fn run_publishes_every_claimed_batch_and_stays_under_the_high_water_mark(p
         shutdown.cancel();
     };
     tokio::join!(p.run(shutdown.clone()), stop);
-    let claimed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let stored = js
-        .get_stream(t.work_stream())
+    let claimed = enqueued_repos(&pool).await;
+    let stored = stored_items(&js, &t).await;
+    assert!(claimed > 4500);
+    assert_eq!(claimed, 4500 + stored, "the batch in hand was published");
+}
+
+/// Work items held in the work stream.
+async fn stored_items(js: &jetstream::Context, t: &Topology) -> u64 {
+    js.get_stream(t.work_stream())
         .await
         .unwrap()
         .info()
         .await
         .unwrap()
         .state
-        .messages;
-    assert!(claimed > 4500);
-    assert_eq!(
-        claimed as u64,
-        4500 + stored,
-        "the batch in hand was published"
-    );
+        .messages
+}
+
+/// Repositories the producer has ever claimed.
+async fn enqueued_repos(pool: &PgPool) -> u64 {
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repos WHERE last_enqueued_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    n.try_into().unwrap()
 }
