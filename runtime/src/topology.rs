@@ -9,6 +9,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::{
     ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind,
 };
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
 /// Durable consumer the workers pull people's requests from (drained before scheduled work).
@@ -17,6 +18,9 @@ pub const WORKER_MANUAL: &str = "worker-manual";
 pub const WORKER_SCHEDULED: &str = "worker-scheduled";
 /// Durable consumer the sink pulls results and failures from.
 pub const SINK: &str = "sink";
+/// Durable consumer the workers pull max-deliveries advisories from, to record work that ran
+/// out of deliveries without an outcome.
+pub const WORKER_EXHAUSTED: &str = "worker-exhausted";
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -51,6 +55,20 @@ pub struct TopologyArgs {
     /// Days dead-lettered work is kept for inspection and replay.
     #[arg(long, env = "DEAD_MAX_AGE_DAYS", default_value_t = 14)]
     pub dead_max_age_days: u64,
+
+    /// Most items the work stream holds; past it a publish is refused ("maximum messages
+    /// exceeded") instead of the queue growing without bound. The producer keeps ~20,000.
+    #[arg(long, env = "WORK_MAX_MESSAGES", default_value_t = 1_000_000)]
+    pub work_max_messages: i64,
+
+    /// Most bytes the work stream holds (an item is ~100 bytes); past it a publish is refused.
+    #[arg(long, env = "WORK_MAX_BYTES", default_value_t = 1 << 30)]
+    pub work_max_bytes: i64,
+
+    /// Seconds the fleet remembers which work item last scanned a repository, so an item that
+    /// a newer scan already answered is not scanned again (a day: the producer's lease).
+    #[arg(long, env = "SCAN_RECORD_MAX_AGE_SECS", default_value_t = 86_400)]
+    pub scan_record_max_age_secs: u64,
 }
 
 impl Default for TopologyArgs {
@@ -63,6 +81,9 @@ impl Default for TopologyArgs {
             manual_max_ack_pending: 100,
             results_max_age_days: 30,
             dead_max_age_days: 14,
+            work_max_messages: 1_000_000,
+            work_max_bytes: 1 << 30,
+            scan_record_max_age_secs: 86_400,
         }
     }
 }
@@ -112,6 +133,16 @@ impl Topology {
                 "work_max_deliver and work_ack_wait_secs must be at least 1".into(),
             ));
         }
+        if args.work_max_messages < 1 || args.work_max_bytes < 1 {
+            return Err(TopologyError::Setting(
+                "work_max_messages and work_max_bytes must be at least 1".into(),
+            ));
+        }
+        if args.scan_record_max_age_secs == 0 {
+            return Err(TopologyError::Setting(
+                "scan_record_max_age_secs must be at least 1".into(),
+            ));
+        }
         if args.work_max_ack_pending < 1 || args.manual_max_ack_pending < 1 {
             return Err(TopologyError::Setting(
                 "max ack pending caps must be at least 1".into(),
@@ -149,6 +180,23 @@ impl Topology {
     pub fn dead_stream(&self) -> String {
         format!("{}SCORECARD_DEAD", self.stream_prefix)
     }
+    /// Holds JetStream's max-deliveries advisories for the work stream until a worker has
+    /// recorded each exhausted item: advisories are plain NATS messages, lost if nobody listens.
+    pub fn exhausted_stream(&self) -> String {
+        format!("{}SCORECARD_EXHAUSTED", self.stream_prefix)
+    }
+    /// The advisory JetStream publishes when a work item has used up its deliveries.
+    pub fn exhausted_subjects(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+            self.work_stream()
+        )
+    }
+    /// The key-value bucket of scan records: per repository, the work item that last started
+    /// a scan of it and whether its outcome is published.
+    pub fn scans_bucket(&self) -> String {
+        format!("{}SCORECARD_SCANS", self.stream_prefix)
+    }
     pub fn scheduled_subject(&self) -> String {
         self.subject("work.scheduled")
     }
@@ -183,6 +231,8 @@ impl Topology {
                 storage: StorageType::File,
                 // Refuse new work rather than drop queued work when a limit is hit.
                 discard: DiscardPolicy::New,
+                max_messages: self.args.work_max_messages,
+                max_bytes: self.args.work_max_bytes,
                 // Nats-Msg-Id dedup: a producer retries a publish within seconds, never minutes.
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
@@ -208,7 +258,34 @@ impl Topology {
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             },
+            stream::Config {
+                name: self.exhausted_stream(),
+                description: Some(
+                    "scorecard-fleet: work items that ran out of deliveries, to be recorded".into(),
+                ),
+                subjects: vec![self.exhausted_subjects()],
+                // An advisory leaves once a worker has dead-lettered its item.
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                max_age: DAY * u32::try_from(self.args.dead_max_age_days).unwrap_or(u32::MAX),
+                // The server's default; advisories carry no Nats-Msg-Id.
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
         ]
+    }
+
+    /// The scan records' bucket, as it must be.
+    pub fn scans_bucket_config(&self) -> kv::Config {
+        kv::Config {
+            bucket: self.scans_bucket(),
+            description: "scorecard-fleet: the work item that last scanned each repository".into(),
+            // Only the latest record per repository matters.
+            history: 1,
+            max_age: Duration::from_secs(self.args.scan_record_max_age_secs),
+            storage: StorageType::File,
+            ..Default::default()
+        }
     }
 
     /// The durable consumers, as they must be, with the stream each belongs to.
@@ -243,6 +320,22 @@ impl Topology {
                 ),
             ),
             (self.results_stream(), self.sink_consumer(SINK)),
+            (
+                self.exhausted_stream(),
+                pull::Config {
+                    durable_name: Some(WORKER_EXHAUSTED.into()),
+                    description: Some("scorecard-fleet workers: exhausted work items".into()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    // Recording one item is a few publishes.
+                    ack_wait: Duration::from_secs(60),
+                    // Never give up: an exhausted item must end as a dead letter.
+                    max_deliver: -1,
+                    // A handful at once: exhaustion is rare, and each is a few requests.
+                    max_ack_pending: 64,
+                    ..Default::default()
+                },
+            ),
         ]
     }
 
@@ -274,7 +367,42 @@ impl Topology {
         for (stream_name, want) in self.consumers() {
             ensure_consumer(js, &stream_name, want).await?;
         }
+        self.ensure_scans_bucket(js).await?;
         Ok(())
+    }
+
+    /// Creates or verifies the scan records' bucket and opens it.
+    pub async fn ensure_scans_bucket(
+        &self,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<kv::Store, TopologyError> {
+        let want = self.scans_bucket_config();
+        let name = want.bucket.clone();
+        let nats_err = |e: &dyn std::fmt::Display| TopologyError::Nats {
+            what: format!("key-value bucket {name}"),
+            message: e.to_string(),
+        };
+        let store = match js.get_key_value(&name).await {
+            Ok(store) => store,
+            Err(_) => match js.create_key_value(want.clone()).await {
+                Ok(store) => {
+                    tracing::info!(bucket = %name, "created key-value bucket");
+                    return Ok(store);
+                }
+                Err(_) => js.get_key_value(&name).await.map_err(|e| nats_err(&e))?,
+            },
+        };
+        let found = store.status().await.map_err(|e| nats_err(&e))?;
+        let mismatch = |setting, found: String, wanted: String| TopologyError::Mismatch {
+            kind: "key-value bucket",
+            name: name.clone(),
+            setting,
+            found,
+            wanted,
+        };
+        check("history", &found.history(), &want.history, mismatch)?;
+        check("max_age", &found.max_age(), &want.max_age, mismatch)?;
+        Ok(store)
     }
 
     async fn ensure_stream(
@@ -317,6 +445,20 @@ impl Topology {
         check("retention", &found.retention, &want.retention, mismatch)?;
         check("storage", &found.storage, &want.storage, mismatch)?;
         check("discard", &found.discard, &want.discard, mismatch)?;
+        // The server stores "no limit" as -1 whichever way it was asked for.
+        let limit = |v: i64| if v <= 0 { -1 } else { v };
+        check(
+            "max_messages",
+            &limit(found.max_messages),
+            &limit(want.max_messages),
+            mismatch,
+        )?;
+        check(
+            "max_bytes",
+            &limit(found.max_bytes),
+            &limit(want.max_bytes),
+            mismatch,
+        )?;
         check("max_age", &found.max_age, &want.max_age, mismatch)?;
         check(
             "duplicate_window",

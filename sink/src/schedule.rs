@@ -37,7 +37,7 @@ impl Schedule {
         let (base, cap) = match class {
             ScanFailed => (TimeDelta::days(1), self.interval * 4),
             RateLimited => (TimeDelta::hours(1), TimeDelta::days(1)),
-            Timeout | NoOutput | InvalidOutput | PodFailed | Infra => {
+            Timeout | NoOutput | InvalidOutput | PodFailed | Infra | Exhausted => {
                 (TimeDelta::hours(6), self.interval)
             }
             Unspecified | Poison => return self.interval,

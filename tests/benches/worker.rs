@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail, ensure};
 use async_nats::jetstream;
 use chrono::Utc;
 use fleet_proto::v1::{FailureClass, WorkItem, WorkReason};
-use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::{Topology, TopologyArgs};
 use fleet_tests::kube_support;
 use fleet_tests::report::{self, Better, Row, number};
 use fleet_tests::sim::Simulator;
@@ -268,22 +268,28 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
             open: open.clone(),
         }),
     };
-    let worker = Arc::new(Worker {
-        manual: worker::consumer(&scratch.js, &scratch.topology, WORKER_MANUAL).await?,
-        scheduled: worker::consumer(&scratch.js, &scratch.topology, WORKER_SCHEDULED).await?,
-        js: scratch.js.clone(),
-        topology: scratch.topology.clone(),
-        runner,
-        metrics: metrics.clone(),
-        settings: Settings {
-            max_in_flight: IN_FLIGHT,
-            heartbeat: Duration::from_secs(15),
-            drain_deadline: Duration::from_secs(10),
-            max_deliver: 3,
-            poll: Duration::from_millis(200),
-        },
-    });
-    let running = tokio::spawn(worker.clone().run(shutdown.clone()));
+    let worker = Arc::new(
+        Worker::open(
+            scratch.js.clone(),
+            scratch.topology.clone(),
+            runner,
+            metrics.clone(),
+            Settings {
+                max_in_flight: IN_FLIGHT,
+                heartbeat: Duration::from_secs(15),
+                drain_deadline: Duration::from_secs(10),
+                max_deliver: 3,
+                poll: Duration::from_millis(200),
+            },
+            Duration::from_secs(600),
+        )
+        .await?,
+    );
+    let running = tokio::spawn(
+        worker
+            .clone()
+            .run(shutdown.clone(), fleet_runtime::http::Readiness::default()),
+    );
 
     let repos: Vec<String> = (0..JOBS)
         .map(|i| format!("github.com/sim-ok/t{i}"))
@@ -441,6 +447,7 @@ impl PerJobWatchRunner {
             Ok(run) => RunResult::Finished {
                 run,
                 adopted: false,
+                ended_before: false,
             },
             Err(message) => infra(message),
         }
@@ -516,6 +523,7 @@ impl PerJobWatchRunner {
         }
         Ok(Finished {
             job_name: name.to_owned(),
+            token_key: None,
             exit_code: terminated.as_ref().map(|t| t.exit_code),
             reason: terminated.as_ref().and_then(|t| t.reason.clone()),
             deadline_exceeded: view

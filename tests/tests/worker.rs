@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem, WorkReason};
-use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::{Topology, TopologyArgs};
 use fleet_tests::kube_support::{self, TestNamespace, eventually};
 use fleet_tests::sim::Simulator;
 use fleet_tests::stack;
@@ -129,25 +129,24 @@ async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Ha
         4 << 20,
         metrics.clone(),
     );
-    let worker = Arc::new(Worker {
-        manual: worker::consumer(&js, &topology, WORKER_MANUAL)
-            .await
-            .unwrap(),
-        scheduled: worker::consumer(&js, &topology, WORKER_SCHEDULED)
-            .await
-            .unwrap(),
-        js: js.clone(),
-        topology: topology.clone(),
-        runner: Arc::new(runner),
-        metrics: metrics.clone(),
-        settings: Settings {
-            max_in_flight: 10,
-            heartbeat: Duration::from_secs(1),
-            drain_deadline: Duration::from_secs(5),
-            max_deliver: u64::try_from(max_deliver).unwrap(),
-            poll: Duration::from_millis(200),
-        },
-    });
+    let worker = Arc::new(
+        Worker::open(
+            js.clone(),
+            topology.clone(),
+            Arc::new(runner),
+            metrics.clone(),
+            Settings {
+                max_in_flight: 10,
+                heartbeat: Duration::from_secs(1),
+                drain_deadline: Duration::from_secs(5),
+                max_deliver: u64::try_from(max_deliver).unwrap(),
+                poll: Duration::from_millis(200),
+            },
+            Duration::from_secs(u64::try_from(deadline_secs).unwrap()),
+        )
+        .await
+        .unwrap(),
+    );
     let sim = Simulator::start(admin.clone(), &ns.name);
     Harness {
         ns,
@@ -559,4 +558,67 @@ async fn sigterm_drains_within_the_deadline_and_leaves_unfinished_scans_to_the_n
     assert_eq!(h.work_left().await.1, 1, "the unfinished item is not acked");
     assert_eq!(h.jobs().await.len(), 1, "its Job keeps running");
     assert!(h.results().await.is_empty());
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// SIGTERM with scans running that end inside the deadline: the draining worker still hears
+/// that their Jobs ended, publishes their results and acks them, and exits as soon as the last
+/// one is done rather than at the deadline.
+#[tokio::test]
+async fn sigterm_finishes_scans_that_end_during_the_drain_and_exits_when_the_last_is_done() {
+    let h = harness(600, 3, 30).await;
+    let repos: Vec<String> = (0..3)
+        .map(|i| format!("github.com/sim-hold/drain-finish-{i}"))
+        .collect();
+    let mut child = spawn_worker(&h, 30, 3, 40);
+    for repo in &repos {
+        h.enqueue(&item(repo)).await;
+    }
+    eventually("the scans to start", Duration::from_secs(60), || async {
+        Ok(repos.iter().all(|r| h.sim.holding(r)).then_some(()))
+    })
+    .await
+    .unwrap();
+    sigterm(&child);
+    // The drain has begun; now the scans end, well inside the 40 s deadline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let released = std::time::Instant::now();
+    for repo in &repos {
+        h.sim.release(repo).await.unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = released.elapsed();
+    assert!(status.success(), "a drain is a clean exit: {status:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "exited {took:?} after the last scan ended; the deadline was 40 s"
+    );
+    let mut published: Vec<String> = h.results().await.into_iter().map(|r| r.repo).collect();
+    published.sort();
+    assert_eq!(
+        published, repos,
+        "every scan's result, published by the draining worker"
+    );
+    assert_eq!(
+        h.work_left().await,
+        (0, 0),
+        "all acked: nothing will be redelivered"
+    );
+    h.no_jobs_left().await;
+    for repo in &repos {
+        assert_eq!(h.sim.pods_for(repo), 1, "{repo} scanned once");
+    }
 }

@@ -11,9 +11,11 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
 use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
 use fleet_runtime::dead;
-use fleet_runtime::topology::Topology;
+use fleet_runtime::http::Readiness;
+use fleet_runtime::topology::{Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::Semaphore;
@@ -24,8 +26,14 @@ use tracing::Instrument as _;
 use crate::intake;
 use crate::logs::{self, Verdict};
 use crate::metrics::{ClassLabel, Metrics};
-use crate::outcome::{self, Ack, Outcome};
+use crate::outcome::{self, Ack, Cleanup, Outcome};
 use crate::runner::{RunResult, Runner};
+use crate::scans::{Decision, Register};
+
+/// JetStream's clock (a message's stored time) in the wire format's type.
+pub fn time_to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -52,6 +60,12 @@ pub enum Handled {
     Poison(String),
     /// Shutdown came first: not acked, the scan keeps running for the next delivery to adopt.
     Abandoned,
+    /// A newer scan of the same repository (work item `by`) answers this one: acked, not run.
+    Covered {
+        by: String,
+    },
+    /// Its outcome was already published (a redelivery after a lost ack): acked, not run.
+    AlreadyDone,
     /// The outcome could not be made durable (NATS trouble): handed back to be done again.
     HandedBack(String),
 }
@@ -61,6 +75,9 @@ pub struct Worker {
     pub topology: Topology,
     pub manual: PullConsumer,
     pub scheduled: PullConsumer,
+    /// Max-deliveries advisories of the work stream (see [`crate::exhausted`]).
+    pub exhausted: PullConsumer,
+    pub register: Register,
     pub runner: Arc<dyn Runner>,
     pub metrics: Metrics,
     pub settings: Settings,
@@ -70,11 +87,38 @@ pub struct Worker {
 const REPUBLISH_DELAY: Duration = Duration::from_secs(5);
 
 impl Worker {
-    /// Pulls and runs work until `shutdown`, then drains within the deadline.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// A worker on the topology's consumers and scan register (which must exist: every
+    /// service ensures the topology at start-up).
+    pub async fn open(
+        js: Context,
+        topology: Topology,
+        runner: Arc<dyn Runner>,
+        metrics: Metrics,
+        settings: Settings,
+        job_deadline: Duration,
+    ) -> anyhow::Result<Self> {
+        let scans = topology.ensure_scans_bucket(&js).await?;
+        Ok(Self {
+            manual: crate::consumer(&js, &topology, WORKER_MANUAL).await?,
+            scheduled: crate::consumer(&js, &topology, WORKER_SCHEDULED).await?,
+            exhausted: crate::consumer_on(&js, &topology.exhausted_stream(), WORKER_EXHAUSTED)
+                .await?,
+            register: Register::new(scans, job_deadline),
+            js,
+            topology,
+            runner,
+            metrics,
+            settings,
+        })
+    }
+
+    /// Pulls and runs work until `shutdown`, then drains within the deadline. Readiness turns
+    /// false when the drain begins: this worker takes no more work.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, readiness: Readiness) {
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
+        let recorder = tokio::spawn(self.clone().record_exhausted_until(shutdown.clone()));
         loop {
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -91,6 +135,7 @@ impl Worker {
                 worker.handle(message, &abandon).await;
             });
         }
+        readiness.set(false);
         tracker.close();
         let in_flight = tracker.len();
         if in_flight > 0 {
@@ -107,6 +152,7 @@ impl Worker {
             abandon.cancel();
             tracker.wait().await;
         }
+        let _ = recorder.await;
         tracing::info!("worker stopped");
     }
 
@@ -187,32 +233,102 @@ impl Worker {
         delivered: u64,
         abandon: &CancellationToken,
     ) -> Handled {
+        let enqueued = message
+            .info()
+            .map(|i| time_to_chrono(i.published))
+            .unwrap_or_else(|_| Utc::now());
+        match self.register.begin(&item, enqueued).await {
+            Ok(Decision::Scan) => {}
+            Ok(Decision::AlreadyDone) => {
+                tracing::info!("outcome already published by an earlier delivery; acking");
+                self.metrics.already_done.inc();
+                self.ack_then_cleanup(message, &item, Ack::Ack).await;
+                return Handled::AlreadyDone;
+            }
+            Ok(Decision::Covered { by }) => {
+                tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
+                self.metrics.covered.inc();
+                if let Err(e) = message.double_ack().await {
+                    self.ack_failed(&e);
+                }
+                return Handled::Covered { by };
+            }
+            Err(e) => return self.hand_back(message, e.to_string()).await,
+        }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let run = self.runner.run(&item);
+        let mut scanned = self.scan(message, &item, abandon).await;
+        if let Some(RunResult::Finished {
+            ended_before: true, ..
+        }) = &scanned
+            && matches!(
+                self.judge(&item, scanned.clone().expect("some"), delivered)
+                    .0,
+                Outcome::Retry { .. }
+            )
+        {
+            // A previous delivery already judged this run a failure to retry, and its Job's
+            // delete failed: reading it again would spend every delivery on one failed run.
+            match self.runner.discard(&item).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "a previous attempt's failed Job was left behind; starting a fresh one"
+                    );
+                    self.metrics.fresh_attempts.inc();
+                    scanned = self.scan(message, &item, abandon).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's Job"),
+            }
+        }
+        self.metrics.in_flight.dec();
+        let Some(result) = scanned else {
+            tracing::info!("left running for the next delivery");
+            self.metrics.abandoned.inc();
+            return Handled::Abandoned;
+        };
+        self.metrics
+            .job_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (outcome, token_key) = self.judge(&item, result, delivered);
+        self.apply(message, &item, outcome, token_key.as_deref())
+            .await
+    }
+
+    /// Runs the scan with progress acks until it ends, or `None` if `abandon` came first.
+    async fn scan(
+        &self,
+        message: &Message,
+        item: &WorkItem,
+        abandon: &CancellationToken,
+    ) -> Option<RunResult> {
+        let run = self.runner.run(item);
         tokio::pin!(run);
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.tick().await;
-        let result = loop {
+        loop {
             tokio::select! {
-                result = &mut run => break Some(result),
+                result = &mut run => return Some(result),
                 _ = heartbeat.tick() => {
                     if let Err(e) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!(error = %e, "progress ack failed");
                     }
                 }
-                () = abandon.cancelled() => break None,
+                () = abandon.cancelled() => return None,
             }
-        };
-        self.metrics.in_flight.dec();
-        let Some(result) = result else {
-            tracing::info!("left running for the next delivery");
-            return Handled::Abandoned;
-        };
-        let (verdict, job_name) = match result {
-            RunResult::Finished { run, adopted } => {
+        }
+    }
+
+    /// The outcome of a run, and the token it used.
+    fn judge(
+        &self,
+        item: &WorkItem,
+        result: RunResult,
+        delivered: u64,
+    ) -> (Outcome, Option<String>) {
+        let (verdict, job_name, token_key) = match result {
+            RunResult::Finished { run, adopted, .. } => {
                 tracing::debug!(adopted, exit_code = ?run.exit_code, "scan ended");
-                (logs::interpret(&item, &run), run.job_name)
+                (logs::interpret(item, &run), run.job_name, run.token_key)
             }
             RunResult::Infra { message, job_name } => (
                 Verdict::Failure {
@@ -221,23 +337,36 @@ impl Worker {
                     log_tail: String::new(),
                 },
                 job_name,
+                None,
             ),
         };
-        self.metrics
-            .job_seconds
-            .observe(started.elapsed().as_secs_f64());
         let outcome = outcome::decide(
-            &item,
+            item,
             verdict,
             delivered,
             self.settings.max_deliver,
             &job_name,
         );
-        self.apply(message, &item, outcome).await
+        (outcome, token_key)
     }
 
-    /// Makes the outcome durable, then acks as the table says, then cleans up.
-    async fn apply(&self, message: &Message, item: &WorkItem, outcome: Outcome) -> Handled {
+    /// Makes the outcome durable, then acks as the table says, with the cleanup where the
+    /// table puts it.
+    async fn apply(
+        &self,
+        message: &Message,
+        item: &WorkItem,
+        outcome: Outcome,
+        token_key: Option<&str>,
+    ) -> Handled {
+        if outcome.is_final() && self.register.is_done(item).await.unwrap_or(false) {
+            // Recorded meanwhile by the recorder of exhausted items (this worker had lost its
+            // heartbeats): one outcome per item, and that one is out.
+            tracing::warn!("this item's outcome was recorded while it ran; dropping this one");
+            self.metrics.already_done.inc();
+            self.ack_then_cleanup(message, item, Ack::Ack).await;
+            return Handled::AlreadyDone;
+        }
         let handled = match &outcome {
             Outcome::Done(result) => {
                 if let Err(e) = self
@@ -258,8 +387,10 @@ impl Worker {
             }
             Outcome::Retry { after, failure } => {
                 let class = FailureClass::try_from(failure.class).unwrap_or_default();
-                if class == FailureClass::RateLimited {
-                    self.runner.rate_limited(item);
+                if class == FailureClass::RateLimited
+                    && let Some(key) = token_key
+                {
+                    self.runner.rate_limited(key);
                 }
                 self.metrics
                     .retried
@@ -274,26 +405,12 @@ impl Worker {
                 }
             }
             Outcome::Dead(failure) => {
-                let class = FailureClass::try_from(failure.class).unwrap_or_default();
-                let id = format!("failure-{}", failure.work_id);
-                let published = match self
-                    .publish(
-                        self.topology.failures_subject(),
-                        &id,
-                        failure.encode_to_vec(),
-                    )
-                    .await
-                {
-                    Ok(()) => dead::publish(&self.js, &self.topology, failure)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = published {
+                if let Err(e) = self.record_failure(failure).await {
                     return self
                         .hand_back(message, format!("recording the failure: {e}"))
                         .await;
                 }
+                let class = FailureClass::try_from(failure.class).unwrap_or_default();
                 self.metrics
                     .failed
                     .get_or_create(&ClassLabel {
@@ -304,24 +421,59 @@ impl Worker {
                 Handled::DeadLettered(failure.clone())
             }
         };
-        // A retry gets a fresh Job: the failed one is removed before the item goes back.
-        if matches!(outcome, Outcome::Retry { .. }) {
-            self.runner.cleanup(item).await;
+        if outcome.is_final()
+            && let Err(e) = self.register.finish(item).await
+        {
+            // A redelivery then finds the ended Job and republishes the same ids, which the
+            // server and the sink drop.
+            tracing::warn!(error = %e, "recording the outcome in the scan register failed");
         }
-        let acked = match outcome.ack() {
+        match outcome.cleanup() {
+            Cleanup::BeforeAck => {
+                self.runner.cleanup(item).await;
+                if let Err(e) = self.send_ack(message, outcome.ack()).await {
+                    self.ack_failed(&e);
+                }
+            }
+            Cleanup::AfterAck => self.ack_then_cleanup(message, item, outcome.ack()).await,
+        }
+        handled
+    }
+
+    /// Acks, and removes the Job only if the ack went through: after a failed ack the
+    /// redelivery must find the ended Job (and its outcome), not a fresh scan.
+    async fn ack_then_cleanup(&self, message: &Message, item: &WorkItem, ack: Ack) {
+        match self.send_ack(message, ack).await {
+            Ok(()) => self.runner.cleanup(item).await,
+            Err(e) => self.ack_failed(&e),
+        }
+    }
+
+    async fn send_ack(&self, message: &Message, ack: Ack) -> Result<(), async_nats::Error> {
+        match ack {
             Ack::Ack => message.double_ack().await,
             Ack::Nak(after) => message.ack_with(AckKind::Nak(Some(after))).await,
             Ack::Term => message.ack_with(AckKind::Term).await,
-        };
-        if let Err(e) = acked {
-            // The outcome is durable; a redelivery adopts the finished Job and republishes the
-            // same ids, which the server and the sink drop.
-            tracing::warn!(error = %e, "ack failed");
         }
-        if !matches!(outcome, Outcome::Retry { .. }) {
-            self.runner.cleanup(item).await;
-        }
-        handled
+    }
+
+    fn ack_failed(&self, e: &async_nats::Error) {
+        self.metrics.ack_failures.inc();
+        tracing::warn!(error = %e, "ack failed; the Job is kept for the redelivery");
+    }
+
+    /// A final failure to the sink (`scorecard.failures`) and the dead stream, each with an id
+    /// derived from the work id, so whoever records it again is dropped by the server.
+    pub async fn record_failure(&self, failure: &WorkFailure) -> Result<(), String> {
+        self.publish(
+            self.topology.failures_subject(),
+            &format!("failure-{}", failure.work_id),
+            failure.encode_to_vec(),
+        )
+        .await?;
+        dead::publish(&self.js, &self.topology, failure)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn publish(&self, subject: String, id: &str, payload: Vec<u8>) -> Result<(), String> {
@@ -336,8 +488,12 @@ impl Worker {
         Ok(())
     }
 
+    /// Hands the item back to be done again. On its last delivery JetStream then gives up on
+    /// it and says so in a max-deliveries advisory, which the recorder of exhausted items
+    /// turns into a dead letter: nothing waits silently in the work stream.
     async fn hand_back(&self, message: &Message, reason: String) -> Handled {
         tracing::warn!(%reason, "handing the item back; the next delivery re-reads the finished scan");
+        self.metrics.handed_back.inc();
         let _ = message.ack_with(AckKind::Nak(Some(REPUBLISH_DELAY))).await;
         Handled::HandedBack(reason)
     }

@@ -8,18 +8,22 @@
 //! - [`watch`]: the one shared Job watch per process.
 //! - [`runner`]: the Kubernetes and process runners behind one trait.
 //! - [`logs`]: a finished run's log and exit status into a result or a classified failure.
-//! - [`outcome`]: retry, give up or publish, and the ack each ends with.
+//! - [`scans`]: the fleet-wide scan register: which work item last scanned each repository.
+//! - [`outcome`]: retry, give up or publish, and the ack and cleanup each ends with.
 //! - [`consume`]: the loop: bounded pulls, heartbeats, publish-then-ack, drain.
+//! - [`exhausted`]: work that ran out of deliveries, dead-lettered from JetStream's advisory.
 //! - [`metrics`]: what `/metrics` exports.
 
 pub mod config;
 pub mod consume;
+pub mod exhausted;
 pub mod intake;
 pub mod job;
 pub mod logs;
 pub mod metrics;
 pub mod outcome;
 pub mod runner;
+pub mod scans;
 pub mod tokens;
 pub mod watch;
 
@@ -29,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fleet_runtime::http;
 use fleet_runtime::nats;
-use fleet_runtime::topology::{Topology, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, RunnerKind};
@@ -41,15 +45,24 @@ use crate::runner::process::ProcessRunner;
 use crate::tokens::TokenPool;
 use crate::watch::JobWatch;
 
-/// Opens a durable pull consumer the topology defines.
+/// Opens a durable pull consumer the topology defines on the work stream.
 pub async fn consumer(
     js: &async_nats::jetstream::Context,
     topology: &Topology,
     name: &str,
 ) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
-    js.get_stream(topology.work_stream())
+    consumer_on(js, &topology.work_stream(), name).await
+}
+
+/// Opens durable pull consumer `name` of `stream`.
+pub async fn consumer_on(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    js.get_stream(stream)
         .await
-        .context("opening the work stream")?
+        .with_context(|| format!("opening stream {stream}"))?
         .get_consumer(name)
         .await
         .map_err(|e| anyhow::anyhow!("opening consumer {name}: {e}"))
@@ -85,13 +98,18 @@ pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
     }
 }
 
-/// Starts the service and runs it until `shutdown`.
+/// Starts the service and runs it until `shutdown`, then drains.
+///
+/// `shutdown` only stops the pulling. What a running scan needs (the Job watch, the NATS
+/// connection, `/metrics`) lives until the drain is over, on `stopped`.
 pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let stopped = CancellationToken::new();
+    let _stop_on_return = stopped.clone().drop_guard();
     let http::OpsServer {
         metrics,
         readiness,
         server,
-    } = http::start(cli.http.http_addr, &shutdown, Metrics::register).await?;
+    } = http::start(cli.http.http_addr, &stopped, Metrics::register).await?;
 
     let client = nats::connect(&cli.nats, "scorecard-fleet-worker", &shutdown).await?;
     let js = async_nats::jetstream::new(client);
@@ -105,7 +123,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
                 client.clone(),
                 &cli.namespace,
                 metrics.clone(),
-                shutdown.clone(),
+                stopped.clone(),
             );
             metrics.kube("watch");
             tokio::select! {
@@ -130,19 +148,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             log_limit_bytes: usize::try_from(cli.log_limit_bytes).unwrap_or(4 << 20),
         }),
     };
-    let worker = Arc::new(Worker {
-        manual: consumer(&js, &topology, WORKER_MANUAL).await?,
-        scheduled: consumer(&js, &topology, WORKER_SCHEDULED).await?,
-        settings: settings(&cli, &topology),
-        js,
-        topology,
-        runner,
-        metrics,
-    });
+    let settings = settings(&cli, &topology);
+    let job_deadline = Duration::from_secs(u64::try_from(cli.job_deadline_secs).unwrap_or(3600));
+    let worker =
+        Arc::new(Worker::open(js, topology, runner, metrics, settings, job_deadline).await?);
     readiness.set(true);
     tracing::info!(runner = ?cli.runner, max_in_flight = worker.settings.max_in_flight, "worker running");
-    worker.run(shutdown.clone()).await;
-    readiness.set(false);
+    worker.run(shutdown.clone(), readiness.clone()).await;
+    stopped.cancel();
     server.await.ok();
     Ok(())
 }

@@ -18,6 +18,8 @@ pub const LOG_TAIL_BYTES: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct Finished {
     pub job_name: String,
+    /// The token Secret key the scan used (Kubernetes runner), so a rate limit rests it.
+    pub token_key: Option<String>,
     /// The container's exit code, when it is known.
     pub exit_code: Option<i32>,
     /// The container's termination reason (`OOMKilled`, `Error`, ...).

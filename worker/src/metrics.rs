@@ -29,6 +29,15 @@ pub struct Metrics {
     pub job_seconds: Histogram,
     pub kube_requests: Family<VerbLabel, Counter>,
     pub watch_restarts: Counter,
+    /// Unix seconds of the last event or bookmark of the Job watch: how stale it may be.
+    pub watch_last_event: Gauge,
+    pub exhausted: Counter,
+    pub covered: Counter,
+    pub already_done: Counter,
+    pub handed_back: Counter,
+    pub abandoned: Counter,
+    pub ack_failures: Counter,
+    pub fresh_attempts: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +54,14 @@ impl Default for Metrics {
             job_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             kube_requests: Family::default(),
             watch_restarts: Counter::default(),
+            watch_last_event: Gauge::default(),
+            exhausted: Counter::default(),
+            covered: Counter::default(),
+            already_done: Counter::default(),
+            handed_back: Counter::default(),
+            abandoned: Counter::default(),
+            ack_failures: Counter::default(),
+            fresh_attempts: Counter::default(),
         }
     }
 }
@@ -98,6 +115,46 @@ impl Metrics {
             "watch_restarts",
             "Restarts of the shared Job watch (expiry, reconnects)",
             m.watch_restarts.clone(),
+        );
+        r.register(
+            "watch_last_event_timestamp_seconds",
+            "When the shared Job watch last heard from the API server (event or bookmark)",
+            m.watch_last_event.clone(),
+        );
+        r.register(
+            "deliveries_exhausted",
+            "Work items that ran out of deliveries without an outcome, dead-lettered as EXHAUSTED",
+            m.exhausted.clone(),
+        );
+        r.register(
+            "covered",
+            "Work items not scanned because a newer scan of the same repository answers them",
+            m.covered.clone(),
+        );
+        r.register(
+            "already_done",
+            "Redelivered work items whose outcome was already published (acked, nothing re-run)",
+            m.already_done.clone(),
+        );
+        r.register(
+            "handed_back",
+            "Work items handed back because their outcome could not be recorded (NATS trouble)",
+            m.handed_back.clone(),
+        );
+        r.register(
+            "abandoned",
+            "Work items left running at the drain deadline for the next delivery",
+            m.abandoned.clone(),
+        );
+        r.register(
+            "ack_failures",
+            "Acks that failed after the outcome was published (the Job is kept for the redelivery)",
+            m.ack_failures.clone(),
+        );
+        r.register(
+            "fresh_attempts",
+            "Redeliveries that found a previous attempt's failed Job and started a fresh one",
+            m.fresh_attempts.clone(),
         );
         m
     }

@@ -29,6 +29,16 @@ pub enum Ack {
     Term,
 }
 
+/// When the run's Job is removed, relative to the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// A retry gets a fresh Job: the failed one goes before the item is handed back.
+    BeforeAck,
+    /// The outcome is published: the Job goes once the ack is through, and stays if the ack
+    /// fails, so the redelivery finds the ended run instead of scanning again.
+    AfterAck,
+}
+
 impl Outcome {
     pub fn ack(&self) -> Ack {
         match self {
@@ -36,6 +46,18 @@ impl Outcome {
             Outcome::Retry { after, .. } => Ack::Nak(*after),
             Outcome::Dead(_) => Ack::Term,
         }
+    }
+
+    pub fn cleanup(&self) -> Cleanup {
+        match self {
+            Outcome::Retry { .. } => Cleanup::BeforeAck,
+            Outcome::Done(_) | Outcome::Dead(_) => Cleanup::AfterAck,
+        }
+    }
+
+    /// The item ends here: its outcome is published and recorded in the scan register.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::Retry { .. })
     }
 }
 
@@ -51,9 +73,10 @@ pub fn retry_delay(class: FailureClass, delivered: u64) -> Option<Duration> {
         // A timeout is slow to repeat and often a rate-limit sleep: give it room.
         FailureClass::Timeout => Some(Duration::from_secs(5 * 60)),
         // The cluster's or the pod's trouble, usually brief: 30 s doubling, at most 10 min.
-        FailureClass::Infra | FailureClass::PodFailed | FailureClass::NoOutput => {
-            Some(Duration::from_secs((30u64 << nth).min(600)))
-        }
+        FailureClass::Infra
+        | FailureClass::PodFailed
+        | FailureClass::NoOutput
+        | FailureClass::Exhausted => Some(Duration::from_secs((30u64 << nth).min(600))),
         // scorecard already gave up on the repository, or its output is broken: repeating
         // the same scan now would spend GitHub quota for the same answer.
         FailureClass::ScanFailed
@@ -120,11 +143,20 @@ mod tests {
     #[test]
     fn the_ack_table() {
         let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j");
-        assert_eq!(done.ack(), Ack::Ack);
+        assert_eq!(
+            (done.ack(), done.cleanup(), done.is_final()),
+            (Ack::Ack, Cleanup::AfterAck, true)
+        );
         let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j");
-        assert_eq!(retry.ack(), Ack::Nak(Duration::from_secs(30)));
+        assert_eq!(
+            (retry.ack(), retry.cleanup(), retry.is_final()),
+            (Ack::Nak(Duration::from_secs(30)), Cleanup::BeforeAck, false)
+        );
         let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j");
-        assert_eq!(dead.ack(), Ack::Term);
+        assert_eq!(
+            (dead.ack(), dead.cleanup(), dead.is_final()),
+            (Ack::Term, Cleanup::AfterAck, true)
+        );
     }
 
     #[test]

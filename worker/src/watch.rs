@@ -1,7 +1,9 @@
 //! One shared watch per worker process over every Job of the fleet (a label selector), never
 //! one per Job. Each Job's latest state sits in a `tokio::sync::watch` channel that waiters
-//! subscribe to by name. The kube-rs watcher re-lists after a 410 (expired resource version)
-//! and reconnects with backoff; Jobs that vanished while it was away are reported gone.
+//! subscribe to by uid: a retry's new Job has the old one's name, never its uid, so it is
+//! never answered with the previous attempt's state. The kube-rs watcher re-lists after a 410
+//! (expired resource version) and reconnects with backoff; Jobs that vanished while it was
+//! away are reported gone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -82,12 +84,13 @@ pub struct JobWatch {
 }
 
 impl JobWatch {
-    /// Starts the watch in the background until `shutdown`.
+    /// Starts the watch in the background until `stop` (the end of the worker's drain, not the
+    /// signal that starts it: draining scans still wait on it).
     pub fn start(
         client: Client,
         namespace: &str,
         metrics: Metrics,
-        shutdown: CancellationToken,
+        stop: CancellationToken,
     ) -> Self {
         let (synced, _) = watch::channel(false);
         let this = Self {
@@ -102,11 +105,14 @@ impl JobWatch {
             let mut listing: Option<HashSet<String>> = None;
             loop {
                 let event = tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = stop.cancelled() => break,
                     event = events.next() => event,
                 };
                 match event {
-                    Some(Ok(event)) => me.apply(event, &mut listing),
+                    Some(Ok(event)) => {
+                        metrics.watch_last_event.set(Utc::now().timestamp());
+                        me.apply(event, &mut listing);
+                    }
                     Some(Err(e)) => {
                         metrics.watch_restarts.inc();
                         tracing::warn!(error = %e, "Job watch interrupted; resuming");
@@ -123,11 +129,11 @@ impl JobWatch {
             Event::Apply(job) => self.update(&job),
             Event::InitApply(job) => {
                 if let Some(seen) = listing.as_mut() {
-                    seen.insert(job.name_any());
+                    seen.insert(job.uid().unwrap_or_default());
                 }
                 self.update(&job);
             }
-            Event::Delete(job) => self.gone(&job.name_any()),
+            Event::Delete(job) => self.gone(&job.uid().unwrap_or_default()),
             Event::Init => *listing = Some(HashSet::new()),
             Event::InitDone => {
                 // A (re)list is the whole truth: what it did not return no longer exists.
@@ -139,8 +145,8 @@ impl JobWatch {
                         .keys()
                         .cloned()
                         .collect();
-                    for name in known.into_iter().filter(|n| !seen.contains(n)) {
-                        self.gone(&name);
+                    for uid in known.into_iter().filter(|u| !seen.contains(u)) {
+                        self.gone(&uid);
                     }
                 }
                 self.synced.send_replace(true);
@@ -151,44 +157,27 @@ impl JobWatch {
     fn update(&self, job: &Job) {
         let view = JobView::of(job);
         let mut jobs = self.jobs.lock().expect("watch lock");
-        jobs.entry(job.name_any())
+        jobs.entry(view.uid.clone())
             .or_insert_with(|| watch::channel(None).0)
             .send_replace(Some(view));
     }
 
-    fn gone(&self, name: &str) {
+    fn gone(&self, uid: &str) {
         let mut jobs = self.jobs.lock().expect("watch lock");
-        if let Some(slot) = jobs.get(name) {
+        if let Some(slot) = jobs.get(uid) {
             slot.send_replace(None);
             if slot.receiver_count() == 0 {
-                jobs.remove(name);
+                jobs.remove(uid);
             }
         }
     }
 
-    /// The state of Job `name`, now and as it changes. `None` until the Job is seen.
-    pub fn subscribe(&self, name: &str) -> watch::Receiver<Option<JobView>> {
+    /// The state of the Job with `uid`, now and as it changes. `None` until the Job is seen.
+    pub fn subscribe(&self, uid: &str) -> watch::Receiver<Option<JobView>> {
         let mut jobs = self.jobs.lock().expect("watch lock");
-        jobs.entry(name.to_owned())
+        jobs.entry(uid.to_owned())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
-    }
-
-    /// The last state seen of Job `name`, if any.
-    pub fn get(&self, name: &str) -> Option<JobView> {
-        self.jobs
-            .lock()
-            .expect("watch lock")
-            .get(name)
-            .and_then(|s| s.borrow().clone())
-    }
-
-    /// Drops the entry of a Job this worker is done with, unless someone still waits on it.
-    pub fn forget(&self, name: &str) {
-        let mut jobs = self.jobs.lock().expect("watch lock");
-        if jobs.get(name).is_some_and(|s| s.receiver_count() == 0) {
-            jobs.remove(name);
-        }
     }
 
     /// Jobs this watch holds state for (what a worker's memory grows with).

@@ -170,6 +170,10 @@ pub enum FailureClass {
     Infra = 7,
     /// The message itself was unusable: undecodable, or an invalid repo name.
     Poison = 8,
+    /// Every delivery ended without an outcome: workers crashed, lost their heartbeats, were
+    /// drained past their deadline, or could not record what happened. Recorded from JetStream's
+    /// max-deliveries advisory, so an item never waits silently in the work stream.
+    Exhausted = 9,
 }
 impl FailureClass {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -187,6 +191,7 @@ impl FailureClass {
             Self::PodFailed => "FAILURE_CLASS_POD_FAILED",
             Self::Infra => "FAILURE_CLASS_INFRA",
             Self::Poison => "FAILURE_CLASS_POISON",
+            Self::Exhausted => "FAILURE_CLASS_EXHAUSTED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -201,6 +206,7 @@ impl FailureClass {
             "FAILURE_CLASS_POD_FAILED" => Some(Self::PodFailed),
             "FAILURE_CLASS_INFRA" => Some(Self::Infra),
             "FAILURE_CLASS_POISON" => Some(Self::Poison),
+            "FAILURE_CLASS_EXHAUSTED" => Some(Self::Exhausted),
             _ => None,
         }
     }

@@ -194,6 +194,7 @@ impl serde::Serialize for FailureClass {
             Self::PodFailed => "FAILURE_CLASS_POD_FAILED",
             Self::Infra => "FAILURE_CLASS_INFRA",
             Self::Poison => "FAILURE_CLASS_POISON",
+            Self::Exhausted => "FAILURE_CLASS_EXHAUSTED",
         };
         serializer.serialize_str(variant)
     }
@@ -214,6 +215,7 @@ impl<'de> serde::Deserialize<'de> for FailureClass {
             "FAILURE_CLASS_POD_FAILED",
             "FAILURE_CLASS_INFRA",
             "FAILURE_CLASS_POISON",
+            "FAILURE_CLASS_EXHAUSTED",
         ];
 
         struct GeneratedVisitor;
@@ -263,6 +265,7 @@ impl<'de> serde::Deserialize<'de> for FailureClass {
                     "FAILURE_CLASS_POD_FAILED" => Ok(FailureClass::PodFailed),
                     "FAILURE_CLASS_INFRA" => Ok(FailureClass::Infra),
                     "FAILURE_CLASS_POISON" => Ok(FailureClass::Poison),
+                    "FAILURE_CLASS_EXHAUSTED" => Ok(FailureClass::Exhausted),
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }

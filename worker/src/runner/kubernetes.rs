@@ -1,5 +1,5 @@
 //! The Kubernetes runner. Per work item it makes four API requests (create, pod list, log get,
-//! delete) and waits through the process's one shared Job watch.
+//! delete) and waits through the process's one shared Job watch, by the Job's uid.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use fleet_proto::v1::WorkItem;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 
@@ -21,6 +21,8 @@ use crate::watch::{JobView, JobWatch};
 pub struct KubeRunner {
     pub jobs: Api<Job>,
     pub pods: Api<Pod>,
+    /// The Job controller's events: why a Job's pod could not be created.
+    pub events: Api<Event>,
     pub settings: JobSettings,
     pub tokens: Arc<TokenPool>,
     pub watch: JobWatch,
@@ -55,7 +57,8 @@ impl KubeRunner {
     ) -> Self {
         Self {
             jobs: Api::namespaced(client.clone(), &settings.namespace),
-            pods: Api::namespaced(client, &settings.namespace),
+            pods: Api::namespaced(client.clone(), &settings.namespace),
+            events: Api::namespaced(client, &settings.namespace),
             settings,
             tokens,
             watch,
@@ -73,47 +76,51 @@ impl KubeRunner {
         request.await
     }
 
-    /// Creates the Job, or finds the one a previous delivery created. Returns whether adopted.
-    async fn create_or_adopt(&self, item: &WorkItem, name: &str) -> Result<bool, String> {
+    /// Creates the Job, or finds the one a previous delivery created.
+    async fn create_or_adopt(&self, item: &WorkItem, name: &str) -> Result<Started, String> {
         let job = job::build(item, &self.settings, &self.tokens.pick());
         match self
             .api("create", self.jobs.create(&PostParams::default(), &job))
             .await
         {
-            Ok(_) => {
+            Ok(created) => {
                 self.metrics.started.inc();
-                Ok(false)
+                Ok(Started::of(&created, false))
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                // Whose is it? The watch usually knows; ask the API server only if not yet.
-                let owner = match self.watch.get(name) {
-                    Some(view) => view.work_id,
-                    None => self
-                        .api("get", self.jobs.get(name))
-                        .await
-                        .map_err(|e| format!("reading existing Job {name}: {e}"))?
-                        .annotations()
-                        .get(job::WORK_ID_ANNOTATION)
-                        .cloned(),
-                };
+                // Its uid is what the watch and the pod selector need; a GET also says whose
+                // it is, whatever the watch has seen so far.
+                let existing = self
+                    .api("get", self.jobs.get(name))
+                    .await
+                    .map_err(|e| format!("reading existing Job {name}: {e}"))?;
+                let owner = existing.annotations().get(job::WORK_ID_ANNOTATION).cloned();
                 if owner.as_deref() != Some(item.id.as_str()) {
                     return Err(format!(
                         "Job {name} exists but belongs to work item {owner:?}, not {}",
                         item.id
                     ));
                 }
+                if existing.metadata.deletion_timestamp.is_some() {
+                    return Err(format!(
+                        "Job {name} of a previous attempt is still being deleted"
+                    ));
+                }
                 self.metrics.adopted.inc();
                 tracing::info!(job = name, "adopted the Job a previous delivery started");
-                Ok(true)
+                Ok(Started::of(&existing, true))
             }
             Err(e) => Err(format!("creating Job {name}: {e}")),
         }
     }
 
-    /// Waits for the Job to end; an error is an INFRA failure message.
-    async fn wait(&self, name: &str) -> Result<JobView, String> {
-        let mut rx = self.watch.subscribe(name);
+    /// Waits for the Job to end; an error is an INFRA failure message. Bounded: if the watch
+    /// never reports an end (watch broken, Job deleted unseen), a direct GET decides once the
+    /// Job is past its deadline plus the pending timeout.
+    async fn wait(&self, started: &Started, name: &str) -> Result<JobView, String> {
+        let mut rx = self.watch.subscribe(&started.uid);
         let mut seen = false;
+        let bound = self.bound(started);
         // Checking a pod costs a request, so only Jobs without a Ready pod are checked, and
         // each at most once per pending timeout.
         let mut next_pending_check = tokio::time::Instant::now() + self.pending_timeout;
@@ -127,7 +134,7 @@ impl KubeRunner {
                 Some(v) => {
                     seen = true;
                     if v.ready == 0 && tokio::time::Instant::now() >= next_pending_check {
-                        if let Some(reason) = self.stuck_reason(name).await {
+                        if let Some(reason) = self.stuck_reason(&started.uid, name).await {
                             return Err(reason);
                         }
                         next_pending_check = tokio::time::Instant::now() + self.pending_timeout;
@@ -143,13 +150,53 @@ impl KubeRunner {
                     }
                 }
                 () = tokio::time::sleep_until(next_pending_check) => {}
+                () = tokio::time::sleep_until(bound) => return self.ask(started, name).await,
             }
         }
     }
 
-    /// Why the Job's pod is not running, if it is stuck in Pending.
-    async fn stuck_reason(&self, name: &str) -> Option<String> {
-        let pod = self.pod_of(name).await.ok().flatten()?;
+    /// When a Job must have ended: its deadline, plus the pending timeout for the controller.
+    fn bound(&self, started: &Started) -> tokio::time::Instant {
+        let deadline =
+            Duration::from_secs(u64::try_from(self.settings.active_deadline_secs).unwrap_or(0));
+        let age = (Utc::now() - started.created).to_std().unwrap_or_default();
+        let left = (deadline + self.pending_timeout).saturating_sub(age);
+        tokio::time::Instant::now() + left
+    }
+
+    /// The API server's word on a Job the watch has not reported ended in time.
+    async fn ask(&self, started: &Started, name: &str) -> Result<JobView, String> {
+        tracing::warn!(
+            job = name,
+            "the Job watch never reported this Job's end; asking the API server"
+        );
+        match self.api("get", self.jobs.get_opt(name)).await {
+            Ok(Some(job)) if job.uid().as_deref() == Some(started.uid.as_str()) => {
+                let view = JobView::of(&job);
+                if view.finished.is_some() {
+                    Ok(view)
+                } else {
+                    Err(format!(
+                        "Job {name} has not ended {}s past its deadline",
+                        self.pending_timeout.as_secs()
+                    ))
+                }
+            }
+            Ok(_) => Err(format!(
+                "Job {name} is gone, and the watch never reported its end"
+            )),
+            Err(e) => Err(format!("reading Job {name} after its deadline: {e}")),
+        }
+    }
+
+    /// Why the Job's pod is not running: stuck in Pending, or never created (a quota or an
+    /// admission policy refused it; the Job controller says why in a FailedCreate event).
+    async fn stuck_reason(&self, uid: &str, name: &str) -> Option<String> {
+        let pod = match self.pod_of(uid).await {
+            Ok(Some(pod)) => pod,
+            Ok(None) => return Some(self.not_created_reason(uid, name).await),
+            Err(_) => return None,
+        };
         let status = pod.status.as_ref()?;
         if status.phase.as_deref() != Some("Pending") {
             return None;
@@ -189,8 +236,29 @@ impl KubeRunner {
         ))
     }
 
-    async fn pod_of(&self, name: &str) -> Result<Option<Pod>, kube::Error> {
-        let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
+    async fn not_created_reason(&self, uid: &str, name: &str) -> String {
+        let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+        let why = match self.api("list", self.events.list(&params)).await {
+            Ok(events) => events
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+                .and_then(|e| e.message),
+            Err(e) => Some(format!("(its events could not be read: {e})")),
+        };
+        format!(
+            "no pod was created for Job {name} in {}s: {}",
+            self.pending_timeout.as_secs(),
+            why.unwrap_or_else(|| "the Job controller gave no reason".into())
+        )
+    }
+
+    /// The Job's pod, selected by the Job's uid: a previous attempt's pod (same Job name) is
+    /// never read instead.
+    async fn pod_of(&self, uid: &str) -> Result<Option<Pod>, kube::Error> {
+        let params =
+            ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
         let pods = self.api("list", self.pods.list(&params)).await?;
         // backoffLimit 0: one pod, or none if it was already removed (deadline, TTL).
         Ok(pods
@@ -207,7 +275,7 @@ impl KubeRunner {
     ) -> Result<Finished, String> {
         let finish = view.finished.clone().expect("called on finished Jobs");
         let pod = self
-            .pod_of(name)
+            .pod_of(&view.uid)
             .await
             .map_err(|e| format!("listing the pod of Job {name}: {e}"))?;
         let terminated = pod
@@ -240,6 +308,7 @@ impl KubeRunner {
         tracing::debug!(work_id = %item.id, job = name, succeeded = finish.succeeded, reason = %finish.reason, "Job finished");
         Ok(Finished {
             job_name: name.to_owned(),
+            token_key: view.token_key.clone(),
             exit_code: terminated.as_ref().map(|t| t.exit_code),
             reason: terminated.as_ref().and_then(|t| t.reason.clone()),
             deadline_exceeded: finish.reason == "DeadlineExceeded",
@@ -252,6 +321,31 @@ impl KubeRunner {
     }
 }
 
+/// A Job this delivery created or adopted.
+struct Started {
+    uid: String,
+    created: chrono::DateTime<Utc>,
+    adopted: bool,
+    /// Adopted after it had already ended: a previous delivery's run.
+    ended: bool,
+}
+
+impl Started {
+    fn of(job: &Job, adopted: bool) -> Self {
+        Self {
+            uid: job.uid().unwrap_or_default(),
+            created: job
+                .creation_timestamp()
+                .map_or_else(Utc::now, |t| crate::watch::utc(&t.0)),
+            adopted,
+            ended: adopted && JobView::of(job).finished.is_some(),
+        }
+    }
+}
+
+/// How long a discard waits for a deleted Job to be gone before the fresh one is created.
+const DISCARD_WAIT: Duration = Duration::from_secs(30);
+
 #[async_trait::async_trait]
 impl Runner for KubeRunner {
     async fn run(&self, item: &WorkItem) -> RunResult {
@@ -260,21 +354,60 @@ impl Runner for KubeRunner {
             message,
             job_name: name.clone(),
         };
-        let adopted = match self.create_or_adopt(item, &name).await {
-            Ok(adopted) => adopted,
+        let started = match self.create_or_adopt(item, &name).await {
+            Ok(started) => started,
             Err(message) => return infra(message),
         };
-        let view = match self.wait(&name).await {
+        let view = match self.wait(&started, &name).await {
             Ok(view) => view,
             Err(message) => return infra(message),
         };
         match self.finished(item, &name, &view).await {
-            Ok(run) => RunResult::Finished { run, adopted },
+            Ok(run) => RunResult::Finished {
+                run,
+                adopted: started.adopted,
+                ended_before: started.ended,
+            },
             Err(message) => infra(message),
         }
     }
 
     async fn cleanup(&self, item: &WorkItem) {
+        if let Err(e) = self.delete(item).await {
+            // The Job's TTL removes it later; the outcome is already durable.
+            tracing::warn!(error = %e, "deleting the Job failed");
+        }
+    }
+
+    async fn discard(&self, item: &WorkItem) -> Result<(), String> {
+        self.delete(item).await?;
+        let name = job::job_name(&item.id);
+        let gone = async {
+            loop {
+                match self.api("get", self.jobs.get_opt(&name)).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    Err(e) => return Err(format!("reading Job {name}: {e}")),
+                }
+            }
+        };
+        tokio::time::timeout(DISCARD_WAIT, gone)
+            .await
+            .map_err(|_| {
+                format!(
+                    "Job {name} was still there {}s after its delete",
+                    DISCARD_WAIT.as_secs()
+                )
+            })?
+    }
+
+    fn rate_limited(&self, token_key: &str) {
+        self.tokens.cool(token_key);
+    }
+}
+
+impl KubeRunner {
+    async fn delete(&self, item: &WorkItem) -> Result<(), String> {
         let name = job::job_name(&item.id);
         match self
             .api(
@@ -283,22 +416,9 @@ impl Runner for KubeRunner {
             )
             .await
         {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            // The Job's TTL removes it later; the outcome is already durable.
-            Err(e) => tracing::warn!(job = %name, error = %e, "deleting the Job failed"),
-        }
-        self.watch.forget(&name);
-    }
-
-    fn rate_limited(&self, item: &WorkItem) {
-        // The key the Job used is on the Job (it may have been picked by another worker).
-        if let Some(key) = self
-            .watch
-            .get(&job::job_name(&item.id))
-            .and_then(|v| v.token_key)
-        {
-            self.tokens.cool(&key);
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(format!("deleting Job {name}: {e}")),
         }
     }
 }

@@ -11,8 +11,13 @@ use crate::logs::Finished;
 
 #[derive(Debug, Clone)]
 pub enum RunResult {
-    /// The scan ran to an end (success or not). `adopted`: a previous delivery had started it.
-    Finished { run: Finished, adopted: bool },
+    /// The scan ran to an end (success or not). `adopted`: a previous delivery had started it;
+    /// `ended_before`: and it had already ended before this delivery came.
+    Finished {
+        run: Finished,
+        adopted: bool,
+        ended_before: bool,
+    },
     /// The scan could not be run (API errors, image pulls, scheduling): an INFRA failure.
     Infra { message: String, job_name: String },
 }
@@ -24,9 +29,16 @@ pub trait Runner: Send + Sync {
     async fn run(&self, item: &WorkItem) -> RunResult;
 
     /// Removes what the scan left behind, once its outcome is durable (published) or the item
-    /// is handed back for a fresh try.
+    /// is handed back for a fresh try. A failure is logged: the Job's TTL is the backstop.
     async fn cleanup(&self, item: &WorkItem);
 
-    /// The scan met GitHub's rate limit: rest the token it used.
-    fn rate_limited(&self, _item: &WorkItem) {}
+    /// Removes a previous attempt's ended run and waits until it is gone, so the next
+    /// [`Runner::run`] starts a fresh one instead of reading the old one again.
+    async fn discard(&self, item: &WorkItem) -> Result<(), String> {
+        self.cleanup(item).await;
+        Ok(())
+    }
+
+    /// A scan met GitHub's rate limit with this token: rest it.
+    fn rate_limited(&self, _token_key: &str) {}
 }

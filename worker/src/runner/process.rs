@@ -84,6 +84,7 @@ impl Runner for ProcessRunner {
         RunResult::Finished {
             run: Finished {
                 job_name: String::new(),
+                token_key: None,
                 exit_code,
                 reason: None,
                 deadline_exceeded,
@@ -92,6 +93,7 @@ impl Runner for ProcessRunner {
                 finished_at: Some(Utc::now()),
             },
             adopted: false,
+            ended_before: false,
         }
     }
 

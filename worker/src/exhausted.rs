@@ -1,0 +1,191 @@
+//! Work that ran out of deliveries without an outcome. When a work item's last delivery ends
+//! with no ack (a crashed worker, lost heartbeats, a drain past its deadline) or with a
+//! hand-back (its outcome could not be published), JetStream stops redelivering it, leaves it
+//! in the work stream and publishes a max-deliveries advisory. The topology captures those
+//! advisories in a stream; here a worker turns each into exactly one EXHAUSTED failure (the
+//! sink's row) and dead letter, then removes the item from the work stream and its Job.
+
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
+use fleet_runtime::dead;
+use futures::StreamExt as _;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::Worker;
+use crate::intake;
+use crate::job;
+
+/// The fields of JetStream's `io.nats.jetstream.advisory.v1.max_deliver` advisory we use.
+#[derive(Debug, Deserialize)]
+pub struct Advisory {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: u64,
+}
+
+/// What became of one advisory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The item is dead-lettered as EXHAUSTED and gone from the work stream.
+    DeadLettered(Box<WorkFailure>),
+    /// The item had an outcome after all (a late ack, or it was recorded already).
+    NothingLeft,
+    /// Not an advisory about this fleet's work stream.
+    Ignored(String),
+}
+
+/// How long one pull for advisories waits before checking for shutdown again.
+const POLL: Duration = Duration::from_secs(5);
+/// Before an advisory that could not be recorded (NATS trouble) is tried again.
+const RETRY: Duration = Duration::from_secs(15);
+
+/// The failure record of an exhausted item.
+pub fn failure(item: &WorkItem, advisory: &Advisory, max_deliver: u64) -> WorkFailure {
+    WorkFailure {
+        work_id: item.id.clone(),
+        item: Some(item.clone()),
+        class: FailureClass::Exhausted as i32,
+        message: format!(
+            "ran out of deliveries: {} of {max_deliver} ended without an outcome (a worker crashed, \
+             lost its heartbeats, was drained past its deadline, or could not publish the outcome)",
+            advisory.deliveries
+        ),
+        attempts: u32::try_from(advisory.deliveries).unwrap_or(u32::MAX),
+        failed_at: Some(fleet_proto::timestamp(chrono::Utc::now())),
+        job_name: job::job_name(&item.id),
+        repo: item.repo.clone(),
+        ..Default::default()
+    }
+}
+
+impl Worker {
+    /// Records exhausted items until `shutdown` (pulling stops with the rest of the worker).
+    pub async fn record_exhausted_until(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return,
+                batch = self.exhausted.fetch().max_messages(1).expires(POLL).messages() => batch,
+            };
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling max-deliveries advisories failed");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            while let Some(Ok(advisory)) = batch.next().await {
+                self.record_one(&advisory).await;
+            }
+        }
+    }
+
+    /// Records one advisory and acks it; on failure it comes back later.
+    pub async fn record_one(&self, advisory: &Message) -> Option<Recorded> {
+        match self.record(advisory).await {
+            Ok(recorded) => {
+                if let Err(e) = advisory.double_ack().await {
+                    tracing::warn!(error = %e, "acking a max-deliveries advisory failed");
+                }
+                Some(recorded)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording an exhausted work item failed; retrying");
+                let _ = advisory.ack_with(AckKind::Nak(Some(RETRY))).await;
+                None
+            }
+        }
+    }
+
+    async fn record(&self, advisory: &Message) -> Result<Recorded, String> {
+        let advisory: Advisory = match serde_json::from_slice(&advisory.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(Recorded::Ignored(format!(
+                    "not a max-deliveries advisory: {e}"
+                )));
+            }
+        };
+        if advisory.stream != self.topology.work_stream() {
+            return Ok(Recorded::Ignored(format!(
+                "advisory for stream {}",
+                advisory.stream
+            )));
+        }
+        let work = self
+            .js
+            .get_stream_no_info(self.topology.work_stream())
+            .await
+            .map_err(|e| format!("opening the work stream: {e}"))?;
+        let original = match work.get_raw_message(advisory.stream_seq).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                return Ok(Recorded::NothingLeft);
+            }
+            Err(e) if e.to_string().contains("no message found") => {
+                return Ok(Recorded::NothingLeft);
+            }
+            Err(e) => return Err(format!("reading work item {}: {e}", advisory.stream_seq)),
+        };
+        let manual_lane = original.subject.as_str() == self.topology.manual_subject();
+        let failure = match intake::decode(
+            Some(&original.headers),
+            &original.payload,
+            &self.topology.work_stream(),
+            advisory.stream_seq,
+            manual_lane,
+        ) {
+            Ok(item) => {
+                if self.register.is_done(&item).await.unwrap_or(false) {
+                    // Its outcome is out; only the message was left behind.
+                    self.delete_work(advisory.stream_seq).await?;
+                    return Ok(Recorded::NothingLeft);
+                }
+                failure(&item, &advisory, self.settings.max_deliver)
+            }
+            // Poison runs out of deliveries only if dead-lettering it kept failing.
+            Err(reason) => dead::poison(
+                &self.topology.work_stream(),
+                advisory.stream_seq,
+                &original.subject,
+                &original.payload,
+                reason,
+                u32::try_from(advisory.deliveries).unwrap_or(u32::MAX),
+            ),
+        };
+        self.record_failure(&failure).await?;
+        if let Some(item) = &failure.item {
+            if let Err(e) = self.register.finish(item).await {
+                tracing::warn!(error = %e, "recording the exhausted item in the scan register failed");
+            }
+            // Whatever it left running or ended is no longer anyone's.
+            self.runner.cleanup(item).await;
+        }
+        self.delete_work(advisory.stream_seq).await?;
+        self.metrics.exhausted.inc();
+        tracing::warn!(work_id = %failure.work_id, repo = %failure.repo, consumer = %advisory.consumer, sequence = advisory.stream_seq, deliveries = advisory.deliveries, "work item ran out of deliveries; dead-lettered as EXHAUSTED");
+        Ok(Recorded::DeadLettered(Box::new(failure)))
+    }
+
+    async fn delete_work(&self, sequence: u64) -> Result<(), String> {
+        let work = self
+            .js
+            .get_stream_no_info(self.topology.work_stream())
+            .await
+            .map_err(|e| format!("opening the work stream: {e}"))?;
+        match work.delete_message(sequence).await {
+            Ok(_) => Ok(()),
+            // Already gone: a late ack, or another recorder got there first.
+            Err(e) if e.to_string().contains("no message found") => Ok(()),
+            Err(e) => Err(format!(
+                "removing work item {sequence} from the work stream: {e}"
+            )),
+        }
+    }
+}
