@@ -61,8 +61,9 @@ pub struct TopologyArgs {
     #[arg(long, env = "WORK_MAX_MESSAGES", default_value_t = 1_000_000)]
     pub work_max_messages: i64,
 
-    /// Most bytes the work stream holds (an item is ~100 bytes); past it a publish is refused.
-    #[arg(long, env = "WORK_MAX_BYTES", default_value_t = 1 << 30)]
+    /// Most bytes the work stream holds (an item is ~150 bytes, so the message limit comes
+    /// first); past it a publish is refused. JetStream reserves this much storage up front.
+    #[arg(long, env = "WORK_MAX_BYTES", default_value_t = 256 << 20)]
     pub work_max_bytes: i64,
 
     /// Seconds the fleet remembers which work item last scanned a repository, so an item that
@@ -82,7 +83,7 @@ impl Default for TopologyArgs {
             results_max_age_days: 30,
             dead_max_age_days: 14,
             work_max_messages: 1_000_000,
-            work_max_bytes: 1 << 30,
+            work_max_bytes: 256 << 20,
             scan_record_max_age_secs: 86_400,
         }
     }

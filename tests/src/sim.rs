@@ -116,6 +116,8 @@ pub enum Behavior {
     RateLimited,
     /// Runs until [`Simulator::release`] is called for the repo, then succeeds.
     Hold,
+    /// The first pod of a work item crashes (as [`Behavior::Crash`]); later ones succeed.
+    FailOnce,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -153,6 +155,7 @@ pub fn behavior_for(repo: &str) -> Behavior {
         o if o.starts_with("sim-crash") => return Behavior::Crash,
         o if o.starts_with("sim-ratelimit") => return Behavior::RateLimited,
         o if o.starts_with("sim-hold") => return Behavior::Hold,
+        o if o.starts_with("sim-flaky") => return Behavior::FailOnce,
         _ => {}
     }
     match (h >> 8) % 100 {
@@ -226,7 +229,7 @@ pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, 
                 ),
             ],
         )),
-        Behavior::Hang | Behavior::Hold => None,
+        Behavior::Hang | Behavior::Hold | Behavior::FailOnce => None,
     }
 }
 
@@ -293,8 +296,20 @@ impl Simulator {
                     .get(WORK_ID_ANNOTATION)
                     .cloned()
                     .unwrap_or_default();
-                *by_work2.lock().unwrap().entry(work_id).or_default() += 1;
-                let behavior = behavior_for(&repo);
+                let nth = {
+                    let mut by_work = by_work2.lock().unwrap();
+                    let n = by_work.entry(work_id).or_default();
+                    *n += 1;
+                    *n
+                };
+                let behavior = match behavior_for(&repo) {
+                    Behavior::FailOnce if nth == 1 => Behavior::Crash,
+                    Behavior::FailOnce => Behavior::Succeed {
+                        variant: 0,
+                        exit_code: 0,
+                    },
+                    other => other,
+                };
                 if behavior == Behavior::Hold {
                     held2.lock().unwrap().insert(repo, pod);
                     continue;

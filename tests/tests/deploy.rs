@@ -140,6 +140,7 @@ async fn service_accounts_can_do_exactly_what_they_need() {
         ("get", "pods", &[]),
         ("list", "pods", &[]),
         ("get", "pods", &["--subresource=log"]),
+        ("list", "events", &[]),
     ];
     for (verb, resource, extra) in allowed {
         assert!(
@@ -154,6 +155,8 @@ async fn service_accounts_can_do_exactly_what_they_need() {
         ("create", "pods", &[]),
         ("delete", "pods", &[]),
         ("watch", "pods", &[]),
+        ("create", "events", &[]),
+        ("delete", "events", &[]),
         ("get", "secrets", &[]),
         ("list", "secrets", &[]),
         ("create", "pods", &["--subresource=exec"]),

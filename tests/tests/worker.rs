@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem, WorkReason};
-use fleet_runtime::topology::{Topology, TopologyArgs};
+use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_SCHEDULED};
 use fleet_tests::kube_support::{self, TestNamespace, eventually};
 use fleet_tests::sim::Simulator;
 use fleet_tests::stack;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::Role;
 use kube::Client;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use worker::consume::{Handled, Settings, Worker};
+use worker::exhausted::Recorded;
 use worker::job::JobSettings;
 use worker::metrics::Metrics;
 use worker::runner::kubernetes::KubeRunner;
@@ -83,7 +85,49 @@ fn topology_args(prefix: &str, ack_wait_secs: u64, max_deliver: i64) -> Topology
     }
 }
 
+/// What a test varies about its worker.
+struct Opts {
+    deadline_secs: i64,
+    max_deliver: i64,
+    ack_wait_secs: u64,
+    pending_timeout_secs: u64,
+    heartbeat_secs: u64,
+    /// The Job watch looks at another namespace: it never reports this worker's Jobs.
+    blind_watch: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            deadline_secs: 600,
+            max_deliver: 3,
+            ack_wait_secs: 30,
+            pending_timeout_secs: 30,
+            heartbeat_secs: 1,
+            blind_watch: false,
+        }
+    }
+}
+
 async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Harness {
+    harness_with(Opts {
+        deadline_secs,
+        max_deliver,
+        ack_wait_secs,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn harness_with(opts: Opts) -> Harness {
+    let Opts {
+        deadline_secs,
+        max_deliver,
+        ack_wait_secs,
+        pending_timeout_secs,
+        heartbeat_secs,
+        blind_watch,
+    } = opts;
     let admin = kube_support::admin().await;
     let ns = TestNamespace::create(&admin, "worker").await;
     let secret = Secret {
@@ -115,7 +159,11 @@ async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Ha
     topology.ensure(&js).await.unwrap();
     let shutdown = CancellationToken::new();
     let metrics = Metrics::default();
-    let watch = JobWatch::start(client.clone(), &ns.name, metrics.clone(), shutdown.clone());
+    let watch = if blind_watch {
+        JobWatch::start(admin.clone(), "default", metrics.clone(), shutdown.clone())
+    } else {
+        JobWatch::start(client.clone(), &ns.name, metrics.clone(), shutdown.clone())
+    };
     watch.synced().await;
     let runner = KubeRunner::new(
         client,
@@ -125,7 +173,7 @@ async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Ha
             Duration::from_secs(60),
         )),
         watch,
-        Duration::from_secs(30),
+        Duration::from_secs(pending_timeout_secs),
         4 << 20,
         metrics.clone(),
     );
@@ -137,7 +185,7 @@ async fn harness(deadline_secs: i64, max_deliver: i64, ack_wait_secs: u64) -> Ha
             metrics.clone(),
             Settings {
                 max_in_flight: 10,
-                heartbeat: Duration::from_secs(1),
+                heartbeat: Duration::from_secs(heartbeat_secs),
                 drain_deadline: Duration::from_secs(5),
                 max_deliver: u64::try_from(max_deliver).unwrap(),
                 poll: Duration::from_millis(200),
@@ -621,4 +669,449 @@ async fn sigterm_finishes_scans_that_end_during_the_drain_and_exits_when_the_las
     for repo in &repos {
         assert_eq!(h.sim.pods_for(repo), 1, "{repo} scanned once");
     }
+}
+
+impl Harness {
+    /// The worker's recorder of exhausted items, for one advisory (JetStream publishes it once
+    /// the last delivery's ack wait runs out, or at once after a hand-back).
+    async fn record_next_exhausted(&self) -> Recorded {
+        let advisory = eventually(
+            "a max-deliveries advisory",
+            Duration::from_secs(60),
+            || async {
+                let mut batch = self
+                    .worker
+                    .exhausted
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await?;
+                Ok(batch
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?)
+            },
+        )
+        .await
+        .unwrap();
+        self.worker
+            .record_one(&advisory)
+            .await
+            .expect("the exhausted item is recorded")
+    }
+
+    async fn failures(&self) -> Vec<WorkFailure> {
+        self.subjects(self.topology.failures_subject())
+            .await
+            .iter()
+            .map(|p| WorkFailure::decode(p.as_slice()).unwrap())
+            .collect()
+    }
+
+    async fn dead(&self, class: &str) -> Vec<WorkFailure> {
+        self.subjects(self.topology.dead_subject(class))
+            .await
+            .iter()
+            .map(|p| WorkFailure::decode(p.as_slice()).unwrap())
+            .collect()
+    }
+
+    /// Messages stored in the work stream (a work queue: what no worker has finished).
+    async fn work_stored(&self) -> u64 {
+        let mut stream = self
+            .js
+            .get_stream(self.topology.work_stream())
+            .await
+            .unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    async fn held(&self, repo: &str) {
+        eventually("the scan to start", Duration::from_secs(60), || async {
+            Ok(self.sim.holding(repo).then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Runs the next message in the background, as the worker's loop would.
+    fn step_in_background(&self) -> tokio::task::JoinHandle<Handled> {
+        let worker = self.worker.clone();
+        tokio::spawn(async move {
+            let message = worker.next_message().await;
+            worker.handle(message, &CancellationToken::new()).await
+        })
+    }
+
+    /// Asserts the one way an exhausted item ends: one EXHAUSTED failure for the sink, the
+    /// same in the dead stream, nothing left in the work stream, its Job removed.
+    async fn assert_exhausted_once(&self, work: &WorkItem, recorded: Recorded) {
+        let Recorded::DeadLettered(failure) = recorded else {
+            panic!("expected a dead letter, got {recorded:?}")
+        };
+        assert_eq!(failure.class, FailureClass::Exhausted as i32);
+        assert_eq!(failure.work_id, work.id);
+        assert_eq!(
+            failure.item.as_ref().unwrap(),
+            work,
+            "the whole item, for a replay"
+        );
+        assert_eq!(
+            self.failures().await,
+            vec![*failure.clone()],
+            "one failure for the sink"
+        );
+        assert_eq!(
+            self.dead("EXHAUSTED").await,
+            vec![*failure],
+            "one dead letter"
+        );
+        assert!(self.results().await.is_empty(), "no result");
+        assert_eq!(
+            self.work_stored().await,
+            0,
+            "nothing left in the work stream"
+        );
+        assert_eq!(self.work_left().await, (0, 0));
+        self.no_jobs_left().await;
+        assert_eq!(self.metrics.exhausted.get(), 1);
+    }
+}
+
+/// The last delivery ends with a crashed worker: JetStream stops redelivering, and the item
+/// still ends as one dead letter instead of waiting in the work stream for ever.
+#[tokio::test]
+async fn a_worker_killed_on_the_last_delivery_leaves_one_exhausted_dead_letter() {
+    let h = harness(600, 1, 3).await;
+    let work = item("github.com/sim-hold/killed-last");
+    let mut first = spawn_worker(&h, 3, 1, 5);
+    h.enqueue(&work).await;
+    h.held(&work.repo).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let recorded = h.record_next_exhausted().await;
+    h.assert_exhausted_once(&work, recorded).await;
+    assert_eq!(h.sim.pods_for(&work.repo), 1);
+}
+
+/// The last delivery is abandoned at the drain deadline.
+#[tokio::test]
+async fn a_scan_abandoned_at_the_drain_deadline_on_its_last_delivery_is_dead_lettered_once() {
+    let h = harness(600, 1, 3).await;
+    let work = item("github.com/sim-hold/abandoned-last");
+    let mut child = spawn_worker(&h, 3, 1, 1);
+    h.enqueue(&work).await;
+    h.held(&work.repo).await;
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let recorded = h.record_next_exhausted().await;
+    h.assert_exhausted_once(&work, recorded).await;
+}
+
+/// The last delivery's worker lost its heartbeats (stalled, partitioned) and comes back after
+/// the item was recorded as exhausted: its late outcome is dropped, not published beside it.
+#[tokio::test]
+async fn a_worker_that_lost_its_heartbeats_on_the_last_delivery_does_not_add_a_second_outcome() {
+    let h = harness_with(Opts {
+        max_deliver: 1,
+        ack_wait_secs: 3,
+        // Heartbeats far apart from the ack wait: as if they were lost.
+        heartbeat_secs: 600,
+        ..Default::default()
+    })
+    .await;
+    let work = item("github.com/sim-hold/lost-heartbeats");
+    h.enqueue(&work).await;
+    let stalled = h.step_in_background();
+    h.held(&work.repo).await;
+    let recorded = h.record_next_exhausted().await;
+    let late = tokio::time::timeout(Duration::from_secs(60), stalled)
+        .await
+        .expect("the stalled delivery ends once its Job is gone")
+        .unwrap();
+    assert_eq!(late, Handled::AlreadyDone);
+    h.assert_exhausted_once(&work, recorded).await;
+}
+
+/// The last delivery hands the item back because its result could not be published.
+#[tokio::test]
+async fn an_item_handed_back_on_its_last_delivery_is_dead_lettered_once() {
+    let h = harness(600, 1, 30).await;
+    let work = item("github.com/sim-hold/handed-back-last");
+    h.enqueue(&work).await;
+    let running = h.step_in_background();
+    h.held(&work.repo).await;
+    // The results stream is gone when the scan ends: the publish fails.
+    h.js.delete_stream(h.topology.results_stream())
+        .await
+        .unwrap();
+    h.sim.release(&work.repo).await.unwrap();
+    let handled = running.await.unwrap();
+    assert!(matches!(handled, Handled::HandedBack(_)), "{handled:?}");
+    h.topology.ensure(&h.js).await.unwrap();
+    let recorded = h.record_next_exhausted().await;
+    h.assert_exhausted_once(&work, recorded).await;
+    assert_eq!(h.metrics.handed_back.get(), 1);
+}
+
+/// The result is published but the ack fails: the Job stays, and the redelivery finds the
+/// outcome already published instead of scanning again.
+#[tokio::test]
+async fn a_failed_ack_after_publishing_keeps_the_job_and_the_redelivery_scans_nothing() {
+    let h = harness(600, 3, 5).await;
+    let work = item("github.com/sim-hold/ack-fails");
+    h.enqueue(&work).await;
+    let running = h.step_in_background();
+    h.held(&work.repo).await;
+    // With its consumer gone, the ack of the delivery in hand has nobody to answer it.
+    h.js.get_stream(h.topology.work_stream())
+        .await
+        .unwrap()
+        .delete_consumer(WORKER_SCHEDULED)
+        .await
+        .unwrap();
+    h.sim.release(&work.repo).await.unwrap();
+    let Handled::Published(result) = running.await.unwrap() else {
+        panic!("the result is published")
+    };
+    assert_eq!(h.metrics.ack_failures.get(), 1);
+    assert_eq!(
+        h.jobs().await.len(),
+        1,
+        "the Job is kept for the redelivery"
+    );
+
+    // The consumer comes back and delivers the item again.
+    h.topology.ensure(&h.js).await.unwrap();
+    assert_eq!(h.step().await, Handled::AlreadyDone);
+    assert_eq!(h.results().await, vec![*result], "published once");
+    assert_eq!(h.sim.pods_for(&work.repo), 1, "scanned once");
+    assert_eq!(h.work_left().await, (0, 0));
+    h.no_jobs_left().await;
+}
+
+/// A retry whose Job could not be deleted: the next delivery does not re-read the failed run
+/// (which would spend every delivery on it) but starts a fresh one, with its own pod.
+#[tokio::test]
+async fn a_job_left_behind_by_a_failed_cleanup_is_replaced_by_a_fresh_attempt() {
+    let h = harness(600, 3, 30).await;
+    let roles: Api<Role> = Api::namespaced(h.admin.clone(), &h.ns.name);
+    let take_delete = serde_json::json!({"rules": [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]});
+    roles
+        .patch(
+            "scorecard-fleet-worker",
+            &PatchParams::default(),
+            &Patch::Merge(&take_delete),
+        )
+        .await
+        .unwrap();
+    let work = item("github.com/sim-flaky/left-behind");
+    h.enqueue(&work).await;
+    let first = h.step().await;
+    assert!(
+        matches!(
+            first,
+            Handled::Retried {
+                class: FailureClass::PodFailed,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert_eq!(h.jobs().await.len(), 1, "its delete was refused");
+    // deploy/'s Role again; the item comes back after its 30 s retry delay.
+    worker_client(&h.admin, &h.ns.name).await;
+    let message = tokio::time::timeout(Duration::from_secs(60), h.worker.next_message())
+        .await
+        .expect("the redelivery");
+    let second = tokio::time::timeout(
+        Duration::from_secs(90),
+        h.worker.handle(message, &CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let Handled::Published(result) = second else {
+        panic!("the fresh attempt succeeds: {second:?}")
+    };
+    assert_eq!(result.work_id, work.id);
+    assert_eq!(h.metrics.fresh_attempts.get(), 1);
+    assert_eq!(
+        h.sim.pods_for(&work.repo),
+        2,
+        "the failed run and a fresh one"
+    );
+    h.no_jobs_left().await;
+}
+
+/// The watch never reports the Job (here it watches another namespace): the wait still ends,
+/// once the Job is past its deadline plus the pending timeout, by asking the API server.
+#[tokio::test]
+async fn a_job_the_watch_never_reports_is_settled_by_a_direct_get() {
+    let h = harness_with(Opts {
+        deadline_secs: 3,
+        pending_timeout_secs: 2,
+        blind_watch: true,
+        ..Default::default()
+    })
+    .await;
+    let work = item("github.com/sim-ok/unwatched");
+    h.enqueue(&work).await;
+    let Handled::Published(result) = h.step().await else {
+        panic!("the result is read after a direct GET")
+    };
+    assert_eq!(result.work_id, work.id);
+    h.no_jobs_left().await;
+}
+
+/// A quota refuses the Job's pod: an INFRA failure naming the quota within the pending
+/// timeout, not a TIMEOUT an hour later.
+#[tokio::test]
+async fn a_pod_refused_by_a_quota_is_an_infra_failure_with_the_reason() {
+    let h = harness_with(Opts {
+        max_deliver: 1,
+        pending_timeout_secs: 3,
+        ..Default::default()
+    })
+    .await;
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}},
+    }))
+    .unwrap();
+    Api::<ResourceQuota>::namespaced(h.admin.clone(), &h.ns.name)
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    // Admission enforces a quota once its controller has counted what it covers.
+    eventually(
+        "the quota to be counted",
+        Duration::from_secs(30),
+        || async {
+            let q = Api::<ResourceQuota>::namespaced(h.admin.clone(), &h.ns.name)
+                .get("no-pods")
+                .await?;
+            Ok(q.status.and_then(|s| s.hard).map(|_| ()))
+        },
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    h.enqueue(&item("github.com/sim-ok/over-quota")).await;
+    let handled = h.step().await;
+    let Handled::DeadLettered(failure) = handled else {
+        panic!("expected a dead letter: {handled:?}")
+    };
+    assert_eq!(
+        failure.class,
+        FailureClass::Infra as i32,
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("no pod was created") && failure.message.contains("quota"),
+        "{}",
+        failure.message
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(h.sim.pods_for("github.com/sim-ok/over-quota"), 0);
+}
+
+/// A person asks for a scan (`nats pub`) and the producer's claim of the same repository
+/// follows while it runs: one scan answers both.
+#[tokio::test]
+async fn a_scheduled_item_for_a_repository_being_scanned_on_request_is_covered_not_scanned() {
+    let h = harness(600, 3, 30).await;
+    let repo = "github.com/sim-hold/asked-for";
+    h.js.publish(
+        h.topology.manual_subject(),
+        format!(r#"{{"repo":"{repo}"}}"#).into_bytes().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let manual = h.step_in_background();
+    h.held(repo).await;
+    let scheduled = item(repo);
+    h.enqueue(&scheduled).await;
+    let Handled::Covered { by } = h.step().await else {
+        panic!("the scheduled item is covered")
+    };
+    h.sim.release(repo).await.unwrap();
+    let Handled::Published(result) = manual.await.unwrap() else {
+        panic!("the request is scored")
+    };
+    assert_eq!(by, result.work_id, "covered by the request's scan");
+    assert_eq!(h.sim.pods_for(repo), 1, "one scan");
+    assert_eq!(h.results().await.len(), 1);
+    assert_eq!(h.work_left().await, (0, 0));
+    assert_eq!(h.metrics.covered.get(), 1);
+
+    // A request made after that scan began is a new question: it is scanned.
+    h.js.publish(
+        h.topology.manual_subject(),
+        format!(r#"{{"repo":"{repo}"}}"#).into_bytes().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let again = h.step_in_background();
+    h.held(repo).await;
+    h.sim.release(repo).await.unwrap();
+    assert!(matches!(again.await.unwrap(), Handled::Published(_)));
+    assert_eq!(h.sim.pods_for(repo), 2);
+}
+
+/// A full work stream refuses more work with a clear error instead of growing without bound.
+#[tokio::test]
+async fn a_full_work_stream_refuses_new_items_with_a_clear_error() {
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.expect("NATS"));
+    let topology = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("full"),
+        work_max_messages: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    topology.ensure(&js).await.unwrap();
+    for i in 0..2 {
+        js.publish(
+            topology.scheduled_subject(),
+            format!("github.com/a/b{i}").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let refused = js
+        .publish(topology.scheduled_subject(), "github.com/a/b2".into())
+        .await
+        .unwrap()
+        .await
+        .expect_err("the third item is refused");
+    assert!(
+        refused.to_string().contains("maximum messages exceeded"),
+        "{refused}"
+    );
+    // The stock CLI says the same to a person.
+    let out = Command::new(stack::tool("nats"))
+        .args(["--server", &stack::nats_url(), "pub", "--jetstream"])
+        .arg(topology.manual_subject())
+        .arg("github.com/a/b3")
+        .output()
+        .expect("run nats");
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("maximum messages exceeded"), "{said}");
 }

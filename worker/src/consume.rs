@@ -30,6 +30,21 @@ use crate::outcome::{self, Ack, Cleanup, Outcome};
 use crate::runner::{RunResult, Runner};
 use crate::scans::{Decision, Register};
 
+/// An ack the server confirms. async-nats' `double_ack` takes any reply for a confirmation,
+/// "no responders" (the consumer is gone) included; a request does not.
+pub async fn confirmed_ack(message: &Message) -> Result<(), async_nats::Error> {
+    let reply = message
+        .reply
+        .clone()
+        .ok_or("not a JetStream message: no reply subject")?;
+    message
+        .context
+        .client()
+        .request(reply, bytes::Bytes::from(AckKind::Ack))
+        .await?;
+    Ok(())
+}
+
 /// JetStream's clock (a message's stored time) in the wire format's type.
 pub fn time_to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<Utc> {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
@@ -248,7 +263,7 @@ impl Worker {
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
-                if let Err(e) = message.double_ack().await {
+                if let Err(e) = confirmed_ack(message).await {
                     self.ack_failed(&e);
                 }
                 return Handled::Covered { by };
@@ -451,7 +466,7 @@ impl Worker {
 
     async fn send_ack(&self, message: &Message, ack: Ack) -> Result<(), async_nats::Error> {
         match ack {
-            Ack::Ack => message.double_ack().await,
+            Ack::Ack => confirmed_ack(message).await,
             Ack::Nak(after) => message.ack_with(AckKind::Nak(Some(after))).await,
             Ack::Term => message.ack_with(AckKind::Term).await,
         }

@@ -80,8 +80,17 @@ impl Worker {
                     continue;
                 }
             };
-            while let Some(Ok(advisory)) = batch.next().await {
-                self.record_one(&advisory).await;
+            loop {
+                let advisory = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    advisory = batch.next() => advisory,
+                };
+                match advisory {
+                    Some(Ok(advisory)) => {
+                        self.record_one(&advisory).await;
+                    }
+                    Some(Err(_)) | None => break,
+                }
             }
         }
     }
@@ -90,7 +99,7 @@ impl Worker {
     pub async fn record_one(&self, advisory: &Message) -> Option<Recorded> {
         match self.record(advisory).await {
             Ok(recorded) => {
-                if let Err(e) = advisory.double_ack().await {
+                if let Err(e) = crate::consume::confirmed_ack(advisory).await {
                     tracing::warn!(error = %e, "acking a max-deliveries advisory failed");
                 }
                 Some(recorded)
