@@ -686,11 +686,11 @@ impl Harness {
                     .max_messages(1)
                     .messages()
                     .await?;
-                Ok(batch
+                batch
                     .next()
                     .await
                     .transpose()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
             },
         )
         .await
