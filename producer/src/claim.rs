@@ -14,6 +14,8 @@ pub struct Claimed {
     pub priority: i32,
     /// When it was due: the first row of a claim is the oldest overdue repository.
     pub was_due: DateTime<Utc>,
+    /// The work id of an earlier claim whose publish was not confirmed: published again as is.
+    pub pending_work_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -23,6 +25,7 @@ struct Row {
     name: String,
     priority: i32,
     was_due: DateTime<Utc>,
+    pending_work_id: Option<String>,
 }
 
 /// Claims up to `limit` due repositories, oldest first.
@@ -33,15 +36,17 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "WITH due AS (
-             SELECT id, next_due_at FROM repos
+             SELECT id, next_due_at, pending_work_id FROM repos
              WHERE enabled AND next_due_at <= now()
              ORDER BY next_due_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED
          )
-         UPDATE repos r SET next_due_at = now() + $2::interval, last_enqueued_at = now()
+         UPDATE repos r SET next_due_at = now() + $2::interval, last_enqueued_at = now(),
+             pending_work_id = NULL
          FROM due WHERE r.id = due.id
-         RETURNING r.id, r.owner, r.name, r.priority, due.next_due_at AS was_due",
+         RETURNING r.id, r.owner, r.name, r.priority, due.next_due_at AS was_due,
+             due.pending_work_id",
     )
     .bind(limit)
     .bind(format!("{} seconds", lease.num_seconds()))
@@ -58,6 +63,7 @@ pub async fn claim(
                     repo,
                     priority: r.priority,
                     was_due: r.was_due,
+                    pending_work_id: r.pending_work_id,
                 }),
                 Err(e) => {
                     tracing::error!(repo_id = r.id, error = %e, "invalid repository row skipped");
@@ -70,14 +76,23 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Hands claimed repositories back (their publish failed): due again at `at`.
-pub async fn release(pool: &PgPool, ids: &[i64], at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+/// Hands claimed repositories back (their publish was not confirmed): due again at `at`,
+/// remembering the work id each was published under, so the next claim publishes it again.
+pub async fn release(
+    pool: &PgPool,
+    released: &[(i64, String)],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let (ids, work_ids): (Vec<i64>, Vec<String>) = released.iter().cloned().unzip();
     // Rows locked in id order, as the sink locks them, so the two cannot deadlock.
     sqlx::query(
-        "UPDATE repos SET next_due_at = $2
-         WHERE id IN (SELECT id FROM repos WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
+        "WITH locked AS (SELECT id FROM repos WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+         UPDATE repos r SET next_due_at = $3, pending_work_id = u.work_id
+         FROM locked JOIN UNNEST($1::int8[], $2::text[]) AS u(id, work_id) ON u.id = locked.id
+         WHERE r.id = locked.id",
     )
-    .bind(ids)
+    .bind(&ids)
+    .bind(&work_ids)
     .bind(at)
     .execute(pool)
     .await?;

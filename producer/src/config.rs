@@ -46,6 +46,10 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         nats: NatsArgs,
+        /// How far the request pushes each repository's due time, as a claim does, so the
+        /// scheduled lane does not scan it again meanwhile.
+        #[arg(long, env = "PRODUCER_LEASE_SECS", default_value_t = 86_400)]
+        lease_secs: u32,
         /// github.com/OWNER/NAME (https:// URLs are accepted).
         #[arg(required = true)]
         repos: Vec<String>,

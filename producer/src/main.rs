@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Enqueue {
             db: args,
             nats,
+            lease_secs,
             repos,
         } => {
             let repos = repos
@@ -74,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect_once(&args).await?;
             db::check_schema(&pool).await?;
             let (js, topology) = producer::connect_nats_once(&nats).await?;
-            for item in enqueue::enqueue(&pool, &js, &topology, &repos).await? {
+            let lease = chrono::TimeDelta::seconds(i64::from(lease_secs.max(1)));
+            for item in enqueue::enqueue(&pool, &js, &topology, &repos, lease).await? {
                 println!("{}\t{}", item.id, item.repo);
             }
             Ok(())

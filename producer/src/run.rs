@@ -128,7 +128,15 @@ impl Producer {
         }
         let items: Vec<_> = claimed
             .iter()
-            .map(|c| work_item(&c.repo, WorkReason::Scheduled, c.priority))
+            .map(|c| {
+                let mut item = work_item(&c.repo, WorkReason::Scheduled, c.priority);
+                // An earlier publish of this claim may have been stored: same id, so the
+                // server drops the copy, or the workers know it.
+                if let Some(id) = &c.pending_work_id {
+                    item.id.clone_from(id);
+                }
+                item
+            })
             .collect();
         let failed = publish_all(&self.js, &self.topology.scheduled_subject(), &items).await;
         let published = items.len() - failed.len();
@@ -136,10 +144,13 @@ impl Producer {
         if !failed.is_empty() {
             self.metrics.publish_errors.inc_by(failed.len() as u64);
             tracing::warn!(failed = failed.len(), error = %failed[0].1, "publishing work items failed; handing them back");
-            let ids: Vec<i64> = failed.iter().map(|(i, _)| claimed[*i].id).collect();
+            let released: Vec<(i64, String)> = failed
+                .iter()
+                .map(|(i, _)| (claimed[*i].id, items[*i].id.clone()))
+                .collect();
             // Due again soon, not after the whole lease: the database still holds the truth.
             let retry_at = Utc::now() + TimeDelta::seconds(30);
-            claim::release(&self.pool, &ids, retry_at)
+            claim::release(&self.pool, &released, retry_at)
                 .await
                 .context("handing back unpublished repositories")?;
             if published == 0 {

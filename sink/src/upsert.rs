@@ -291,7 +291,7 @@ async fn write_results(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE repos SET last_scored_at = u.t,
+        "UPDATE repos SET last_scored_at = u.t, pending_work_id = NULL,
              next_due_at = CASE WHEN EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = u.r)
                                 THEN repos.next_due_at ELSE u.d END
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
@@ -433,7 +433,7 @@ async fn write_failures(
         })
         .collect();
     sqlx::query(
-        "UPDATE repos SET next_due_at = u.d
+        "UPDATE repos SET next_due_at = u.d, pending_work_id = NULL
          FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(r, d)
          WHERE repos.id = u.r",
     )

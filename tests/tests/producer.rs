@@ -260,9 +260,15 @@ async fn enqueue_creates_the_repo_and_uses_the_manual_lane(pool: PgPool) {
     let js = js_at(&stack::nats_url()).await;
     let t = topology(&js).await;
     let repo = RepoName::parse("https://github.com/New-Org/New-Repo.git").unwrap();
-    let items = producer::enqueue::enqueue(&pool, &js, &t, std::slice::from_ref(&repo))
-        .await
-        .unwrap();
+    let items = producer::enqueue::enqueue(
+        &pool,
+        &js,
+        &t,
+        std::slice::from_ref(&repo),
+        TimeDelta::hours(24),
+    )
+    .await
+    .unwrap();
     assert_eq!(items.len(), 1);
     let manual = queued(&consumer(&js, &t, WORKER_MANUAL).await, 10).await;
     assert_eq!(manual, items);
@@ -274,6 +280,118 @@ async fn enqueue_creates_the_repo_and_uses_the_manual_lane(pool: PgPool) {
             .unwrap();
     assert_eq!(key, "github.com/new-org/new-repo");
     assert!(enqueued.is_some());
+}
+
+/// A person's request for a due repository pushes its due time forward as a claim would: the
+/// producer running beside it does not enqueue a second, scheduled scan.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn enqueue_of_a_due_repository_leaves_nothing_for_the_scheduled_lane(pool: PgPool) {
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let repos = import_n(&pool, 2).await;
+    sqlx::query("UPDATE repos SET next_due_at = now() + interval '10 days' WHERE repo_key = $1")
+        .bind(repos[1].key())
+        .execute(&pool)
+        .await
+        .unwrap();
+    producer::enqueue::enqueue(&pool, &js, &t, &repos, TimeDelta::hours(24))
+        .await
+        .unwrap();
+    let p = producer(&pool, &js, &t, 1000).await;
+    let tick = p.tick().await.unwrap();
+    assert!(!matches!(tick, Tick::Published(_)), "{tick:?}");
+    assert!(
+        queued(&consumer(&js, &t, WORKER_SCHEDULED).await, 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        queued(&consumer(&js, &t, WORKER_MANUAL).await, 10)
+            .await
+            .len(),
+        2
+    );
+    let due: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT repo_key, next_due_at FROM repos ORDER BY repo_key = $1")
+            .bind(repos[1].key())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let hours = |t: DateTime<Utc>| (t - Utc::now()).num_hours();
+    assert!(
+        (23..=24).contains(&hours(due[0].1)),
+        "pushed by the lease: {due:?}"
+    );
+    assert!(
+        hours(due[1].1) > 24 * 9,
+        "a later due time is not pulled closer: {due:?}"
+    );
+}
+
+/// Publishes refused by a full work stream are handed back with their work ids; the next
+/// claim publishes those same ids (a publish whose ack was lost may have been stored: a new
+/// id would be a second scan).
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn an_unconfirmed_publish_is_handed_back_and_republished_under_the_same_work_id(
+    pool: PgPool,
+) {
+    let js = js_at(&stack::nats_url()).await;
+    let t = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("prod"),
+        work_max_messages: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    t.ensure(&js).await.unwrap();
+    import_n(&pool, 5).await;
+    let p = producer(&pool, &js, &t, 1000).await;
+    assert_eq!(p.tick().await.unwrap(), Tick::Published(2));
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT pending_work_id FROM repos WHERE pending_work_id IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        pending.len(),
+        3,
+        "the refused three are handed back with their ids"
+    );
+    let first = queued(&consumer(&js, &t, WORKER_SCHEDULED).await, 10).await;
+    assert_eq!(first.len(), 2);
+
+    // Due again (after the hand-back's delay): claimed again, published under the same ids.
+    sqlx::query("UPDATE repos SET next_due_at = now() WHERE pending_work_id IS NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(p.tick().await.unwrap(), Tick::Published(2));
+    let mut again: Vec<String> = queued(&consumer(&js, &t, WORKER_SCHEDULED).await, 10)
+        .await
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    sqlx::query("UPDATE repos SET next_due_at = now() WHERE pending_work_id IS NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(p.tick().await.unwrap(), Tick::Published(1));
+    again.extend(
+        queued(&consumer(&js, &t, WORKER_SCHEDULED).await, 10)
+            .await
+            .into_iter()
+            .map(|i| i.id),
+    );
+    again.sort();
+    let mut pending = pending;
+    pending.sort();
+    assert_eq!(again, pending);
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repos WHERE pending_work_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
 }
 
 fn dead_letter(work_id: &str, repo: &str, class: FailureClass) -> WorkFailure {

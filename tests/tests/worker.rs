@@ -838,9 +838,10 @@ async fn a_worker_that_lost_its_heartbeats_on_the_last_delivery_does_not_add_a_s
     h.assert_exhausted_once(&work, recorded).await;
 }
 
-/// The last delivery hands the item back because its result could not be published.
+/// The last delivery hands the item back because its result could not be published: the
+/// recorder of exhausted items finds the ended Job and publishes its result, once.
 #[tokio::test]
-async fn an_item_handed_back_on_its_last_delivery_is_dead_lettered_once() {
+async fn an_item_handed_back_on_its_last_delivery_still_ends_as_its_one_result() {
     let h = harness(600, 1, 30).await;
     let work = item("github.com/sim-hold/handed-back-last");
     h.enqueue(&work).await;
@@ -853,10 +854,19 @@ async fn an_item_handed_back_on_its_last_delivery_is_dead_lettered_once() {
     h.sim.release(&work.repo).await.unwrap();
     let handled = running.await.unwrap();
     assert!(matches!(handled, Handled::HandedBack(_)), "{handled:?}");
-    h.topology.ensure(&h.js).await.unwrap();
-    let recorded = h.record_next_exhausted().await;
-    h.assert_exhausted_once(&work, recorded).await;
     assert_eq!(h.metrics.handed_back.get(), 1);
+    h.topology.ensure(&h.js).await.unwrap();
+    let Recorded::Published(result) = h.record_next_exhausted().await else {
+        panic!("the ended Job's result is recorded")
+    };
+    assert_eq!(result.work_id, work.id);
+    assert_eq!(h.results().await, vec![*result], "published once");
+    assert!(h.failures().await.is_empty());
+    assert_eq!(h.work_stored().await, 0, "nothing left in the work stream");
+    assert_eq!(h.work_left().await, (0, 0));
+    h.no_jobs_left().await;
+    assert_eq!(h.sim.pods_for(&work.repo), 1, "scanned once");
+    assert_eq!(h.metrics.exhausted.get(), 1);
 }
 
 /// The result is published but the ack fails: the Job stays, and the redelivery finds the

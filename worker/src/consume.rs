@@ -334,7 +334,7 @@ impl Worker {
     }
 
     /// The outcome of a run, and the token it used.
-    fn judge(
+    pub(crate) fn judge(
         &self,
         item: &WorkItem,
         result: RunResult,
@@ -491,7 +491,12 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
-    async fn publish(&self, subject: String, id: &str, payload: Vec<u8>) -> Result<(), String> {
+    pub(crate) async fn publish(
+        &self,
+        subject: String,
+        id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         self.js

@@ -2,23 +2,27 @@
 //! with no ack (a crashed worker, lost heartbeats, a drain past its deadline) or with a
 //! hand-back (its outcome could not be published), JetStream stops redelivering it, leaves it
 //! in the work stream and publishes a max-deliveries advisory. The topology captures those
-//! advisories in a stream; here a worker turns each into exactly one EXHAUSTED failure (the
-//! sink's row) and dead letter, then removes the item from the work stream and its Job.
+//! advisories in a stream; here a worker turns each into exactly one outcome: the result or
+//! final failure of the Job the item left behind if that Job has ended (a scan that finished
+//! is not thrown away), else an EXHAUSTED failure (the sink's row) and dead letter. Then it
+//! removes the item from the work stream and its Job.
 
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
+use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
 use fleet_runtime::dead;
 use futures::StreamExt as _;
+use prost::Message as _;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::Worker;
 use crate::intake;
 use crate::job;
+use crate::outcome::Outcome;
 
 /// The fields of JetStream's `io.nats.jetstream.advisory.v1.max_deliver` advisory we use.
 #[derive(Debug, Deserialize)]
@@ -32,7 +36,10 @@ pub struct Advisory {
 /// What became of one advisory.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
-    /// The item is dead-lettered as EXHAUSTED and gone from the work stream.
+    /// The Job it left behind had ended with a result: published.
+    Published(Box<ScoreResult>),
+    /// The item is dead-lettered (EXHAUSTED, or how its ended Job failed) and gone from the
+    /// work stream.
     DeadLettered(Box<WorkFailure>),
     /// The item had an outcome after all (a late ack, or it was recorded already).
     NothingLeft,
@@ -156,6 +163,11 @@ impl Worker {
                     self.delete_work(advisory.stream_seq).await?;
                     return Ok(Recorded::NothingLeft);
                 }
+                if let Some(recorded) = self.record_ended_run(&item).await? {
+                    self.close(&item, advisory.stream_seq).await?;
+                    tracing::warn!(work_id = %item.id, repo = %item.repo, deliveries = advisory.deliveries, "work item ran out of deliveries; recorded what its ended Job left");
+                    return Ok(recorded);
+                }
                 failure(&item, &advisory, self.settings.max_deliver)
             }
             // Poison runs out of deliveries only if dead-lettering it kept failing.
@@ -169,17 +181,51 @@ impl Worker {
             ),
         };
         self.record_failure(&failure).await?;
-        if let Some(item) = &failure.item {
-            if let Err(e) = self.register.finish(item).await {
-                tracing::warn!(error = %e, "recording the exhausted item in the scan register failed");
+        match &failure.item {
+            Some(item) => self.close(item, advisory.stream_seq).await?,
+            None => {
+                self.delete_work(advisory.stream_seq).await?;
+                self.metrics.exhausted.inc();
             }
-            // Whatever it left running or ended is no longer anyone's.
-            self.runner.cleanup(item).await;
         }
-        self.delete_work(advisory.stream_seq).await?;
-        self.metrics.exhausted.inc();
         tracing::warn!(work_id = %failure.work_id, repo = %failure.repo, consumer = %advisory.consumer, sequence = advisory.stream_seq, deliveries = advisory.deliveries, "work item ran out of deliveries; dead-lettered as EXHAUSTED");
         Ok(Recorded::DeadLettered(Box::new(failure)))
+    }
+
+    /// The outcome of the Job the item left behind, published, if that Job has ended.
+    async fn record_ended_run(&self, item: &WorkItem) -> Result<Option<Recorded>, String> {
+        let Some(run) = self.runner.ended(item).await else {
+            return Ok(None);
+        };
+        // As its last delivery: a failure is final, with the class it really had.
+        let (outcome, _) = self.judge(item, run, self.settings.max_deliver);
+        Ok(Some(match outcome {
+            Outcome::Done(result) => {
+                self.publish(
+                    self.topology.results_subject(),
+                    &result.work_id,
+                    result.encode_to_vec(),
+                )
+                .await?;
+                Recorded::Published(result)
+            }
+            Outcome::Dead(failure) | Outcome::Retry { failure, .. } => {
+                self.record_failure(&failure).await?;
+                Recorded::DeadLettered(failure)
+            }
+        }))
+    }
+
+    /// The item's outcome is out: mark it done, remove its Job and its message.
+    async fn close(&self, item: &WorkItem, sequence: u64) -> Result<(), String> {
+        if let Err(e) = self.register.finish(item).await {
+            tracing::warn!(error = %e, "recording the exhausted item in the scan register failed");
+        }
+        // Whatever it left running or ended is no longer anyone's.
+        self.runner.cleanup(item).await;
+        self.delete_work(sequence).await?;
+        self.metrics.exhausted.inc();
+        Ok(())
     }
 
     async fn delete_work(&self, sequence: u64) -> Result<(), String> {

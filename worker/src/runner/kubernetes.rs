@@ -401,6 +401,22 @@ impl Runner for KubeRunner {
             })?
     }
 
+    async fn ended(&self, item: &WorkItem) -> Option<RunResult> {
+        let name = job::job_name(&item.id);
+        let job = self.api("get", self.jobs.get_opt(&name)).await.ok()??;
+        if job.annotations().get(job::WORK_ID_ANNOTATION) != Some(&item.id) {
+            return None;
+        }
+        let view = JobView::of(&job);
+        view.finished.as_ref()?;
+        let run = self.finished(item, &name, &view).await.ok()?;
+        Some(RunResult::Finished {
+            run,
+            adopted: true,
+            ended_before: true,
+        })
+    }
+
     fn rate_limited(&self, token_key: &str) {
         self.tokens.cool(token_key);
     }

@@ -39,6 +39,12 @@ pub trait Runner: Send + Sync {
         Ok(())
     }
 
+    /// The run a previous delivery of `item` left behind, if it has ended: what a recorder of
+    /// an exhausted item reads, so a scan that did finish is not thrown away.
+    async fn ended(&self, _item: &WorkItem) -> Option<RunResult> {
+        None
+    }
+
     /// A scan met GitHub's rate limit with this token: rest it.
     fn rate_limited(&self, _token_key: &str) {}
 }
