@@ -164,7 +164,7 @@ async fn run(
                 None => {
                     settle(&s.pool, &s.js, &s.topology, SETTLE_TIMEOUT).await;
                     let took = started.elapsed();
-                    fleet.stop_all();
+                    fleet.stop_all().await;
                     let out = check_invariant(&s.pool, &s.js, &s.topology, &fleet.sim).await;
                     ensure!(
                         out.enqueued as usize == repos.len(),
@@ -184,7 +184,7 @@ async fn run(
                     tokio::time::sleep(window).await;
                     let (scored, failed) = ended(s).await?;
                     let took = started.elapsed();
-                    fleet.stop_all();
+                    fleet.stop_all().await;
                     Run {
                         done: scored + failed,
                         scored,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure};
-use fleet_runtime::topology::{SINK, Topology, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::{SINK, Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -138,21 +138,27 @@ impl Fleet {
         child.wait().unwrap();
     }
 
-    /// SIGTERM, and waits for the exit.
-    pub fn terminate(&mut self, name: &str) -> ExitStatus {
+    /// SIGTERM, and waits for the exit without blocking the runtime: the stand-in runs on it,
+    /// and a draining worker waits for the scans the stand-in ends.
+    pub async fn terminate(&mut self, name: &str) -> ExitStatus {
         let mut child = self.children.remove(name).expect("a running process");
         let ok = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
-        child.wait().unwrap()
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
-    pub fn stop_all(&mut self) {
+    pub async fn stop_all(&mut self) {
         let names: Vec<String> = self.children.keys().cloned().collect();
         for name in names {
-            let status = self.terminate(&name);
+            let status = self.terminate(&name).await;
             assert!(status.success(), "{name} exited with {status:?} on SIGTERM");
         }
     }
@@ -208,6 +214,7 @@ pub async fn unacked(js: &jetstream::Context, topology: &Topology) -> Option<u64
         (topology.work_stream(), WORKER_MANUAL),
         (topology.work_stream(), WORKER_SCHEDULED),
         (topology.results_stream(), SINK),
+        (topology.exhausted_stream(), WORKER_EXHAUSTED),
     ] {
         let mut consumer: jetstream::consumer::PullConsumer = js
             .get_stream(stream)

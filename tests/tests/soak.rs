@@ -62,7 +62,7 @@ async fn ten_thousand_items_with_a_failure_mix(pool: PgPool) {
     fleet.start("producer", "producer", &["run"]);
     settle(&pool, &js, &topo, Duration::from_secs(45 * 60)).await;
     let took = started.elapsed();
-    fleet.stop_all();
+    fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     let distinct: std::collections::HashSet<String> =
         repos.iter().map(|r| r.to_lowercase()).collect();
