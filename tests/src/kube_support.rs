@@ -21,8 +21,32 @@ pub async fn admin() -> Client {
 
 /// A client that authenticates as a ServiceAccount (a bearer token), not as admin.
 pub async fn as_service_account(token: String) -> Client {
+    as_service_account_via(token, None).await
+}
+
+/// The API server's address, as the stack's kubeconfig names it.
+pub fn apiserver_addr() -> std::net::SocketAddr {
+    let kubeconfig = Kubeconfig::read_from(crate::stack::kubeconfig()).expect("kubeconfig");
+    let server = kubeconfig.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("a server URL");
+    let authority = server.trim_start_matches("https://").trim_end_matches('/');
+    authority.parse().expect("host:port of the API server")
+}
+
+/// As [`as_service_account`], reaching the API server through `via` (a proxy) if given.
+pub async fn as_service_account_via(token: String, via: Option<std::net::SocketAddr>) -> Client {
     let path = crate::stack::kubeconfig();
     let mut kubeconfig = Kubeconfig::read_from(&path).expect("kubeconfig");
+    if let Some(via) = via {
+        for cluster in &mut kubeconfig.clusters {
+            if let Some(c) = cluster.cluster.as_mut() {
+                c.server = Some(format!("https://{via}"));
+            }
+        }
+    }
     for user in &mut kubeconfig.auth_infos {
         if let Some(auth) = user.auth_info.as_mut() {
             auth.client_certificate = None;

@@ -9,12 +9,14 @@
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
+//! - [`proxy`]: a TCP proxy a test can cut, for network outages.
 
 pub mod fixtures;
 pub mod fleet;
 pub mod kube_support;
 pub mod nats_server;
 pub mod pg;
+pub mod proxy;
 pub mod report;
 pub mod results;
 pub mod scratch;

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem, WorkReason};
 use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_SCHEDULED};
 use fleet_tests::kube_support::{self, TestNamespace, eventually};
+use fleet_tests::proxy::CutProxy;
 use fleet_tests::sim::Simulator;
 use fleet_tests::stack;
 use futures::StreamExt;
@@ -29,6 +30,7 @@ use worker::watch::JobWatch;
 
 struct Harness {
     ns: TestNamespace,
+    proxy: Option<CutProxy>,
     admin: Client,
     js: jetstream::Context,
     topology: Topology,
@@ -94,6 +96,8 @@ struct Opts {
     heartbeat_secs: u64,
     /// The Job watch looks at another namespace: it never reports this worker's Jobs.
     blind_watch: bool,
+    /// The Job watch reaches the API server through a proxy the test can cut.
+    watch_via_proxy: bool,
 }
 
 impl Default for Opts {
@@ -105,6 +109,7 @@ impl Default for Opts {
             pending_timeout_secs: 30,
             heartbeat_secs: 1,
             blind_watch: false,
+            watch_via_proxy: false,
         }
     }
 }
@@ -127,6 +132,7 @@ async fn harness_with(opts: Opts) -> Harness {
         pending_timeout_secs,
         heartbeat_secs,
         blind_watch,
+        watch_via_proxy,
     } = opts;
     let admin = kube_support::admin().await;
     let ns = TestNamespace::create(&admin, "worker").await;
@@ -159,8 +165,19 @@ async fn harness_with(opts: Opts) -> Harness {
     topology.ensure(&js).await.unwrap();
     let shutdown = CancellationToken::new();
     let metrics = Metrics::default();
+    let proxy = if watch_via_proxy {
+        Some(CutProxy::start(kube_support::apiserver_addr()).await)
+    } else {
+        None
+    };
     let watch = if blind_watch {
         JobWatch::start(admin.clone(), "default", metrics.clone(), shutdown.clone())
+    } else if let Some(proxy) = &proxy {
+        let token = kube_support::service_account_token(&admin, &ns.name, "scorecard-fleet-worker")
+            .await
+            .unwrap();
+        let through = kube_support::as_service_account_via(token, Some(proxy.addr)).await;
+        JobWatch::start(through, &ns.name, metrics.clone(), shutdown.clone())
     } else {
         JobWatch::start(client.clone(), &ns.name, metrics.clone(), shutdown.clone())
     };
@@ -198,6 +215,7 @@ async fn harness_with(opts: Opts) -> Harness {
     let sim = Simulator::start(admin.clone(), &ns.name);
     Harness {
         ns,
+        proxy,
         admin,
         js,
         topology,
@@ -1124,4 +1142,52 @@ async fn a_full_work_stream_refuses_new_items_with_a_clear_error() {
     let said =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("maximum messages exceeded"), "{said}");
+}
+
+/// The API server's watch is cut mid-scan (every connection of the watch dropped, new ones
+/// refused) and the Job ends during the outage: once the watch is back it hears of the end and
+/// the result is published, from the one scan.
+#[tokio::test]
+async fn a_watch_outage_mid_scan_is_ridden_out() {
+    let h = harness_with(Opts {
+        watch_via_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let proxy = h.proxy.as_ref().unwrap();
+    let work = item("github.com/sim-hold/watch-cut");
+    h.enqueue(&work).await;
+    let running = h.step_in_background();
+    h.held(&work.repo).await;
+    proxy.cut();
+    h.sim.release(&work.repo).await.unwrap();
+    eventually("the Job to end", Duration::from_secs(30), || async {
+        let ended = h.jobs().await.iter().any(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.succeeded)
+                .is_some_and(|n| n > 0)
+        });
+        Ok(ended.then_some(()))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !running.is_finished(),
+        "nothing can have told the worker yet"
+    );
+    proxy.restore();
+    let handled = tokio::time::timeout(Duration::from_secs(90), running)
+        .await
+        .expect("the watch comes back and reports the end")
+        .unwrap();
+    let Handled::Published(result) = handled else {
+        panic!("expected a result: {handled:?}")
+    };
+    assert_eq!(result.work_id, work.id);
+    assert!(h.metrics.watch_restarts.get() >= 1, "the outage was seen");
+    assert_eq!(h.sim.pods_for(&work.repo), 1);
+    assert_eq!(h.results().await.len(), 1);
+    h.no_jobs_left().await;
 }
