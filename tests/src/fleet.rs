@@ -36,6 +36,9 @@ pub struct Fleet {
     /// Settings every process gets (flags' environment variables).
     pub env: Vec<(String, String)>,
     children: HashMap<String, Child>,
+    /// Each process's log (`<name>.log`): kept out of the test output, where a soak's
+    /// thousands of expected warnings would bury a failure; shown when a test fails.
+    pub logs: PathBuf,
 }
 
 impl Fleet {
@@ -86,7 +89,10 @@ impl Fleet {
         let worker_kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
         kube_support::write_token_kubeconfig(&token, &worker_kubeconfig).unwrap();
         let sim = Simulator::start(admin, &ns.name);
+        let logs = std::env::temp_dir().join("fleet-logs").join(&ns.name);
+        std::fs::create_dir_all(&logs).expect("a directory for the fleet's logs");
         Self {
+            logs,
             _turn: turn,
             database_url: database_url.to_owned(),
             nats_url: nats_url.to_owned(),
@@ -121,7 +127,7 @@ impl Fleet {
             .env("LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(self.log_file(name));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -129,6 +135,34 @@ impl Fleet {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
         self.children.insert(name.to_owned(), child);
+    }
+
+    fn log_file(&self, name: &str) -> Stdio {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{name}.log")))
+            .expect("a log file");
+        Stdio::from(file)
+    }
+
+    /// The last lines of every process's log, for a failing test's output.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.logs)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} (last {lines} lines)\n", file.display()));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// SIGKILL: no drain, no goodbye.
@@ -166,6 +200,9 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(20));
+        }
         for child in self.children.values_mut() {
             let _ = child.kill();
             let _ = child.wait();

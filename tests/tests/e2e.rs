@@ -26,6 +26,24 @@ fn topology(max_deliver: i64, ack_wait_secs: u64) -> Topology {
     .unwrap()
 }
 
+/// A fleet on the stack's NATS and this test's database, with `topology` created.
+async fn fleet_on_stack(
+    pool: &PgPool,
+    topology: Topology,
+    env: &[(&str, &str)],
+) -> (jetstream::Context, Topology, Fleet) {
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    topology.ensure(&js).await.unwrap();
+    let fleet = Fleet::prepare(
+        &stack::database_url_of(pool),
+        &stack::nats_url(),
+        topology.clone(),
+        env,
+    )
+    .await;
+    (js, topology, fleet)
+}
+
 /// `producer migrate` then `producer import` of `repos`, as an operator would.
 fn import(fleet: &Fleet, repos: &[String]) {
     let file = std::env::temp_dir().join(format!("{}.csv", stack::unique("repos")));
@@ -79,16 +97,7 @@ const FAST: &[(&str, &str)] = &[
 
 #[sqlx::test(migrations = false)]
 async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(pool: PgPool) {
-    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
-    let topo = topology(1, 30);
-    topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topo.clone(),
-        FAST,
-    )
-    .await;
+    let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(1, 30), FAST).await;
     let repos: Vec<String> = repo_list()
         .iter()
         .take(250)
@@ -175,16 +184,7 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
 
 #[sqlx::test(migrations = false)]
 async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: PgPool) {
-    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
-    let topo = topology(3, 4);
-    topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topo.clone(),
-        FAST,
-    )
-    .await;
+    let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 4), FAST).await;
     import(&fleet, &sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -210,20 +210,11 @@ async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: Pg
 /// what it runs; nothing is lost, nothing scanned twice.
 #[sqlx::test(migrations = false)]
 async fn a_rolling_restart_and_a_scale_in_lose_nothing_and_scan_nothing_twice(pool: PgPool) {
-    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
-    let topo = topology(3, 30);
-    topo.ensure(&js).await.unwrap();
     let mut env = FAST.to_vec();
     // Room for a loaded stack (three workers' scans at once on two cores) to finish what is in
     // flight: the test asserts the drain ends well before it.
     env.push(("WORKER_DRAIN_DEADLINE_SECS", "90"));
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topo.clone(),
-        &env,
-    )
-    .await;
+    let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 30), &env).await;
     import(&fleet, &sim_ok(1000));
     fleet.start("sink", "sink", &["run"]);
     for w in ["worker-1", "worker-2", "worker-3"] {
@@ -268,16 +259,7 @@ async fn a_rolling_restart_and_a_scale_in_lose_nothing_and_scan_nothing_twice(po
 /// one EXHAUSTED failure row per item in the database, not as items waiting in the work stream.
 #[sqlx::test(migrations = false)]
 async fn items_whose_last_delivery_died_end_as_one_failure_row_each(pool: PgPool) {
-    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
-    let topo = topology(1, 4);
-    topo.ensure(&js).await.unwrap();
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topo.clone(),
-        FAST,
-    )
-    .await;
+    let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(1, 4), FAST).await;
     let held: Vec<String> = (0..5)
         .map(|i| format!("github.com/sim-hold/exhaust-{i}"))
         .collect();
@@ -319,22 +301,13 @@ async fn items_whose_last_delivery_died_end_as_one_failure_row_each(pool: PgPool
 
 #[sqlx::test(migrations = false)]
 async fn a_killed_producer_and_two_producers_at_once_enqueue_each_item_once(pool: PgPool) {
-    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
-    let topo = topology(3, 30);
-    topo.ensure(&js).await.unwrap();
     let mut env = FAST.to_vec();
     env.extend([
         ("PRODUCER_BATCH_SIZE", "10"),
         ("PRODUCER_HIGH_WATER", "30"),
         ("PRODUCER_LEASE_SECS", "20"),
     ]);
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topo.clone(),
-        &env,
-    )
-    .await;
+    let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 30), &env).await;
     import(&fleet, &sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);

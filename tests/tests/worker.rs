@@ -1191,3 +1191,24 @@ async fn a_watch_outage_mid_scan_is_ridden_out() {
     assert_eq!(h.results().await.len(), 1);
     h.no_jobs_left().await;
 }
+
+/// The same work item delivered again long after its outcome was published (a `producer
+/// replay` repeated after a crash publishes the same replay id, past the server's two-minute
+/// duplicate window): acked, and not scanned again.
+#[tokio::test]
+async fn an_item_delivered_again_after_its_outcome_is_published_is_not_scanned_again() {
+    let h = harness(600, 3, 30).await;
+    let mut replayed = item("github.com/sim-ok/replayed-twice");
+    replayed.reason = WorkReason::Replay as i32;
+    // No Nats-Msg-Id: as if the duplicate window had passed between the two publishes.
+    h.enqueue(&replayed).await;
+    let Handled::Published(result) = h.step().await else {
+        panic!("the replay is scored")
+    };
+    h.enqueue(&replayed).await;
+    assert_eq!(h.step().await, Handled::AlreadyDone);
+    assert_eq!(h.results().await, vec![*result]);
+    assert_eq!(h.sim.pods_for(&replayed.repo), 1, "scanned once");
+    assert_eq!(h.work_left().await, (0, 0));
+    assert_eq!(h.metrics.already_done.get(), 1);
+}
