@@ -38,15 +38,40 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// A URL with any `user:password@` replaced, for logs and errors.
+/// A URL (or a comma-separated list of them, as `NATS_URL` takes) with every `user:password@`
+/// and `password=` parameter replaced, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("[redacted]@{}", &rest[at + 1..]),
+        None => rest.to_owned(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=[redacted]")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => rest,
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
 }
 
@@ -116,6 +141,14 @@ mod tests {
         assert_eq!(
             redact_url("postgres:///fleet?host=/run"),
             "postgres:///fleet?host=/run"
+        );
+        assert_eq!(
+            redact_url("nats://a:pw1@n1:4222,nats://b:pw2@n2:4222,n3:4222"),
+            "nats://[redacted]@n1:4222,nats://[redacted]@n2:4222,n3:4222"
+        );
+        assert_eq!(
+            redact_url("postgres://db/fleet?user=fleet&password=s3cret&sslmode=require"),
+            "postgres://db/fleet?user=fleet&password=[redacted]&sslmode=require"
         );
     }
 }

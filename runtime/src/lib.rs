@@ -9,6 +9,7 @@
 //! - [`db`]: the connection pool, migrations and the schema-version check.
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
 //! - [`retry`]: waiting for a dependency at start-up without a crash loop.
+//! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
 
 pub mod config;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod dead;
 pub mod http;
 pub mod nats;
 pub mod retry;
+pub mod scrub;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

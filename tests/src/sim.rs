@@ -118,7 +118,12 @@ pub enum Behavior {
     Hold,
     /// The first pod of a work item crashes (as [`Behavior::Crash`]); later ones succeed.
     FailOnce,
+    /// Prints [`LEAKED_TOKEN`] in every form a credential leaks in, then exits 2 without JSON.
+    Leak,
 }
+
+/// A token-shaped secret the `sim-leak` scans print, for tests that no copy of it is kept.
+pub const LEAKED_TOKEN: &str = "ghp_L3aK3dT0k3nL3aK3dT0k3nL3aK3dT0k3n0000";
 
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -156,6 +161,7 @@ pub fn behavior_for(repo: &str) -> Behavior {
         o if o.starts_with("sim-ratelimit") => return Behavior::RateLimited,
         o if o.starts_with("sim-hold") => return Behavior::Hold,
         o if o.starts_with("sim-flaky") => return Behavior::FailOnce,
+        o if o.starts_with("sim-leak") => return Behavior::Leak,
         _ => {}
     }
     match (h >> 8) % 100 {
@@ -226,6 +232,30 @@ pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, 
                     Stream::Stderr,
                     "panic: runtime error: invalid memory address or nil pointer dereference"
                         .into(),
+                ),
+            ],
+        )),
+        Behavior::Leak => Some((
+            2,
+            vec![
+                start,
+                (
+                    Stream::Stderr,
+                    format!(
+                        "GET https://x-access-token:{LEAKED_TOKEN}@api.github.com/repos/a/b: 502"
+                    ),
+                ),
+                (
+                    Stream::Stderr,
+                    format!("retrying https://api.github.com/graphql?token={LEAKED_TOKEN}"),
+                ),
+                (
+                    Stream::Stderr,
+                    format!("> Authorization: Bearer {LEAKED_TOKEN}"),
+                ),
+                (
+                    Stream::Stderr,
+                    format!("panic: bad credentials {LEAKED_TOKEN}"),
                 ),
             ],
         )),

@@ -1212,3 +1212,35 @@ async fn an_item_delivered_again_after_its_outcome_is_published_is_not_scanned_a
     assert_eq!(h.work_left().await, (0, 0));
     assert_eq!(h.metrics.already_done.get(), 1);
 }
+
+/// A scan prints its GitHub token (in a URL's credentials, a query parameter, an
+/// Authorization header, plain): no copy of it reaches the failure, either stream or the
+/// message in hand; each place it was says what was removed.
+#[tokio::test]
+async fn a_token_a_scan_prints_is_kept_nowhere() {
+    let h = harness(600, 1, 30).await;
+    let work = item("github.com/sim-leak/prints-its-token");
+    h.enqueue(&work).await;
+    let Handled::DeadLettered(failure) = h.step().await else {
+        panic!("expected a dead letter")
+    };
+    assert_eq!(failure.class, FailureClass::PodFailed as i32);
+    let leaked = fleet_tests::sim::LEAKED_TOKEN;
+    assert!(!format!("{failure:?}").contains(leaked), "{failure:?}");
+    assert_eq!(
+        failure.log_tail.matches("[redacted: ").count(),
+        4,
+        "{}",
+        failure.log_tail
+    );
+    let failures = h.subjects(h.topology.failures_subject()).await;
+    let dead = h.subjects(h.topology.dead_subject("POD_FAILED")).await;
+    assert_eq!((failures.len(), dead.len()), (1, 1));
+    for payload in failures.iter().chain(&dead) {
+        let bytes = leaked.as_bytes();
+        assert!(
+            !payload.windows(bytes.len()).any(|w| w == bytes),
+            "a stream holds the token"
+        );
+    }
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use fleet_proto::timestamp;
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
+use fleet_runtime::scrub::scrub;
 
 use crate::logs::Verdict;
 
@@ -102,12 +103,13 @@ pub fn decide(
             log_tail,
         } => (class, message, log_tail),
     };
+    // What a scan printed may hold a credential; it goes to two streams, a table and logs.
     let failure = Box::new(WorkFailure {
         work_id: item.id.clone(),
         item: Some(item.clone()),
         class: class as i32,
-        message,
-        log_tail,
+        message: scrub(&message, &[]).into_owned(),
+        log_tail: scrub(&log_tail, &[]).into_owned(),
         attempts: u32::try_from(delivered).unwrap_or(u32::MAX),
         failed_at: Some(timestamp(Utc::now())),
         job_name: job_name.to_owned(),

@@ -14,6 +14,7 @@ use tokio::process::Command;
 use super::{RunResult, Runner};
 use crate::job::scorecard_args;
 use crate::logs::{Finished, tail};
+use fleet_runtime::scrub::scrub;
 
 pub struct ProcessRunner {
     pub binary: PathBuf,
@@ -80,6 +81,11 @@ impl Runner for ProcessRunner {
                 };
             }
             Err(_) => (String::new(), None, true),
+        };
+        // This runner holds the token the scan got: its exact value goes, whatever its form.
+        let log = match &self.token {
+            Some(token) => scrub(&log, &[token.expose()]).into_owned(),
+            None => log,
         };
         RunResult::Finished {
             run: Finished {
