@@ -263,9 +263,8 @@ impl Worker {
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
-                if let Err(e) = confirmed_ack(message).await {
-                    self.ack_failed(&e);
-                }
+                // An earlier delivery may have left a Job (abandoned at a drain): not needed.
+                self.ack_then_cleanup(message, &item, Ack::Ack).await;
                 return Handled::Covered { by };
             }
             Err(e) => return self.hand_back(message, e.to_string()).await,

@@ -21,6 +21,10 @@ pub struct ScanRecord {
     pub work_id: String,
     /// The outcome (result or final failure) is published: a redelivery has nothing to do.
     pub done: bool,
+    /// When the scan started, by the stream's clock: the time of the record's first write,
+    /// carried over when the record is marked done (a rewrite has a time of its own).
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// What to do with a work item, given the register.
@@ -48,7 +52,7 @@ pub fn slack(item: &WorkItem, job_deadline: Duration) -> Duration {
 }
 
 /// The decision for `item`, enqueued at `enqueued` (the stream's clock), given the register's
-/// `record` for its repository, written at `recorded` (the stream's clock too).
+/// `record` for its repository, whose scan started at `recorded` (the stream's clock too).
 pub fn decide(
     item: &WorkItem,
     enqueued: DateTime<Utc>,
@@ -118,6 +122,7 @@ impl Register {
         }
     }
 
+    /// The record, its revision and when its scan started.
     async fn read(
         &self,
         key: &str,
@@ -130,10 +135,13 @@ impl Register {
         }
         // A record this version cannot read is treated as none: scanning is the safe side.
         let record = serde_json::from_slice::<ScanRecord>(&entry.value).ok();
-        let at =
+        let written =
             DateTime::from_timestamp(entry.created.unix_timestamp(), entry.created.nanosecond())
                 .unwrap_or_default();
-        Ok(record.map(|r| (r, entry.revision, at)))
+        Ok(record.map(|r| {
+            let started = r.started_at.unwrap_or(written);
+            (r, entry.revision, started)
+        }))
     }
 
     async fn write(
@@ -197,6 +205,7 @@ impl Register {
                     let mine = ScanRecord {
                         work_id: item.id.clone(),
                         done: false,
+                        started_at: None,
                     };
                     if self
                         .write(&key, &mine, current.map(|(_, rev, _)| rev))
@@ -226,15 +235,16 @@ impl Register {
         let key = Self::key(&item.repo);
         for _ in 0..CAS_ATTEMPTS {
             let current = self.read(&key).await?;
-            let revision = match &current {
+            let (revision, started_at) = match &current {
                 Some((r, _, _)) if r.work_id != item.id => return Ok(()),
                 Some((r, _, _)) if r.done => return Ok(()),
-                Some((_, rev, _)) => Some(*rev),
-                None => None,
+                Some((_, rev, started)) => (Some(*rev), Some(*started)),
+                None => (None, None),
             };
             let done = ScanRecord {
                 work_id: item.id.clone(),
                 done: true,
+                started_at,
             };
             if self.write(&key, &done, revision).await? {
                 return Ok(());
@@ -265,6 +275,7 @@ mod tests {
         ScanRecord {
             work_id: id.into(),
             done,
+            started_at: None,
         }
     }
 
@@ -330,6 +341,33 @@ mod tests {
 
     fn slack_of(i: &WorkItem) -> Duration {
         slack(i, HOUR)
+    }
+
+    #[test]
+    fn a_record_keeps_its_scan_start_through_the_done_rewrite() {
+        let done = ScanRecord {
+            work_id: "w".into(),
+            done: true,
+            started_at: Some(at(0)),
+        };
+        let back: ScanRecord = serde_json::from_slice(&serde_json::to_vec(&done).unwrap()).unwrap();
+        assert_eq!(back, done);
+        // A request made while that scan ran, pulled after it was done: a new question.
+        let manual = item("m", WorkReason::Manual);
+        assert_eq!(
+            decide(
+                &manual,
+                at(10),
+                Some((&back, back.started_at.unwrap())),
+                Duration::ZERO
+            ),
+            Decision::Scan
+        );
+        let first: ScanRecord = serde_json::from_str(r#"{"work_id":"w","done":false}"#).unwrap();
+        assert_eq!(
+            first.started_at, None,
+            "the first write's own time stands for it"
+        );
     }
 
     #[test]
