@@ -86,6 +86,11 @@ fn sim_ok(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// How long a test waits for its fleet to finish. A scan the stand-in could not end (KWOK
+/// lagging under a loaded CI machine) times out after `JOB_DEADLINE_SECS` and is retried after
+/// TIMEOUT's 5-minute delay: room for such a round; a healthy run settles in a minute or two.
+const SETTLE: Duration = Duration::from_secs(900);
+
 const FAST: &[(&str, &str)] = &[
     ("JOB_DEADLINE_SECS", "60"),
     ("PRODUCER_BACKOFF_CAP_SECS", "1"),
@@ -136,7 +141,7 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
         "nats pub: {}",
         String::from_utf8_lossy(&published.stderr)
     );
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
 
     let by_hand: Option<f64> = sqlx::query_scalar(
@@ -199,7 +204,7 @@ async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: Pg
         "a drained worker exits cleanly: {status:?}"
     );
     fleet.start("worker-3", "worker", &[]);
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(out.scored.len(), 200);
@@ -279,7 +284,7 @@ async fn items_whose_last_delivery_died_end_as_one_failure_row_each(pool: PgPool
     fleet.kill("worker-1");
     import(&fleet, &sim_ok(50));
     fleet.start("worker-2", "worker", &[]);
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(out.scored.len(), 50);
@@ -316,7 +321,7 @@ async fn a_killed_producer_and_two_producers_at_once_enqueue_each_item_once(pool
     fleet.kill("producer-1");
     fleet.start("producer-2", "producer", &["run"]);
     fleet.start("producer-3", "producer", &["run"]);
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(scored(&pool).await, 200);
@@ -346,7 +351,7 @@ async fn a_nats_restart_mid_run_loses_nothing(pool: PgPool) {
     nats.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     nats.resume();
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(out.scored.len(), 150);
@@ -368,7 +373,7 @@ async fn postgres_stopped_while_the_sink_writes_loses_nothing() {
     pg.stop();
     tokio::time::sleep(Duration::from_secs(4)).await;
     pg.resume();
-    settle(&pool, &js, &topo, Duration::from_secs(300)).await;
+    settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(out.scored.len(), 150);
