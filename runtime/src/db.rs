@@ -103,3 +103,138 @@ pub async fn connect_once(args: &DbArgs) -> anyhow::Result<PgPool> {
             )
         })
 }
+
+/// The label of a database error metric: its [`ErrorKind`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub kind: String,
+}
+
+impl From<&sqlx::Error> for ErrorLabel {
+    fn from(e: &sqlx::Error) -> Self {
+        ErrorKind::of(e).label()
+    }
+}
+
+/// The sum of a database error counter over every kind.
+pub fn errors_total(
+    family: &prometheus_client::metrics::family::Family<
+        ErrorLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) -> u64 {
+    ErrorKind::ALL
+        .iter()
+        .map(|k| family.get(&k.label()).map_or(0, |c| c.get()))
+        .sum()
+}
+
+/// What a failed database call says about what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No connection, or the server going away (SQLSTATE 08, 57P01–57P03, pool time-outs).
+    Connection,
+    /// `statement_timeout` ran out (57014): something held the tables too long.
+    StatementTimeout,
+    /// `lock_timeout` ran out (55P03): another session holds the rows.
+    LockTimeout,
+    /// Serialization failure or deadlock (class 40): retrying is the fix.
+    Conflict,
+    /// The records themselves (class 22 data exception, 23 integrity constraint, 54 program
+    /// limit such as an oversized index row): the same records fail every time.
+    Data,
+    /// Anything else (schema, permissions, resources): retried, the records are not to blame.
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [Self; 6] = [
+        Self::Connection,
+        Self::StatementTimeout,
+        Self::LockTimeout,
+        Self::Conflict,
+        Self::Data,
+        Self::Other,
+    ];
+
+    pub fn label(self) -> ErrorLabel {
+        ErrorLabel {
+            kind: self.name().to_owned(),
+        }
+    }
+
+    pub fn of(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                match code {
+                    "57014" => Self::StatementTimeout,
+                    "55P03" => Self::LockTimeout,
+                    "57P01" | "57P02" | "57P03" => Self::Connection,
+                    c if c.starts_with("08") => Self::Connection,
+                    c if c.starts_with("40") => Self::Conflict,
+                    c if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") => {
+                        Self::Data
+                    }
+                    _ => Self::Other,
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Connection,
+            sqlx::Error::Encode(_) => Self::Data,
+            _ => Self::Other,
+        }
+    }
+
+    /// The metric label and log field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::StatementTimeout => "statement_timeout",
+            Self::LockTimeout => "lock_timeout",
+            Self::Conflict => "conflict",
+            Self::Data => "data",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// PostgreSQL's own words for a refused statement, with its SQLSTATE and the constraint or
+/// column it names: what a person needs to see in a dead letter.
+pub fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let mut text = format!("PostgreSQL refused it: {} (SQLSTATE {code})", db.message());
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            if let Some(table) = db.table() {
+                text.push_str(&format!(", table {table}"));
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_not_the_records_fault() {
+        assert_eq!(
+            ErrorKind::of(&sqlx::Error::PoolTimedOut),
+            ErrorKind::Connection
+        );
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(ErrorKind::of(&io), ErrorKind::Connection);
+        assert_eq!(ErrorKind::of(&sqlx::Error::RowNotFound), ErrorKind::Other);
+    }
+}

@@ -1,10 +1,10 @@
 //! The operations endpoint every service serves: `/metrics` (Prometheus text), `/healthz`
-//! (the process is alive) and `/readyz` (its dependencies answer; the sink turns this false
-//! while PostgreSQL is down, so a load balancer or an operator sees it).
+//! (the process is alive) and `/readyz` (started, and every dependency it watches answers; the
+//! body names the one that does not, so a rollout stalls and an operator sees why).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -15,19 +15,63 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-/// Shared readiness flag; starts not ready.
+/// Whether the service is ready: it has started (and is not draining), and none of the
+/// dependencies it watches is failing. Starts not ready. `/readyz` says which dependency is
+/// failing and why.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<Mutex<ReadyState>>);
+
+#[derive(Debug, Default)]
+struct ReadyState {
+    started: bool,
+    failing: BTreeMap<&'static str, String>,
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        if self.0.swap(ready, Ordering::Relaxed) != ready {
-            tracing::info!(ready, "readiness changed");
+    /// Started (true) or not started / draining (false).
+    pub fn set(&self, started: bool) {
+        let mut state = self.0.lock().expect("readiness lock");
+        if state.started != started {
+            state.started = started;
+            tracing::info!(started, "readiness changed");
+        }
+    }
+
+    /// `dependency` is failing: not ready until [`Readiness::recovered`].
+    pub fn failing(&self, dependency: &'static str, why: impl std::fmt::Display) {
+        let why = crate::scrub::scrub(&why.to_string(), &[]).into_owned();
+        let mut state = self.0.lock().expect("readiness lock");
+        if state.failing.insert(dependency, why.clone()).is_none() {
+            tracing::warn!(dependency, %why, "not ready: a dependency is failing");
+        }
+    }
+
+    pub fn recovered(&self, dependency: &'static str) {
+        let mut state = self.0.lock().expect("readiness lock");
+        if state.failing.remove(dependency).is_some() {
+            tracing::info!(dependency, "dependency recovered");
         }
     }
 
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.reason().is_none()
+    }
+
+    /// Why the service is not ready; `None` when it is.
+    pub fn reason(&self) -> Option<String> {
+        let state = self.0.lock().expect("readiness lock");
+        if !state.started {
+            return Some("not started, or draining".into());
+        }
+        if state.failing.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = state
+            .failing
+            .iter()
+            .map(|(dependency, why)| format!("{dependency}: {why}"))
+            .collect();
+        Some(parts.join("; "))
     }
 }
 
@@ -126,10 +170,12 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.readiness.get() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match ops.readiness.reason() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -172,6 +218,17 @@ mod tests {
         assert_eq!(get_text(addr, "/healthz").await.0, 200);
         assert_eq!(get_text(addr, "/readyz").await.0, 503);
         readiness.set(true);
+        assert_eq!(get_text(addr, "/readyz").await.0, 200);
+        readiness.failing("postgres", "connection refused");
+        readiness.failing("nats", "disconnected");
+        let (status, body) = get_text(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(
+            body.ends_with("not ready: nats: disconnected; postgres: connection refused\n"),
+            "{body}"
+        );
+        readiness.recovered("nats");
+        readiness.recovered("postgres");
         assert_eq!(get_text(addr, "/readyz").await.0, 200);
         let (status, body) = get_text(addr, "/metrics").await;
         assert_eq!(status, 200);

@@ -1,8 +1,17 @@
 //! From a JetStream message to a record the sink can write, or the reason it cannot.
 
+use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::v1::{ScoreResult, WorkFailure};
-use fleet_proto::{RepoName, datetime};
+use fleet_proto::{RepoName, Timestamp};
 use prost::Message as _;
+
+/// Longest work id or check name accepted: both are index keys, and PostgreSQL refuses an
+/// index entry over ~2.7 kB; real ones are a few dozen bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// How far ahead of the sink's clock a time may be (workers' clocks drift): the latest score
+/// only moves forward, so a result dated years ahead would pin a repository's score for good.
+const CLOCK_SKEW: TimeDelta = TimeDelta::hours(24);
 
 /// A message the sink understands.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +22,14 @@ pub enum Record {
 
 /// What a record is about, once checked: the repository and the work item.
 impl Record {
+    /// The message type, as people read it in a dead letter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Result(_) => "ScoreResult",
+            Record::Failure(_) => "WorkFailure",
+        }
+    }
+
     pub fn work_id(&self) -> &str {
         match self {
             Record::Result(r) => &r.work_id,
@@ -36,12 +53,13 @@ pub fn decode(
     } else if subject == failures_subject {
         let failure = WorkFailure::decode(payload)
             .map_err(|e| format!("undecodable WorkFailure protobuf: {e}"))?;
-        if failure.work_id.is_empty() {
-            return Err("WorkFailure without a work_id".into());
-        }
-        if failure.failed_at.is_none() {
-            return Err(format!("WorkFailure {} without failed_at", failure.work_id));
-        }
+        check_key("WorkFailure", "work_id", &failure.work_id)?;
+        check_time(
+            "WorkFailure",
+            &failure.work_id,
+            "failed_at",
+            failure.failed_at.as_ref(),
+        )?;
         Ok(Record::Failure(failure))
     } else {
         Err(format!("unexpected subject {subject}"))
@@ -49,18 +67,15 @@ pub fn decode(
 }
 
 fn check_result(r: &ScoreResult) -> Result<(), String> {
-    if r.work_id.is_empty() {
-        return Err("ScoreResult without a work_id".into());
-    }
+    check_key("ScoreResult", "work_id", &r.work_id)?;
     RepoName::parse(&r.repo).map_err(|e| format!("ScoreResult {}: {e}", r.work_id))?;
-    let scored_at = r
-        .scored_at
-        .as_ref()
-        .ok_or_else(|| format!("ScoreResult {} without scored_at", r.work_id))?;
-    if datetime(scored_at).timestamp() <= 0 {
+    check_time("ScoreResult", &r.work_id, "scored_at", r.scored_at.as_ref())?;
+    if let Some(long) = r.checks.iter().find(|c| c.name.len() > MAX_KEY_BYTES) {
         return Err(format!(
-            "ScoreResult {} with an invalid scored_at",
-            r.work_id
+            "ScoreResult {}: a check name of {} bytes (at most {MAX_KEY_BYTES}): {}…",
+            r.work_id,
+            long.name.len(),
+            long.name.chars().take(40).collect::<String>()
         ));
     }
     if let Some(score) = r.score
@@ -80,6 +95,40 @@ fn check_result(r: &ScoreResult) -> Result<(), String> {
             "ScoreResult {}: check {} has score {:?} outside 0..=10",
             r.work_id, bad.name, bad.score
         ));
+    }
+    Ok(())
+}
+
+/// A work id: present, and small enough to be an index key.
+fn check_key(what: &str, field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} without a {field}"));
+    }
+    if value.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "{what} with a {field} of {} bytes (at most {MAX_KEY_BYTES}): {}…",
+            value.len(),
+            value.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// A time after 1970 and not in the future beyond clock skew: what the schedule can use, and
+/// always inside PostgreSQL's range.
+fn check_time(what: &str, id: &str, field: &str, t: Option<&Timestamp>) -> Result<(), String> {
+    let t = t.ok_or_else(|| format!("{what} {id} without {field}"))?;
+    let Some(at) = DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)) else {
+        return Err(format!(
+            "{what} {id} with {field} outside any representable time ({} s)",
+            t.seconds
+        ));
+    };
+    if at.timestamp() <= 0 {
+        return Err(format!("{what} {id} with {field} {at} before 1970"));
+    }
+    if at > Utc::now() + CLOCK_SKEW {
+        return Err(format!("{what} {id} with {field} {at}, in the future"));
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::AtomicU64;
 
+use fleet_runtime::db::ErrorLabel;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -13,8 +15,9 @@ pub struct Metrics {
     pub failures: Counter,
     pub duplicates: Counter,
     pub poison: Counter,
+    pub refused: Counter,
     pub batches: Counter,
-    pub db_errors: Counter,
+    pub db_errors: Family<ErrorLabel, Counter>,
     pub batch_seconds: Histogram,
     pub repos: Gauge,
     pub fresh_ratio: Gauge<f64, AtomicU64>,
@@ -27,8 +30,9 @@ impl Metrics {
             failures: Counter::default(),
             duplicates: Counter::default(),
             poison: Counter::default(),
+            refused: Counter::default(),
             batches: Counter::default(),
-            db_errors: Counter::default(),
+            db_errors: Family::default(),
             // 1 ms .. ~16 s: a healthy batch commits in tens of milliseconds.
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             repos: Gauge::default(),
@@ -55,10 +59,15 @@ impl Metrics {
             "Undecodable or invalid messages dead-lettered",
             m.poison.clone(),
         );
+        r.register(
+            "refused",
+            "Records PostgreSQL refused for what they are, dead-lettered with its reason",
+            m.refused.clone(),
+        );
         r.register("batches", "Batches committed", m.batches.clone());
         r.register(
             "db_errors",
-            "Failed batch transactions (retried)",
+            "Failed batch transactions, by kind (data errors isolate the record; others are retried)",
             m.db_errors.clone(),
         );
         r.register(

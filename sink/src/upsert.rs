@@ -27,6 +27,15 @@ pub struct Written {
     pub skipped: u64,
 }
 
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, other: Self) {
+        self.history_rows += other.history_rows;
+        self.scores_updated += other.scores_updated;
+        self.failures_recorded += other.failures_recorded;
+        self.skipped += other.skipped;
+    }
+}
+
 /// Writes `records` in one transaction; nothing is written unless all of it is.
 pub async fn write_batch(
     pool: &PgPool,

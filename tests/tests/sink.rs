@@ -69,6 +69,9 @@ async fn sink_on(
         .get_consumer(consumer)
         .await
         .unwrap();
+    // Started, as `sink::run` leaves it before the loop.
+    let readiness = Readiness::default();
+    readiness.set(true);
     Sink {
         js: js.clone(),
         consumer,
@@ -76,7 +79,7 @@ async fn sink_on(
         topology: topology.clone(),
         schedule: schedule(),
         metrics: Metrics::register(&mut Registry::default()),
-        readiness: Readiness::default(),
+        readiness,
         batch_size: 100,
         batch_wait: Duration::from_millis(300),
         writers: 2,
@@ -360,7 +363,11 @@ async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPoo
                 .await
                 .expect("the sink wrote everything");
         ran.unwrap();
-        assert_eq!(sink.metrics.db_errors.get(), 0, "no write was retried");
+        assert_eq!(
+            fleet_runtime::db::errors_total(&sink.metrics.db_errors),
+            0,
+            "no write was retried"
+        );
         let history: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
             .fetch_one(&pool)
             .await
@@ -774,4 +781,185 @@ async fn status_and_show_tell_operators_what_they_need(pool: PgPool) {
         missing.to_string().contains("not in the database"),
         "{missing}"
     );
+}
+
+/// Records PostgreSQL always refuses, among good ones in batches of 500: each is found and
+/// dead-lettered with PostgreSQL's reason, every good record is written once, the sink keeps
+/// running and ready, and nothing is redelivered.
+async fn refused_records_are_isolated(pool: PgPool, bad: &[usize]) {
+    // A constraint of the test's own stands for any value PostgreSQL always refuses.
+    sqlx::query(
+        "ALTER TABLE score_history ADD CONSTRAINT refuses_test_commits
+         CHECK (commit_sha NOT LIKE 'refused%')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut h = harness(pool.clone()).await;
+    h.sink.batch_size = 500;
+    let repos = repo_list();
+    let t = at("2026-08-01T00:00:00Z");
+    for (i, r) in repos.iter().take(1_000).enumerate() {
+        let mut result = result_for(r, &format!("w{i}"), t, i);
+        if bad.contains(&i) {
+            result.commit = format!("refused{i}");
+        }
+        h.result(&result).await;
+    }
+    let good = 1_000 - bad.len() as i64;
+
+    let shutdown = CancellationToken::new();
+    let checks = async {
+        let written = until("every good record written", || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (n == good).then_some(())
+        })
+        .await;
+        let letters = dead_letters(&h, bad.len()).await;
+        // Still running: a record published now is written.
+        h.result(&result_for(&repos[1_000], "w-after", t, 3)).await;
+        let after = until("a later record written", || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (n == good + 1).then_some(())
+        })
+        .await;
+        let ready = h.sink.readiness.get();
+        shutdown.cancel();
+        (written, letters, after, ready)
+    };
+    let (run, (written, letters, after, ready)) =
+        tokio::join!(h.sink.run(shutdown.clone()), checks);
+    run.expect("the sink keeps running");
+    written.expect("a refused record must not hold its batch");
+    after.expect("the sink still writes after refusing records");
+    assert!(
+        ready,
+        "refused records are not an outage: /readyz stays ready"
+    );
+
+    let mut refused: Vec<String> = letters
+        .iter()
+        .map(|l| {
+            assert!(
+                l.message.contains("refuses_test_commits"),
+                "the dead letter carries PostgreSQL's reason: {}",
+                l.message
+            );
+            assert_eq!(l.source_subject, h.topology.results_subject());
+            ScoreResult::decode(l.source_payload.as_slice())
+                .expect("the original record is kept")
+                .work_id
+        })
+        .collect();
+    refused.sort();
+    let mut expected: Vec<String> = bad.iter().map(|i| format!("w{i}")).collect();
+    expected.sort();
+    assert_eq!(refused, expected);
+
+    let (rows, distinct, refused_rows): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT work_id), count(*) FILTER (WHERE commit_sha LIKE 'refused%')
+         FROM score_history",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, distinct, refused_rows), (good + 1, good + 1, 0));
+    let info = h.sink.consumer.clone().info().await.unwrap().clone();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert_eq!(info.num_redelivered, 0, "nothing was redelivered");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn one_refused_record_does_not_hold_its_batch(pool: PgPool) {
+    refused_records_are_isolated(pool, &[321]).await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn three_refused_records_in_two_batches_are_each_dead_lettered(pool: PgPool) {
+    refused_records_are_isolated(pool, &[0, 499, 777]).await;
+}
+
+/// What PostgreSQL cannot hold never reaches it: a far-future or pre-epoch time, and text too
+/// large for an index, are dead-lettered at decode with a reason a person understands.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn records_postgres_cannot_hold_are_refused_at_decode(pool: PgPool) {
+    let h = harness(pool.clone()).await;
+    let repos = repo_list();
+    let t = at("2026-08-01T00:00:00Z");
+    let mut future = result_for(&repos[0], "w-future", t, 0);
+    future.scored_at = Some(timestamp(at("3000-01-01T00:00:00Z")));
+    let mut long_name = result_for(&repos[1], "w-long", t, 1);
+    long_name.checks[0].name = "x".repeat(5_000);
+    let long_id = result_for(&repos[2], &"w".repeat(5_000), t, 2);
+    let mut ancient = failure(&repos[3], "f-ancient", FailureClass::Timeout, t);
+    ancient.failed_at = Some(fleet_proto::Timestamp {
+        seconds: -300_000_000_000,
+        nanos: 0,
+    });
+    for r in [&future, &long_name, &long_id] {
+        h.result(r).await;
+    }
+    h.failure(&ancient).await;
+    h.result(&result_for(&repos[4], "w-good", t, 4)).await;
+    let reports = drain(&h.sink).await;
+    assert_eq!(reports.iter().map(|r| r.poison).sum::<usize>(), 4);
+    let letters = dead_letters(&h, 4).await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.message.as_str()).collect();
+    for expected in ["in the future", "check name", "work_id", "failed_at"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "a reason mentions {expected:?}: {reasons:?}"
+        );
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+/// Exactly `n` dead letters of the harness's dead stream (waits for them).
+async fn dead_letters(h: &Harness, n: usize) -> Vec<WorkFailure> {
+    let dead =
+        h.js.get_stream(h.topology.dead_stream())
+            .await
+            .unwrap()
+            .create_consumer(jetstream::consumer::pull::Config::default())
+            .await
+            .unwrap();
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while letters.len() < n && std::time::Instant::now() < deadline {
+        let mut batch = dead
+            .fetch()
+            .max_messages(n + 1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(m) = batch.next().await {
+            letters.push(WorkFailure::decode(m.unwrap().payload.clone()).unwrap());
+        }
+    }
+    assert_eq!(letters.len(), n, "dead letters: {letters:?}");
+    letters
+}
+
+/// Waits up to 90 s for `check` to hold.
+async fn until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    fleet_tests::kube_support::eventually(what, Duration::from_secs(90), || {
+        let checked = check();
+        async move { Ok(checked.await) }
+    })
+    .await
 }
