@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
+use fleet_runtime::db::{self, Timeouts};
 use sqlx::PgPool;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +32,11 @@ struct Row {
 /// Claims up to `limit` due repositories, oldest first.
 pub async fn claim(
     pool: &PgPool,
+    timeouts: Timeouts,
     limit: i64,
     lease: TimeDelta,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut tx = db::begin(pool, timeouts).await?;
     let rows: Vec<Row> = sqlx::query_as(
         "WITH due AS (
              SELECT id, next_due_at, pending_work_id FROM repos
@@ -50,8 +53,9 @@ pub async fn claim(
     )
     .bind(limit)
     .bind(format!("{} seconds", lease.num_seconds()))
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut claimed: Vec<Claimed> = rows
         .into_iter()
         .filter_map(|r| {
@@ -80,9 +84,11 @@ pub async fn claim(
 /// remembering the work id each was published under, so the next claim publishes it again.
 pub async fn release(
     pool: &PgPool,
+    timeouts: Timeouts,
     released: &[(i64, String)],
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db::begin(pool, timeouts).await?;
     let (ids, work_ids): (Vec<i64>, Vec<String>) = released.iter().cloned().unzip();
     // Rows locked in id order, as the sink locks them, so the two cannot deadlock.
     sqlx::query(
@@ -94,16 +100,22 @@ pub async fn release(
     .bind(&ids)
     .bind(&work_ids)
     .bind(at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// How many repositories are due and since when the oldest: the freshness operators watch.
-pub async fn backlog(pool: &PgPool) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
-    sqlx::query_as(
+pub async fn backlog(
+    pool: &PgPool,
+    timeouts: Timeouts,
+) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+    let mut tx = db::begin(pool, timeouts).await?;
+    let counted = sqlx::query_as(
         "SELECT count(*), min(next_due_at) FROM repos WHERE enabled AND next_due_at <= now()",
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(counted)
 }

@@ -110,6 +110,7 @@ impl RunArgs {
             high_water: self.high_water.max(1),
             lease: TimeDelta::seconds(i64::from(self.lease_secs.max(1))),
             backoff_cap: Duration::from_secs(self.backoff_cap_secs.max(1)),
+            db_timeouts: self.db.timeouts(),
         }
     }
 }

@@ -50,6 +50,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         .get_consumer(WORKER_SCHEDULED)
         .await
         .map_err(|e| anyhow::anyhow!("opening consumer {WORKER_SCHEDULED}: {e}"))?;
+    nats::watch_connection(js.client(), readiness.clone(), shutdown.clone());
     readiness.set(true);
     let settings = args.settings();
     tracing::info!(?settings, "producer running");
@@ -60,6 +61,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         consumer,
         settings,
         metrics,
+        readiness,
     }
     .run(shutdown)
     .await;

@@ -1,6 +1,8 @@
 //! The producer's Prometheus metrics.
 
+use fleet_runtime::db::ErrorLabel;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -9,7 +11,7 @@ pub struct Metrics {
     pub claimed: Counter,
     pub published: Counter,
     pub publish_errors: Counter,
-    pub db_errors: Counter,
+    pub db_errors: Family<ErrorLabel, Counter>,
     pub due_backlog: Gauge,
     pub oldest_overdue_seconds: Gauge,
     pub queue_pending: Gauge,
@@ -36,7 +38,7 @@ impl Metrics {
         );
         r.register(
             "db_errors",
-            "Failed database round trips (retried with backoff)",
+            "Failed database calls, by kind (retried with backoff)",
             m.db_errors.clone(),
         );
         r.register(

@@ -11,6 +11,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{TimeDelta, Utc};
 use fleet_proto::v1::WorkReason;
+use fleet_runtime::db::{ErrorKind, Timeouts};
+use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::Topology;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,8 @@ pub struct Settings {
     /// Cap of the exponential pause between two looks at an idle database or a full queue;
     /// jitter adds up to as much again, so replicas do not poll in step.
     pub backoff_cap: Duration,
+    /// Statement and lock timeouts of every claim, hand-back and count.
+    pub db_timeouts: Timeouts,
 }
 
 /// What one tick did.
@@ -52,7 +56,12 @@ pub struct Producer {
     pub consumer: PullConsumer,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Not ready while PostgreSQL fails (NATS is watched by the connection's own monitor).
+    pub readiness: Readiness,
 }
+
+/// The readiness dependency the producer's database calls report on.
+const POSTGRES: &str = "postgres";
 
 /// Seconds between backlog counts while busy: the count walks the due index, cheap but not free.
 const BACKLOG_EVERY: Duration = Duration::from_secs(15);
@@ -98,11 +107,15 @@ impl Producer {
             .settings
             .batch_size
             .min(i64::try_from(room).unwrap_or(i64::MAX));
-        let claimed = claim::claim(&self.pool, limit, self.settings.lease)
-            .await
-            .inspect_err(|_| {
-                self.metrics.db_errors.inc();
-            })
+        let claimed = claim::claim(
+            &self.pool,
+            self.settings.db_timeouts,
+            limit,
+            self.settings.lease,
+        )
+        .await;
+        let claimed = self
+            .database(claimed)
             .context("claiming due repositories")?;
         self.metrics.claimed.inc_by(claimed.len() as u64);
         let oldest = claimed
@@ -150,8 +163,9 @@ impl Producer {
                 .collect();
             // Due again soon, not after the whole lease: the database still holds the truth.
             let retry_at = Utc::now() + TimeDelta::seconds(30);
-            claim::release(&self.pool, &released, retry_at)
-                .await
+            let released =
+                claim::release(&self.pool, self.settings.db_timeouts, &released, retry_at).await;
+            self.database(released)
                 .context("handing back unpublished repositories")?;
             if published == 0 {
                 anyhow::bail!("no work item could be published: {}", failed[0].1);
@@ -201,6 +215,14 @@ impl Producer {
                         self.refresh_backlog().await;
                     }
                 }
+                Ok(Claim::Full) if last_backlog.elapsed() >= BACKLOG_EVERY => {
+                    // No claim while the queue is full: the count keeps the metric and
+                    // /readyz true to the database.
+                    last_backlog = Instant::now();
+                    self.refresh_backlog().await;
+                    pause =
+                        pause.or_else(|| Some(backoff.next().unwrap_or(self.settings.backoff_cap)));
+                }
                 Ok(Claim::Idle | Claim::Full) => {
                     pause =
                         pause.or_else(|| Some(backoff.next().unwrap_or(self.settings.backoff_cap)));
@@ -222,7 +244,8 @@ impl Producer {
     }
 
     async fn refresh_backlog(&self) {
-        match claim::backlog(&self.pool).await {
+        let counted = claim::backlog(&self.pool, self.settings.db_timeouts).await;
+        match self.database(counted) {
             Ok((due, oldest)) => {
                 self.metrics.due_backlog.set(due);
                 let age = oldest.map_or(0, |t| (Utc::now() - t).num_seconds().max(0));
@@ -230,6 +253,22 @@ impl Producer {
             }
             Err(e) => tracing::warn!(error = %e, "counting the due backlog failed"),
         }
+    }
+
+    /// Counts a database error by kind and turns `/readyz` false until a call succeeds.
+    fn database<T>(&self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        match &outcome {
+            Ok(_) => self.readiness.recovered(POSTGRES),
+            Err(e) => {
+                let kind = ErrorKind::of(e);
+                self.metrics.db_errors.get_or_create(&kind.label()).inc();
+                if kind != ErrorKind::Conflict {
+                    self.readiness
+                        .failing(POSTGRES, format!("{e} ({})", kind.name()));
+                }
+            }
+        }
+        outcome
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {

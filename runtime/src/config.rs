@@ -84,6 +84,23 @@ pub struct DbArgs {
     /// Connections in the pool; the sink writes one batch per connection at a time.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+
+    /// Longest one statement may run, in milliseconds (0: no limit); a batch or claim that hits it fails and is retried
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub database_statement_timeout_ms: u64,
+
+    /// Longest a statement waits for a lock, in milliseconds (0: no limit); a manual UPDATE holding rows shows as lock_timeout errors, not a silent stall
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub database_lock_timeout_ms: u64,
+}
+
+impl DbArgs {
+    pub fn timeouts(&self) -> crate::db::Timeouts {
+        crate::db::Timeouts {
+            statement: std::time::Duration::from_millis(self.database_statement_timeout_ms),
+            lock: std::time::Duration::from_millis(self.database_lock_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DbArgs, redact_url};
@@ -87,6 +87,40 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), SchemaError> {
             },
         }),
     }
+}
+
+/// How long the service's statements may run and wait for locks. Set on each transaction
+/// (`SET LOCAL`), not on the connection, so the limits hold behind PgBouncer's transaction
+/// pooling, where a session's settings would land on whichever server connection served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_secs(30),
+            lock: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Begins a transaction with `timeouts` in force for it.
+pub async fn begin(
+    pool: &PgPool,
+    timeouts: Timeouts,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)",
+    )
+    .bind(timeouts.statement.as_millis().to_string())
+    .bind(timeouts.lock.as_millis().to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
 }
 
 /// One attempt, for commands a person runs: an unreachable database is an immediate error.

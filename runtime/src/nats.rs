@@ -5,6 +5,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{NatsArgs, redact_url};
+use crate::http::Readiness;
+
+/// The readiness dependency of the NATS connection.
+pub const NATS: &str = "nats";
 
 /// Connects, retrying until it works or `shutdown` fires. `name` shows in `nats server report`.
 pub async fn connect(
@@ -37,4 +41,31 @@ pub async fn connect(
             .with_context(|| format!("connecting to NATS at {shown}"))
     };
     crate::retry::until_ready(&format!("NATS at {shown}"), shutdown, attempt).await
+}
+
+/// How often the connection's state is looked at for `/readyz`.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps `readiness` true to the NATS connection until `stop`: not ready while the client is
+/// disconnected (it reconnects on its own; this only makes the outage visible).
+pub fn watch_connection(client: async_nats::Client, readiness: Readiness, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            match client.connection_state() {
+                async_nats::connection::State::Connected => {
+                    since = None;
+                    readiness.recovered(NATS);
+                }
+                state => {
+                    let since = *since.get_or_insert_with(std::time::Instant::now);
+                    readiness.failing(NATS, format!("{state} for {}s", since.elapsed().as_secs()));
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+        }
+    });
 }

@@ -46,6 +46,7 @@ pub struct Sink {
     pub js: Context,
     pub consumer: PullConsumer,
     pub pool: PgPool,
+    pub timeouts: db::Timeouts,
     pub topology: Topology,
     pub schedule: Schedule,
     pub metrics: Metrics,
@@ -192,7 +193,8 @@ impl Sink {
             }
         }
         // Parts of `records` still to write, last first.
-        let mut parts = vec![0..records.len()];
+        let mut parts = Vec::new();
+        parts.push(0..records.len());
         let mut settled = vec![false; records.len()];
         while let Some(part) = parts.pop() {
             if part.is_empty() {
@@ -267,7 +269,7 @@ impl Sink {
         let mut repeated: Option<(String, u32)> = None;
         loop {
             let started = Instant::now();
-            let e = match write_batch(&self.pool, records, &self.schedule).await {
+            let e = match write_batch(&self.pool, self.timeouts, records, &self.schedule).await {
                 Ok(written) => {
                     self.readiness.recovered(POSTGRES);
                     self.metrics.batches.inc();

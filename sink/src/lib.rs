@@ -88,6 +88,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let pool = db::connect(&args.db, &shutdown).await?;
     db::check_schema(&pool).await?;
     let client = nats::connect(&args.nats, "scorecard-fleet-sink", &shutdown).await?;
+    nats::watch_connection(client.clone(), readiness.clone(), shutdown.clone());
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.nats.topology.clone())?;
     topology.ensure(&js).await?;
@@ -113,6 +114,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         js,
         consumer,
         pool,
+        timeouts: args.db.timeouts(),
         topology,
         schedule: args.schedule.schedule(),
         metrics,

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use fleet_proto::v1::{Check, FailureClass, ScoreResult, WorkFailure};
 use fleet_proto::{RepoName, datetime};
+use fleet_runtime::db::{self, Timeouts};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::copy::{BinaryCopy, pg_text};
@@ -39,6 +40,7 @@ impl std::ops::AddAssign for Written {
 /// Writes `records` in one transaction; nothing is written unless all of it is.
 pub async fn write_batch(
     pool: &PgPool,
+    timeouts: Timeouts,
     records: &[Record],
     schedule: &Schedule,
 ) -> Result<Written, sqlx::Error> {
@@ -57,7 +59,7 @@ pub async fn write_batch(
             },
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, timeouts).await?;
     let mut repos: Vec<&RepoName> = results
         .iter()
         .map(|(_, r)| r)

@@ -313,8 +313,10 @@ async fn claim_publish_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result
                     high_water: u64::MAX,
                     lease,
                     backoff_cap: Duration::from_secs(1),
+                    db_timeouts: Default::default(),
                 },
                 metrics: producer::metrics::Metrics::register(&mut Registry::default()),
+                readiness: Default::default(),
             };
             let ((), took) = run_until(
                 |shutdown| producer.run(shutdown),
@@ -431,8 +433,10 @@ async fn idle_cost(stack: &Stack) -> anyhow::Result<Row> {
                         high_water: 10_000,
                         lease,
                         backoff_cap: Duration::from_secs(1),
+                        db_timeouts: Default::default(),
                     },
                     metrics: Default::default(),
+                    readiness: Default::default(),
                 };
                 producer.run(stop).await;
                 Ok(())
@@ -446,7 +450,7 @@ async fn idle_cost(stack: &Stack) -> anyhow::Result<Row> {
                     tokio::select! {
                         () = stop.cancelled() => return Ok(()),
                         _ = every.tick() => {
-                            claim::claim(&pool, 1000, lease).await?;
+                            claim::claim(&pool, Default::default(), 1000, lease).await?;
                         }
                     }
                 }
@@ -494,7 +498,7 @@ async fn count_transactions(
     // A backend flushes its counts when it goes idle, but at most once a second (otherwise
     // up to 10 s later): wait that second, so the warm-up query's counts land before `before`.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    claim::claim(&pool, 1, TimeDelta::hours(24)).await?;
+    claim::claim(&pool, Default::default(), 1, TimeDelta::hours(24)).await?;
     tokio::time::sleep(STATS_SETTLE).await;
     let before = transactions(&s.opts).await?;
 
@@ -555,7 +559,7 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
                 if started.elapsed() >= NAIVE_BUDGET {
                     break;
                 }
-                write_batch(&s.pool, std::slice::from_ref(record), &schedule).await?;
+                write_batch(&s.pool, Default::default(), std::slice::from_ref(record), &schedule).await?;
                 naive += 1;
             }
             let naive_took = started.elapsed();
@@ -570,7 +574,7 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
             let mut writes = futures::stream::iter(main.chunks(SINK_BATCH))
                 .map(|batch| async {
                     let t = Instant::now();
-                    let written = write_batch(&s.pool, batch, &schedule).await;
+                    let written = write_batch(&s.pool, Default::default(), batch, &schedule).await;
                     (batch.len(), written, t.elapsed())
                 })
                 .buffer_unordered(SINK_WRITERS);
@@ -643,6 +647,7 @@ async fn sink_end_to_end(
                 js: s.js.clone(),
                 consumer: consumer.clone(),
                 pool: s.pool.clone(),
+                timeouts: Default::default(),
                 topology: s.topology.clone(),
                 schedule: schedule(),
                 metrics: sink::metrics::Metrics::register(&mut Registry::default()),

@@ -172,3 +172,18 @@ pub fn write_token_kubeconfig(token: &str, path: &std::path::Path) -> anyhow::Re
     std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig)?)?;
     Ok(())
 }
+
+/// Writes the stack's (admin) kubeconfig with its server replaced by `via`, a proxy.
+pub fn write_kubeconfig_via(
+    via: std::net::SocketAddr,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut kubeconfig = Kubeconfig::read_from(crate::stack::kubeconfig())?;
+    for cluster in &mut kubeconfig.clusters {
+        if let Some(c) = cluster.cluster.as_mut() {
+            c.server = Some(format!("https://{via}"));
+        }
+    }
+    std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig)?)?;
+    Ok(())
+}

@@ -10,12 +10,14 @@
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
 //! - [`proxy`]: a TCP proxy a test can cut, for network outages.
+//! - [`probe`]: a service's `/readyz` over a socket.
 
 pub mod fixtures;
 pub mod fleet;
 pub mod kube_support;
 pub mod nats_server;
 pub mod pg;
+pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod results;

@@ -49,6 +49,7 @@ fn settings(high_water: u64) -> Settings {
         high_water,
         lease: TimeDelta::hours(24),
         backoff_cap: Duration::from_secs(1),
+        db_timeouts: Default::default(),
     }
 }
 
@@ -65,6 +66,7 @@ async fn producer(
         consumer: consumer(js, t, WORKER_SCHEDULED).await,
         settings: settings(high_water),
         metrics: Metrics::default(),
+        readiness: Default::default(),
     }
 }
 
@@ -134,7 +136,9 @@ async fn two_producers_never_claim_the_same_repo(pool: PgPool) {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = claim::claim(&pool, 300, lease).await.unwrap();
+                let got = claim::claim(&pool, Default::default(), 300, lease)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     return mine;
                 }
@@ -152,12 +156,23 @@ async fn two_producers_never_claim_the_same_repo(pool: PgPool) {
     assert_eq!(all.len(), total, "a repository was claimed twice");
     assert_eq!(total, 5000);
     // Within the lease nothing is due; past it, everything is again.
-    assert!(claim::claim(&pool, 10, lease).await.unwrap().is_empty());
+    assert!(
+        claim::claim(&pool, Default::default(), 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     sqlx::query("UPDATE repos SET next_due_at = next_due_at - interval '2 hours'")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(claim::claim(&pool, 10, lease).await.unwrap().len(), 10);
+    assert_eq!(
+        claim::claim(&pool, Default::default(), 10, lease)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -556,4 +571,49 @@ async fn enqueued_repos(pool: &PgPool) -> u64 {
             .await
             .unwrap();
     n.try_into().unwrap()
+}
+
+/// `/readyz` of a running producer says 503 and names the dependency while PostgreSQL or NATS
+/// is down, and 200 once it is back.
+#[tokio::test]
+async fn readyz_names_postgres_or_nats_while_it_is_down() {
+    use clap::Parser as _;
+    use fleet_tests::pg::PrivatePostgres;
+    use fleet_tests::probe::readyz_until;
+    let pg = PrivatePostgres::start();
+    let mut nats = PrivateNats::start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", stack::free_port()).parse().unwrap();
+    let cli = producer::config::Cli::try_parse_from([
+        "producer",
+        "run",
+        "--database-url",
+        &pg.url(),
+        "--nats-url",
+        &nats.url(),
+        "--http-addr",
+        &addr.to_string(),
+        "--backoff-cap-secs",
+        "1",
+    ])
+    .unwrap();
+    let producer::config::Command::Run(args) = cli.command else {
+        unreachable!("parsed as run")
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(producer::run(args, shutdown.clone()));
+    let wait = Duration::from_secs(30);
+    readyz_until(addr, 200, "ready", wait).await;
+
+    pg.stop();
+    readyz_until(addr, 503, "postgres", wait).await;
+    pg.resume();
+    readyz_until(addr, 200, "ready", wait).await;
+
+    nats.stop();
+    readyz_until(addr, 503, "nats: disconnected", wait).await;
+    nats.resume();
+    readyz_until(addr, 200, "ready", wait).await;
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }

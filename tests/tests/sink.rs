@@ -76,6 +76,7 @@ async fn sink_on(
         js: js.clone(),
         consumer,
         pool,
+        timeouts: Default::default(),
         topology: topology.clone(),
         schedule: schedule(),
         metrics: Metrics::register(&mut Registry::default()),
@@ -407,9 +408,14 @@ async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPoo
 async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
     let r = repo("github.com/ossf/scorecard");
     let old = result_for(&r, "w-old", at("2026-03-01T00:00:00Z"), 0);
-    sink::upsert::write_batch(&pool, &[Record::Result(old)], &schedule())
-        .await
-        .unwrap();
+    sink::upsert::write_batch(
+        &pool,
+        Default::default(),
+        &[Record::Result(old)],
+        &schedule(),
+    )
+    .await
+    .unwrap();
     let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repos")
         .fetch_one(&pool)
         .await
@@ -437,7 +443,15 @@ async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
     );
     let write = tokio::spawn({
         let pool = pool.clone();
-        async move { sink::upsert::write_batch(&pool, &[Record::Failure(f)], &schedule()).await }
+        async move {
+            sink::upsert::write_batch(
+                &pool,
+                Default::default(),
+                &[Record::Failure(f)],
+                &schedule(),
+            )
+            .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -781,6 +795,66 @@ async fn status_and_show_tell_operators_what_they_need(pool: PgPool) {
         missing.to_string().contains("not in the database"),
         "{missing}"
     );
+}
+
+/// A long manual transaction holding a repository (an `UPDATE repos …` from the runbook) does
+/// not stall a batch silently: the batch fails on `lock_timeout` and is retried, the metric
+/// and `/readyz` say why, and once the lock is gone the result is written once.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_held_lock_fails_the_batch_fast_and_says_why(pool: PgPool) {
+    let mut h = harness(pool.clone()).await;
+    h.sink.timeouts = fleet_runtime::db::Timeouts {
+        statement: Duration::from_secs(30),
+        lock: Duration::from_millis(300),
+    };
+    let r = repo("github.com/ossf/scorecard");
+    h.result(&result_for(&r, "w-old", at("2026-03-01T00:00:00Z"), 0))
+        .await;
+    drain(&h.sink).await;
+
+    let mut manual = pool.begin().await.unwrap();
+    sqlx::query("UPDATE repos SET priority = priority + 1 WHERE repo_key = $1")
+        .bind(r.key())
+        .execute(&mut *manual)
+        .await
+        .unwrap();
+    h.result(&result_for(&r, "w-new", at("2026-03-02T00:00:00Z"), 1))
+        .await;
+    let batch = h.sink.fetch().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let writing = h.sink.process(batch, &shutdown);
+    tokio::pin!(writing);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut writing)
+            .await
+            .is_err(),
+        "the batch cannot commit while the row is held"
+    );
+    let lock_timeouts = h
+        .sink
+        .metrics
+        .db_errors
+        .get_or_create(&fleet_runtime::db::ErrorKind::LockTimeout.label())
+        .get();
+    assert!(
+        lock_timeouts >= 2,
+        "failed fast and retried: {lock_timeouts}"
+    );
+    let why = h.sink.readiness.reason().unwrap_or_default();
+    assert!(
+        why.contains("postgres") && why.contains("lock_timeout"),
+        "{why}"
+    );
+
+    manual.rollback().await.unwrap();
+    let report = writing.await.unwrap();
+    assert_eq!(report.written.history_rows, 1);
+    assert!(h.sink.readiness.get());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
 }
 
 /// Records PostgreSQL always refuses, among good ones in batches of 500: each is found and

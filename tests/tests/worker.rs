@@ -1244,3 +1244,57 @@ async fn a_token_a_scan_prints_is_kept_nowhere() {
         );
     }
 }
+
+/// `/readyz` of a running worker says 503 and names the dependency while its NATS connection
+/// is cut, and while its Job watch has been failing past the threshold; 200 once each is back.
+#[tokio::test]
+async fn readyz_names_nats_or_the_job_watch_while_it_is_cut() {
+    use clap::Parser as _;
+    use fleet_tests::probe::readyz_until;
+    let admin = kube_support::admin().await;
+    let ns = TestNamespace::create(&admin, "ready").await;
+    let nats_addr: std::net::SocketAddr = stack::nats_url()
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("the stack's NATS as host:port");
+    let nats_proxy = CutProxy::start(nats_addr).await;
+    let api_proxy = CutProxy::start(kube_support::apiserver_addr()).await;
+    let kubeconfig = std::env::temp_dir().join(stack::unique("ready-kubeconfig"));
+    kube_support::write_kubeconfig_via(api_proxy.addr, &kubeconfig).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", stack::free_port()).parse().unwrap();
+    let cli = worker::config::Cli::try_parse_from([
+        "worker",
+        "--nats-url",
+        &format!("nats://{}", nats_proxy.addr),
+        "--nats-prefix",
+        &stack::unique("ready"),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--namespace",
+        &ns.name,
+        "--http-addr",
+        &addr.to_string(),
+        "--watch-unready-secs",
+        "3",
+    ])
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker::run(cli, shutdown.clone()));
+    let wait = Duration::from_secs(30);
+    readyz_until(addr, 200, "ready", wait).await;
+
+    nats_proxy.cut();
+    readyz_until(addr, 503, "nats: disconnected", wait).await;
+    nats_proxy.restore();
+    readyz_until(addr, 200, "ready", wait).await;
+
+    api_proxy.cut();
+    readyz_until(addr, 503, "kubernetes: the Job watch has failed", wait).await;
+    api_proxy.restore();
+    // A resumed watch brings no event: it is known healthy once its errors have stopped.
+    readyz_until(addr, 200, "ready", Duration::from_secs(90)).await;
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let _ = std::fs::remove_file(kubeconfig);
+}

@@ -98,6 +98,10 @@ pub struct Cli {
     #[arg(long, env = "POD_PENDING_TIMEOUT_SECS", default_value_t = 600)]
     pub pending_timeout_secs: u64,
 
+    /// Seconds the Job watch may fail before /readyz turns 503
+    #[arg(long, env = "WATCH_UNREADY_SECS", default_value_t = 60)]
+    pub watch_unready_secs: u64,
+
     /// Most bytes of a scan's log read.
     #[arg(long, env = "LOG_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub log_limit_bytes: i64,

@@ -112,6 +112,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     } = http::start(cli.http.http_addr, &stopped, Metrics::register).await?;
 
     let client = nats::connect(&cli.nats, "scorecard-fleet-worker", &shutdown).await?;
+    nats::watch_connection(client.clone(), readiness.clone(), stopped.clone());
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(cli.nats.topology.clone())?;
     topology.ensure(&js).await?;
@@ -126,6 +127,11 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
                 stopped.clone(),
             );
             metrics.kube("watch");
+            watch.report_to(
+                readiness.clone(),
+                Duration::from_secs(cli.watch_unready_secs),
+                stopped.clone(),
+            );
             tokio::select! {
                 () = watch.synced() => {}
                 () = shutdown.cancelled() => return Ok(()),

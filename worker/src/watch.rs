@@ -7,11 +7,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use chrono::{DateTime, Utc};
+use fleet_runtime::http::Readiness;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -19,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{SELECTOR, TOKEN_KEY_ANNOTATION, WORK_ID_ANNOTATION};
 use crate::metrics::Metrics;
+
+/// The readiness dependency of the Job watch.
+pub const KUBERNETES: &str = "kubernetes";
 
 /// How a Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +89,54 @@ type Slot = watch::Sender<Option<JobView>>;
 pub struct JobWatch {
     jobs: Arc<Mutex<HashMap<String, Slot>>>,
     synced: watch::Sender<bool>,
+    health: Arc<Mutex<Health>>,
+}
+
+/// The watch's current run of errors, if any.
+#[derive(Debug, Default)]
+struct Health {
+    /// The first error since the last event.
+    since: Option<Instant>,
+    last_at: Option<Instant>,
+    last: String,
+}
+
+/// Longest pause between two reconnects of the watch (jitter adds up to as much again):
+/// during an outage its errors keep coming at least this often, which is how a quiet recovery
+/// (a resumed watch brings no event) is told apart from a continuing outage.
+const RECONNECT_CAP: Duration = Duration::from_secs(10);
+
+/// No error for this long after the last one: the watch has resumed.
+const QUIET_AFTER_ERRORS: Duration = Duration::from_secs(25);
+
+/// The watch's reconnect pauses: 0.5 s doubling to [`RECONNECT_CAP`], jittered; reset by
+/// the first event after a reconnect.
+struct Reconnect(backon::ExponentialBackoff);
+
+impl Reconnect {
+    fn new() -> Self {
+        Self(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(RECONNECT_CAP)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
+    }
+}
+
+impl Iterator for Reconnect {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+impl Backoff for Reconnect {
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
 }
 
 impl JobWatch {
@@ -96,12 +152,15 @@ impl JobWatch {
         let this = Self {
             jobs: Arc::default(),
             synced,
+            health: Arc::default(),
         };
         let api: Api<Job> = Api::namespaced(client, namespace);
         let me = this.clone();
         tokio::spawn(async move {
             let config = watcher::Config::default().labels(SELECTOR);
-            let mut events = watcher::watcher(api, config).default_backoff().boxed();
+            let mut events = watcher::watcher(api, config)
+                .backoff(Reconnect::new())
+                .boxed();
             let mut listing: Option<HashSet<String>> = None;
             loop {
                 let event = tokio::select! {
@@ -111,11 +170,17 @@ impl JobWatch {
                 match event {
                     Some(Ok(event)) => {
                         metrics.watch_last_event.set(Utc::now().timestamp());
+                        *me.health.lock().expect("health lock") = Health::default();
                         me.apply(event, &mut listing);
                     }
                     Some(Err(e)) => {
                         metrics.watch_restarts.inc();
                         tracing::warn!(error = %e, "Job watch interrupted; resuming");
+                        let mut health = me.health.lock().expect("health lock");
+                        let now = Instant::now();
+                        health.since.get_or_insert(now);
+                        health.last_at = Some(now);
+                        health.last = e.to_string();
                     }
                     None => break,
                 }
@@ -178,6 +243,34 @@ impl JobWatch {
         jobs.entry(uid.to_owned())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
+    }
+
+    /// How long the watch has been failing, and its last error; `None` while it works.
+    pub fn failing_for(&self) -> Option<(Duration, String)> {
+        let health = self.health.lock().expect("health lock");
+        let (since, last_at) = (health.since?, health.last_at?);
+        (last_at.elapsed() < QUIET_AFTER_ERRORS).then(|| (since.elapsed(), health.last.clone()))
+    }
+
+    /// Keeps `readiness` true to the watch until `stop`: not ready once it has been failing
+    /// for `threshold` (a worker that cannot see its Jobs' ends cannot finish a scan).
+    pub fn report_to(&self, readiness: Readiness, threshold: Duration, stop: CancellationToken) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match me.failing_for() {
+                    Some((failing, why)) if failing >= threshold => readiness.failing(
+                        KUBERNETES,
+                        format!("the Job watch has failed for {}s: {why}", failing.as_secs()),
+                    ),
+                    _ => readiness.recovered(KUBERNETES),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
     }
 
     /// Jobs this watch holds state for (what a worker's memory grows with).
