@@ -36,6 +36,8 @@ pub struct Fleet {
     /// Settings every process gets (flags' environment variables).
     pub env: Vec<(String, String)>,
     children: HashMap<String, Child>,
+    /// Each running process's `/metrics` and probes.
+    http: HashMap<String, std::net::SocketAddr>,
     /// Each process's log (`<name>.log`): kept out of the test output, where a soak's
     /// thousands of expected warnings would bury a failure; shown when a test fails.
     pub logs: PathBuf,
@@ -105,12 +107,14 @@ impl Fleet {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             children: HashMap::new(),
+            http: HashMap::new(),
         }
     }
 
     /// Starts `binary` (with `args`) as process `name`.
     pub fn start(&mut self, name: &str, binary: &str, args: &[&str]) {
         let t = self.topology.args();
+        let http = std::net::SocketAddr::from(([127, 0, 0, 1], stack::free_port()));
         let mut cmd = Command::new(stack::workspace_binary(binary));
         cmd.args(args)
             .env_clear()
@@ -120,7 +124,7 @@ impl Fleet {
             .env("NATS_PREFIX", &t.nats_prefix)
             .env("WORK_ACK_WAIT_SECS", t.work_ack_wait_secs.to_string())
             .env("WORK_MAX_DELIVER", t.work_max_deliver.to_string())
-            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("HTTP_ADDR", http.to_string())
             .env("KUBECONFIG", &self.worker_kubeconfig)
             .env("WORKER_NAMESPACE", &self.ns.name)
             .env("TOKEN_KEYS", "token-0")
@@ -135,6 +139,84 @@ impl Fleet {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
         self.children.insert(name.to_owned(), child);
+        self.http.insert(name.to_owned(), http);
+    }
+
+    /// Asserts that no copy of `secret` is kept anywhere the fleet writes: any message of its
+    /// streams (payloads and headers) or its scan register, any table (`pg_dump`), any
+    /// process's log, any running process's `/metrics`.
+    pub async fn assert_kept_nowhere(&self, secret: &str, js: &jetstream::Context) {
+        let needle = secret.as_bytes();
+        let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for (name, addr) in &self.http {
+            if !self.children.contains_key(name) {
+                continue;
+            }
+            let (status, body) = crate::probe::get(*addr, "/metrics")
+                .await
+                .unwrap_or_else(|| panic!("{name} serves /metrics at {addr}"));
+            assert_eq!(status, 200, "{name} /metrics");
+            assert!(
+                !holds(body.as_bytes()),
+                "{name}'s /metrics holds the secret"
+            );
+        }
+        for entry in std::fs::read_dir(&self.logs).expect("the fleet's logs") {
+            let path = entry.unwrap().path();
+            let log = std::fs::read(&path).unwrap();
+            assert!(!holds(&log), "{} holds the secret", path.display());
+        }
+        let t = &self.topology;
+        let streams = [
+            t.work_stream(),
+            t.results_stream(),
+            t.dead_stream(),
+            t.exhausted_stream(),
+            format!("KV_{}", t.scans_bucket()),
+        ];
+        let mut read = 0;
+        for name in streams {
+            let mut stream = js
+                .get_stream(&name)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let state = stream.info().await.unwrap().state.clone();
+            for sequence in state.first_sequence..=state.last_sequence {
+                // Acked work items and superseded records are gone: nothing to hold.
+                let Ok(message) = stream.get_raw_message(sequence).await else {
+                    continue;
+                };
+                read += 1;
+                assert!(
+                    !holds(&message.payload),
+                    "message {sequence} of {name} ({}) holds the secret",
+                    message.subject
+                );
+                for (key, values) in message.headers.iter() {
+                    for value in values {
+                        assert!(
+                            !holds(value.as_str().as_bytes()),
+                            "header {key} of message {sequence} of {name} holds the secret"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            read > 0,
+            "the fleet's streams hold messages to look through"
+        );
+        let dump = Command::new(crate::pg::tool("pg_dump"))
+            .args(["--data-only", "--dbname", &self.database_url])
+            .output()
+            .expect("pg_dump");
+        assert!(
+            dump.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(!dump.stdout.is_empty());
+        assert!(!holds(&dump.stdout), "a table holds the secret (pg_dump)");
     }
 
     fn log_file(&self, name: &str) -> Stdio {

@@ -21,6 +21,11 @@ fn pg_bin() -> PathBuf {
         .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
+/// A PostgreSQL client or server program (`pg_dump`, `psql`) of the installed version.
+pub fn tool(name: &str) -> PathBuf {
+    pg_bin().join(name)
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

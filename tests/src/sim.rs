@@ -133,7 +133,8 @@ fn fnv(s: &str) -> u64 {
 
 /// Tests choose an outcome through the owner's name (`github.com/sim-skip/x`); other
 /// repositories get a realistic mix, stable per repository: 85% results (of which 1 in 8
-/// exits 1), 8% scan failures, 4% rate limits, 3% timeouts.
+/// exits 1), 7% scan failures, 1% scans that print their token and fail, 4% rate limits, 3%
+/// timeouts.
 pub fn behavior_for(repo: &str) -> Behavior {
     let owner = repo
         .split('/')
@@ -173,7 +174,8 @@ pub fn behavior_for(repo: &str) -> Behavior {
             variant,
             exit_code: 1,
         },
-        85..=92 => Behavior::Skip,
+        85..=91 => Behavior::Skip,
+        92 => Behavior::Leak,
         93..=96 => Behavior::RateLimited,
         _ => Behavior::Hang,
     }

@@ -80,6 +80,17 @@ async fn wait_scored(pool: &PgPool, n: i64) {
     panic!("{n} results never arrived");
 }
 
+/// Failure rows of the `sim-leak` repositories (scans that printed their token).
+async fn leaking_failures(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM work_failures f JOIN repos r ON r.id = f.repo_id
+         WHERE r.owner = 'sim-leak'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn sim_ok(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("github.com/sim-ok-{i}/repo-{i}"))
@@ -108,7 +119,11 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
         .take(250)
         .map(ToString::to_string)
         .collect();
-    import(&fleet, &repos);
+    // Scans that print their token, in every form it leaks in.
+    let leaking: Vec<String> = (0..3)
+        .map(|i| format!("github.com/sim-leak/prints-its-token-{i}"))
+        .collect();
+    import(&fleet, &[repos.clone(), leaking].concat());
     // Poison in every stream the fleet reads.
     for subject in [
         topo.manual_subject(),
@@ -142,6 +157,9 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
         String::from_utf8_lossy(&published.stderr)
     );
     settle(&pool, &js, &topo, SETTLE).await;
+    fleet
+        .assert_kept_nowhere(fleet_tests::sim::LEAKED_TOKEN, &js)
+        .await;
     fleet.stop_all().await;
 
     let by_hand: Option<f64> = sqlx::query_scalar(
@@ -154,11 +172,14 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
     assert!(by_hand.is_some());
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert_eq!(
-        out.enqueued, 252,
-        "250 scheduled items, one by hand, one poison message"
+        out.enqueued, 255,
+        "253 scheduled items, one by hand, one poison message"
     );
     assert_eq!(out.poison, 1);
+    let leaked = leaking_failures(&pool).await;
+    assert_eq!(leaked, 3, "each leaking scan is one failure");
     for class in [
+        FailureClass::PodFailed,
         FailureClass::ScanFailed,
         FailureClass::RateLimited,
         FailureClass::Timeout,

@@ -62,6 +62,10 @@ async fn ten_thousand_items_with_a_failure_mix(pool: PgPool) {
     fleet.start("producer", "producer", &["run"]);
     settle(&pool, &js, &topo, Duration::from_secs(45 * 60)).await;
     let took = started.elapsed();
+    // About 1 in 100 scans of the mix prints its token.
+    fleet
+        .assert_kept_nowhere(fleet_tests::sim::LEAKED_TOKEN, &js)
+        .await;
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     let distinct: std::collections::HashSet<String> =
