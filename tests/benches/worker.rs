@@ -1214,19 +1214,7 @@ impl Scratch {
             .create(&PostParams::default(), &secret)
             .await
             .context("creating the token Secret")?;
-        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/worker-rbac.yaml");
-        let out = Command::new(stack::tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(stack::kubeconfig())
-            .args(["apply", "-n", &ns, "-f"])
-            .arg(&rbac)
-            .output()
-            .context("running kubectl")?;
-        ensure!(
-            out.status.success(),
-            "kubectl apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kube_support::install_scans(&ns, &ns).await;
         let token =
             kube_support::service_account_token(&admin, &ns, "scorecard-fleet-worker").await?;
         let client = kube_support::as_service_account(token).await;
@@ -1323,6 +1311,7 @@ fn job_settings(ns: &str) -> JobSettings {
         image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
         service_account: "scorecard-scan".into(),
         token_secret: "scorecard-github-tokens".into(),
+        app_secret: "scorecard-github-app".into(),
         active_deadline_secs: 600,
         ttl_after_finished_secs: 600,
         cpu_request: "100m".into(),

@@ -59,20 +59,8 @@ impl Fleet {
             .await;
         let admin: Client = kube_support::admin().await;
         let ns = TestNamespace::create(&admin, "e2e").await;
-        let rbac =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/worker-rbac.yaml");
-        let out = Command::new(stack::tool("kubectl"))
-            .arg("--kubeconfig")
-            .arg(stack::kubeconfig())
-            .args(["apply", "-n", &ns.name, "-f"])
-            .arg(&rbac)
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A scans namespace as deploy/ makes it, admission policy enforced.
+        kube_support::install_scans(&ns.name, &ns.name).await;
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some("scorecard-github-tokens".into()),

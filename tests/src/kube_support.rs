@@ -187,3 +187,109 @@ pub fn write_kubeconfig_via(
     std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig)?)?;
     Ok(())
 }
+
+fn deploy_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/base")
+        .join(path)
+}
+
+/// `kubectl` with the stack's admin kubeconfig; panics with its stderr on failure.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(crate::stack::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(crate::stack::kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The label that puts a namespace under the scans' admission policy.
+pub const SCANS_LABEL: &str = "scorecard-fleet/scans=true";
+
+/// Makes `scans` a scans namespace as deploy/ makes `scorecard-scans`: the scan ServiceAccount,
+/// the policy's parameters, the worker's Role bound to the worker ServiceAccount of `fleet`
+/// (created there), the admission policy (cluster-wide, from deploy/base/scan-policy.yaml) and
+/// the label it selects by. Returns once the policy is enforced in `scans`.
+pub async fn install_scans(scans: &str, fleet: &str) {
+    let accounts = std::fs::read_to_string(deploy_file("fleet/serviceaccounts.yaml")).unwrap();
+    kubectl(&["apply", "-n", fleet, "-f", "-"], Some(&accounts));
+    let role = std::fs::read_to_string(deploy_file("scans/worker-role.yaml"))
+        .unwrap()
+        .replace("namespace: scorecard-fleet", &format!("namespace: {fleet}"));
+    let scan = std::fs::read_to_string(deploy_file("scans/scan.yaml")).unwrap();
+    kubectl(
+        &["apply", "-n", scans, "-f", "-"],
+        Some(&format!("{scan}\n---\n{role}")),
+    );
+    let policy = deploy_file("scan-policy.yaml");
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "fleet-tests",
+            "-f",
+            policy.to_str().unwrap(),
+        ],
+        None,
+    );
+    kubectl(
+        &["label", "namespace", scans, SCANS_LABEL, "--overwrite"],
+        None,
+    );
+    // The API server starts enforcing a new policy or binding within a second or so.
+    let probe = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: policy-probe, namespace: {scans}}}\n\
+         spec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: x, image: busybox}}]\n"
+    );
+    eventually(
+        "the scans' admission policy to be enforced",
+        Duration::from_secs(60),
+        || {
+            let probe = probe.clone();
+            async move {
+                let out = std::process::Command::new(crate::stack::tool("kubectl"))
+                    .arg("--kubeconfig")
+                    .arg(crate::stack::kubeconfig())
+                    .args(["create", "--dry-run=server", "-f", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .and_then(|mut child| {
+                        use std::io::Write as _;
+                        child.stdin.take().unwrap().write_all(probe.as_bytes())?;
+                        child.wait_with_output()
+                    })?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                Ok(
+                    (!out.status.success() && stderr.contains("scorecard-fleet-scans"))
+                        .then_some(()),
+                )
+            }
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -107,7 +107,7 @@ fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
         dockerfile.contains("USER 65532:65532"),
         "the image runs as non-root"
     );
-    let base = root().join("deploy/base");
+    let base = root().join("deploy/base/fleet");
     let config = &yaml_docs(&base.join("config.yaml"))[0]["data"];
     let mut all_flags = BTreeSet::new();
     for (bin, sub) in [
@@ -123,6 +123,17 @@ fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
         all_flags.extend(flags.iter().cloned());
         let deployment = &yaml_docs(&base.join(format!("{bin}.yaml")))[0];
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["image"].as_str(),
+            Some(
+                format!(
+                    "ghcr.io/scorecard-fleet/scorecard-fleet:{}",
+                    env!("CARGO_PKG_VERSION")
+                )
+                .as_str()
+            ),
+            "{bin} runs the release's version tag, never :latest"
+        );
         assert_eq!(
             str_list(&container["command"]),
             [format!("/usr/local/bin/{bin}")]
@@ -164,4 +175,52 @@ fn readme_documents_every_flag() {
             );
         }
     }
+}
+
+/// The worker's scan settings in deploy/ and the admission policy's parameters are one set of
+/// values: a drift would have every Job denied.
+#[test]
+fn the_worker_config_and_the_policy_parameters_agree() {
+    let config = &yaml_docs(&root().join("deploy/base/fleet/config.yaml"))[0]["data"];
+    let params = yaml_docs(&root().join("deploy/base/scans/scan.yaml"))
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("scorecard-scan-policy"))
+        .expect("the policy parameters");
+    let params = &params["data"];
+    for (key, param) in [
+        ("SCORECARD_IMAGE", "image"),
+        ("SCAN_SERVICE_ACCOUNT", "serviceAccount"),
+        ("TOKEN_SECRET", "tokenSecret"),
+        ("GITHUB_APP_SECRET", "appSecret"),
+    ] {
+        assert_eq!(
+            config[key].as_str(),
+            params[param].as_str(),
+            "{key} and the policy's {param}"
+        );
+    }
+    let deadline: i64 = config["JOB_DEADLINE_SECS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cap: i64 = params["maxDeadlineSeconds"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        deadline <= cap,
+        "JOB_DEADLINE_SECS {deadline} over the cap {cap}"
+    );
+    assert_eq!(config["WORKER_NAMESPACE"].as_str(), Some("scorecard-scans"));
+    let help = std::process::Command::new(fleet_tests::stack::workspace_binary("worker"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("[default: scorecard-scans]"),
+        "the worker's WORKER_NAMESPACE default is deploy/'s scans namespace"
+    );
 }

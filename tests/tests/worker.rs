@@ -46,6 +46,7 @@ fn job_settings(ns: &str, deadline_secs: i64) -> JobSettings {
         image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
         service_account: "scorecard-scan".into(),
         token_secret: "scorecard-github-tokens".into(),
+        app_secret: "scorecard-github-app".into(),
         active_deadline_secs: deadline_secs,
         ttl_after_finished_secs: 600,
         cpu_request: "100m".into(),
@@ -56,22 +57,11 @@ fn job_settings(ns: &str, deadline_secs: i64) -> JobSettings {
     }
 }
 
-/// Applies deploy/'s worker RBAC to `ns`, and returns a client holding that ServiceAccount's token.
+/// Makes `ns` a scans namespace with deploy/'s worker RBAC and admission policy (the worker's
+/// ServiceAccount in `ns` too), and returns a client holding that ServiceAccount's token: every
+/// Job these tests create passes the policy.
 async fn worker_client(admin: &Client, ns: &str) -> Client {
-    let rbac =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/worker-rbac.yaml");
-    let out = Command::new(stack::tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(stack::kubeconfig())
-        .args(["apply", "-n", ns, "-f"])
-        .arg(&rbac)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kube_support::install_scans(ns, ns).await;
     let token = kube_support::service_account_token(admin, ns, "scorecard-fleet-worker")
         .await
         .unwrap();
@@ -1294,6 +1284,63 @@ async fn readyz_names_nats_or_the_job_watch_while_it_is_cut() {
     // A resumed watch brings no event: it is known healthy once its errors have stopped.
     readyz_until(addr, 200, "ready", Duration::from_secs(90)).await;
 
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+/// A worker whose Jobs the scans' admission policy would deny, every one, does not start: the
+/// error names the setting and both values. With matching settings it starts (and is ready).
+#[tokio::test]
+async fn a_worker_at_odds_with_the_admission_policy_does_not_start() {
+    use clap::Parser as _;
+    let admin = kube_support::admin().await;
+    let ns = TestNamespace::create(&admin, "drift").await;
+    kube_support::install_scans(&ns.name, &ns.name).await;
+    let token = kube_support::service_account_token(&admin, &ns.name, "scorecard-fleet-worker")
+        .await
+        .unwrap();
+    let kubeconfig = std::env::temp_dir().join(stack::unique("drift-kubeconfig"));
+    kube_support::write_token_kubeconfig(&token, &kubeconfig).unwrap();
+    let prefix = stack::unique("drift");
+    let cli = |image: &str| {
+        worker::config::Cli::try_parse_from([
+            "worker",
+            "--nats-url",
+            &stack::nats_url(),
+            "--nats-prefix",
+            &prefix,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            &ns.name,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--image",
+            image,
+        ])
+        .unwrap()
+    };
+    let refused = worker::run(
+        cli("ghcr.io/ossf/scorecard:latest"),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("a worker whose every Job would be denied does not start");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("SCORECARD_IMAGE")
+            && message.contains("ghcr.io/ossf/scorecard:latest")
+            && message.contains("ghcr.io/ossf/scorecard:v5.3.0"),
+        "{message}"
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker::run(
+        cli("ghcr.io/ossf/scorecard:v5.3.0"),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!running.is_finished(), "the matching worker runs");
     shutdown.cancel();
     running.await.unwrap().unwrap();
     let _ = std::fs::remove_file(kubeconfig);

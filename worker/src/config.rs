@@ -52,8 +52,9 @@ pub struct Cli {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Namespace the scorecard Jobs run in.
-    #[arg(long, env = "WORKER_NAMESPACE", default_value = "scorecard")]
+    /// Namespace the scorecard Jobs run in: the scans' own (deploy/base/scans), holding only
+    /// the GitHub credentials, the scan ServiceAccount and the worker's Role.
+    #[arg(long, env = "WORKER_NAMESPACE", default_value = "scorecard-scans")]
     pub namespace: String,
 
     /// The scorecard image, pinned.
@@ -80,6 +81,18 @@ pub struct Cli {
         default_value = "token"
     )]
     pub token_keys: Vec<String>,
+
+    /// Secret of the GitHub App (keys `app-id` and `private-key`), for GITHUB_APP_INSTALLATIONS.
+    #[arg(
+        long,
+        env = "GITHUB_APP_SECRET",
+        default_value = "scorecard-github-app"
+    )]
+    pub github_app_secret: String,
+
+    /// GitHub App installation ids, comma-separated: each is a credential of the pool beside the tokens
+    #[arg(long, env = "GITHUB_APP_INSTALLATIONS", value_delimiter = ',')]
+    pub github_app_installations: Vec<String>,
 
     /// Seconds a token rests after its scan met GitHub's rate limit.
     #[arg(long, env = "TOKEN_COOLDOWN_SECS", default_value_t = 900)]
@@ -139,6 +152,7 @@ impl Cli {
             image: self.image.clone(),
             service_account: self.scan_service_account.clone(),
             token_secret: self.token_secret.clone(),
+            app_secret: self.github_app_secret.clone(),
             active_deadline_secs: self.job_deadline_secs,
             ttl_after_finished_secs: self.job_ttl_secs,
             cpu_request: self.cpu_request.clone(),
@@ -149,16 +163,32 @@ impl Cli {
         }
     }
 
+    /// The credential pool: the token Secret's keys and the App installations (as
+    /// [`crate::job::Credential`] keys), in that order.
     pub fn token_keys(&self) -> anyhow::Result<Vec<String>> {
-        let keys: Vec<String> = self
+        let mut keys: Vec<String> = self
             .token_keys
             .iter()
             .map(|k| k.trim().to_owned())
             .filter(|k| !k.is_empty())
             .collect();
+        for installation in self
+            .github_app_installations
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+        {
+            anyhow::ensure!(
+                installation.bytes().all(|b| b.is_ascii_digit()),
+                "GITHUB_APP_INSTALLATIONS: {installation:?} is not an installation id (a number, \
+                 as in https://github.com/organizations/ORG/settings/installations/ID)"
+            );
+            keys.push(crate::job::Credential::App(installation).key());
+        }
         anyhow::ensure!(
             !keys.is_empty(),
-            "--token-keys names no key of the token Secret"
+            "no GitHub credentials: TOKEN_KEYS names no key of the token Secret and \
+             GITHUB_APP_INSTALLATIONS no installation"
         );
         Ok(keys)
     }

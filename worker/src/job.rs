@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use fleet_proto::v1::WorkItem;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -26,6 +26,36 @@ pub const SELECTOR: &str = "app.kubernetes.io/managed-by=scorecard-fleet";
 const JOB_NAME_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5c0e_ca2d_f1ee_7000_8000_0000_00c0_b5ed);
 
+/// Where a scan's GitHub credential comes from. A pool key names one: a key of the token Secret
+/// (`token-0`), or `app:<installation id>` (`:` cannot occur in a Secret key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Token(&'a str),
+    App(&'a str),
+}
+
+/// Where the App's private key is mounted in a scan's pod (`GITHUB_APP_KEY_PATH`).
+pub const APP_KEY_DIR: &str = "/etc/github-app";
+const APP_KEY_FILE: &str = "private-key";
+const APP_PREFIX: &str = "app:";
+
+impl<'a> Credential<'a> {
+    pub fn of(key: &'a str) -> Self {
+        match key.strip_prefix(APP_PREFIX) {
+            Some(installation) => Self::App(installation),
+            None => Self::Token(key),
+        }
+    }
+
+    /// The pool key (and the Job's token-key annotation).
+    pub fn key(self) -> String {
+        match self {
+            Self::Token(key) => key.to_owned(),
+            Self::App(installation) => format!("{APP_PREFIX}{installation}"),
+        }
+    }
+}
+
 /// Everything about the Job that comes from configuration rather than the work item.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -33,6 +63,8 @@ pub struct JobSettings {
     pub image: String,
     pub service_account: String,
     pub token_secret: String,
+    /// The GitHub App's Secret (keys `app-id`, `private-key`), for App credentials.
+    pub app_secret: String,
     pub active_deadline_secs: i64,
     pub ttl_after_finished_secs: i32,
     pub cpu_request: String,
@@ -81,8 +113,98 @@ pub fn scorecard_args(item: &WorkItem) -> Vec<String> {
     args
 }
 
-/// The Job for `item`, its GitHub token taken from key `token_key` of the token Secret.
+/// The environment and volume that give a scan its credential; never a plain secret value.
+fn credential_env(
+    settings: &JobSettings,
+    credential: Credential<'_>,
+) -> (Vec<EnvVar>, Option<(Volume, VolumeMount)>) {
+    let from_secret = |name: &str, secret: &str, key: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..Default::default()
+    };
+    match credential {
+        Credential::Token(key) => (
+            vec![from_secret(
+                "GITHUB_AUTH_TOKEN",
+                &settings.token_secret,
+                key,
+            )],
+            None,
+        ),
+        // scorecard signs its own installation tokens from the key file: GITHUB_APP_KEY_PATH,
+        // GITHUB_APP_ID, GITHUB_APP_INSTALLATION_ID.
+        Credential::App(installation) => (
+            vec![
+                from_secret("GITHUB_APP_ID", &settings.app_secret, "app-id"),
+                plain("GITHUB_APP_INSTALLATION_ID", installation),
+                plain(
+                    "GITHUB_APP_KEY_PATH",
+                    &format!("{APP_KEY_DIR}/{APP_KEY_FILE}"),
+                ),
+            ],
+            Some((
+                Volume {
+                    name: "github-app".to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(settings.app_secret.clone()),
+                        items: Some(vec![KeyToPath {
+                            key: APP_KEY_FILE.to_owned(),
+                            path: APP_KEY_FILE.to_owned(),
+                            ..Default::default()
+                        }]),
+                        // Readable by the scan's group (fsGroup) only.
+                        default_mode: Some(0o440),
+                        optional: Some(false),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "github-app".to_owned(),
+                    mount_path: APP_KEY_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            )),
+        ),
+    }
+}
+
+/// The Job for `item`, its GitHub credential the one pool key `token_key` names
+/// ([`Credential`]).
 pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
+    let (env, app_key) = credential_env(settings, Credential::of(token_key));
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(settings.tmp_size_limit.clone())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    // scorecard clones and unpacks into /tmp; the root filesystem is read-only.
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..Default::default()
+    }];
+    if let Some((volume, mount)) = app_key {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         ("app.kubernetes.io/name".to_owned(), "scorecard".to_owned()),
@@ -99,19 +221,7 @@ pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
         image: Some(settings.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         args: Some(scorecard_args(item)),
-        env: Some(vec![EnvVar {
-            name: "GITHUB_AUTH_TOKEN".to_owned(),
-            // Never a plain value: the token stays in its Secret.
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: settings.token_secret.clone(),
-                    key: token_key.to_owned(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        env: Some(env),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), quantity(&settings.cpu_request)),
@@ -137,12 +247,7 @@ pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
             }),
             ..Default::default()
         }),
-        // scorecard clones and unpacks into /tmp; the root filesystem is read-only.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     Job {
@@ -175,6 +280,8 @@ pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
                         // The distroless scorecard image's nonroot user.
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
+                        // The App's key file is group-readable by this group only.
+                        fs_group: Some(65532),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..Default::default()
@@ -182,14 +289,7 @@ pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
                         ..Default::default()
                     }),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(quantity(&settings.tmp_size_limit)),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -209,6 +309,7 @@ mod tests {
             image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
             service_account: "scorecard-scan".into(),
             token_secret: "github-tokens".into(),
+            app_secret: "github-app".into(),
             active_deadline_secs: 3600,
             ttl_after_finished_secs: 3600,
             cpu_request: "250m".into(),
@@ -337,6 +438,50 @@ mod tests {
         assert_eq!(limits["memory"].0, "1Gi");
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/tmp");
         assert!(pod.volumes.unwrap()[0].empty_dir.is_some());
+    }
+
+    #[test]
+    fn an_app_installation_gets_its_id_and_the_key_file_never_a_plain_secret() {
+        let pod = build(&item(), &settings(), &Credential::App("4242").key())
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        let env: Vec<(&str, Option<&str>)> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("GITHUB_APP_ID", None),
+                ("GITHUB_APP_INSTALLATION_ID", Some("4242")),
+                ("GITHUB_APP_KEY_PATH", Some("/etc/github-app/private-key")),
+            ]
+        );
+        let app_id = c.env.as_ref().unwrap()[0].value_from.as_ref().unwrap();
+        let key = app_id.secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("github-app", "app-id")
+        );
+        let volume = &pod.volumes.as_ref().unwrap()[1];
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("github-app"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = &c.volume_mounts.as_ref().unwrap()[1];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/github-app", Some(true))
+        );
+        assert_eq!(pod.security_context.unwrap().fs_group, Some(65532));
+        assert_eq!(Credential::of("app:4242"), Credential::App("4242"));
+        assert_eq!(Credential::of("token-1"), Credential::Token("token-1"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`config`]: the command line.
 //! - [`intake`]: a work message to a validated work item (protobuf, JSON or a bare name), or poison.
 //! - [`job`]: the Job for a work item, as a pure function.
-//! - [`tokens`]: the GitHub token pool (round-robin, cooldown after a rate limit).
+//! - [`policy`]: the scans' admission policy parameters, checked against the Job settings.
+//! - [`tokens`]: the GitHub credential pool (tokens and App installations; round-robin,
+//!   cooldown after a rate limit).
 //! - [`watch`]: the one shared Job watch per process.
 //! - [`runner`]: the Kubernetes and process runners behind one trait.
 //! - [`logs`]: a finished run's log and exit status into a result or a classified failure.
@@ -22,6 +24,7 @@ pub mod job;
 pub mod logs;
 pub mod metrics;
 pub mod outcome;
+pub mod policy;
 pub mod runner;
 pub mod scans;
 pub mod tokens;
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
             let client = kube_client(cli.kubeconfig.as_deref()).await?;
+            policy::verify(client.clone(), &cli.job_settings()).await?;
             let watch = JobWatch::start(
                 client.clone(),
                 &cli.namespace,

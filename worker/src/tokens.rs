@@ -1,4 +1,5 @@
-//! The GitHub token pool: keys of one Secret, handed out round-robin; a key whose scan hit a
+//! The GitHub credential pool: keys of the token Secret and App installations (as
+//! [`crate::job::Credential`] keys), handed out round-robin; a credential whose scan hit a
 //! rate limit cools down before it is handed out again. The view is per worker process: each
 //! replica learns of a rate limit when one of its own scans meets it.
 
