@@ -24,6 +24,10 @@ pub const WORKER_EXHAUSTED: &str = "worker-exhausted";
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// How long the events stream remembers an event's id: a sink down longer than this between
+/// publishing an event and deleting it from the outbox would publish it twice.
+pub const EVENTS_DUPLICATE_WINDOW: Duration = DAY;
+
 /// Settings operators tune; names are derived from the prefix.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopologyArgs {
@@ -66,6 +70,10 @@ pub struct TopologyArgs {
     #[arg(long, env = "WORK_MAX_BYTES", default_value_t = 256 << 20)]
     pub work_max_bytes: i64,
 
+    /// Days change events are kept in the events stream for consumers to catch up.
+    #[arg(long, env = "EVENTS_MAX_AGE_DAYS", default_value_t = 7)]
+    pub events_max_age_days: u64,
+
     /// Seconds the fleet remembers which work item last scanned a repository, so an item that
     /// a newer scan already answered is not scanned again (a day: the producer's lease).
     #[arg(long, env = "SCAN_RECORD_MAX_AGE_SECS", default_value_t = 86_400)]
@@ -82,6 +90,7 @@ impl Default for TopologyArgs {
             manual_max_ack_pending: 100,
             results_max_age_days: 30,
             dead_max_age_days: 14,
+            events_max_age_days: 7,
             work_max_messages: 1_000_000,
             work_max_bytes: 256 << 20,
             scan_record_max_age_secs: 86_400,
@@ -193,6 +202,13 @@ impl Topology {
             self.work_stream()
         )
     }
+    /// Change events: a repository's latest score changed.
+    pub fn events_stream(&self) -> String {
+        format!("{}SCORECARD_EVENTS", self.stream_prefix)
+    }
+    pub fn score_changed_subject(&self) -> String {
+        self.subject("events.score_changed")
+    }
     /// The key-value bucket of scan records: per repository, the work item that last started
     /// a scan of it and whether its outcome is published.
     pub fn scans_bucket(&self) -> String {
@@ -257,6 +273,19 @@ impl Topology {
                 storage: StorageType::File,
                 max_age: DAY * u32::try_from(self.args.dead_max_age_days).unwrap_or(u32::MAX),
                 duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            stream::Config {
+                name: self.events_stream(),
+                description: Some("scorecard-fleet: a repository's latest score changed".into()),
+                subjects: vec![self.subject("events.>")],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                max_age: DAY * u32::try_from(self.args.events_max_age_days).unwrap_or(u32::MAX),
+                // The sink publishes each event with its work id as Nats-Msg-Id: one republished
+                // after a crash (between JetStream's ack and the outbox delete) within a day is
+                // dropped, so each change is one event.
+                duplicate_window: EVENTS_DUPLICATE_WINDOW,
                 ..Default::default()
             },
             stream::Config {

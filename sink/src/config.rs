@@ -90,6 +90,10 @@ pub struct RunArgs {
     #[arg(long, env = "SINK_WRITERS", default_value_t = DEFAULT_WRITERS)]
     pub writers: usize,
 
+    /// Publish a change event (scorecard.events.score_changed) for each changed latest score
+    #[arg(long, env = "SINK_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub events: bool,
+
     /// Durable consumer name. A new name reads the whole results stream from its start:
     /// point it at an empty database to rebuild it.
     #[arg(long, env = "SINK_CONSUMER", default_value = fleet_runtime::topology::SINK)]

@@ -2,6 +2,7 @@
 //! commits; while PostgreSQL is down the batch is held (with progress acks so JetStream does
 //! not hand it elsewhere), retried with capped backoff, and `/readyz` reports not ready.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,6 +16,7 @@ use fleet_runtime::topology::Topology;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{Record, decode};
@@ -47,6 +49,8 @@ pub struct Sink {
     pub consumer: PullConsumer,
     pub pool: PgPool,
     pub timeouts: db::Timeouts,
+    /// With change events: woken after each commit that recorded some.
+    pub events: Option<Arc<Notify>>,
     pub topology: Topology,
     pub schedule: Schedule,
     pub metrics: Metrics,
@@ -269,7 +273,15 @@ impl Sink {
         let mut repeated: Option<(String, u32)> = None;
         loop {
             let started = Instant::now();
-            let e = match write_batch(&self.pool, self.timeouts, records, &self.schedule).await {
+            let e = match write_batch(
+                &self.pool,
+                self.timeouts,
+                records,
+                &self.schedule,
+                self.events.is_some(),
+            )
+            .await
+            {
                 Ok(written) => {
                     self.readiness.recovered(POSTGRES);
                     self.metrics.batches.inc();
@@ -282,6 +294,11 @@ impl Sink {
                     let new = written.history_rows + written.failures_recorded + written.skipped;
                     self.metrics.duplicates.inc_by(seen.saturating_sub(new));
                     tracing::debug!(records = records.len(), ?written, "batch committed");
+                    if written.events > 0
+                        && let Some(wake) = &self.events
+                    {
+                        wake.notify_one();
+                    }
                     return Attempt::Committed(written);
                 }
                 Err(e) => e,

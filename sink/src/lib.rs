@@ -3,6 +3,7 @@
 //! - [`config`]: the command line (`run`, `status`, `show`).
 //! - [`decode`]: a JetStream message to a record, or the reason it is poison.
 //! - [`upsert`]: one batch of records in one transaction, idempotently.
+//! - [`events`]: change events, through an outbox written in the batch's transaction.
 //! - [`schedule`]: when a repository is due again after a result or a failure.
 //! - [`consume`]: pull, write, ack; hold and retry while PostgreSQL is down.
 //! - [`plan`]: tokens and concurrency needed for the repositories in the database.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod consume;
 pub mod copy;
 pub mod decode;
+pub mod events;
 pub mod metrics;
 pub mod plan;
 pub mod report;
@@ -110,11 +112,25 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         metrics.clone(),
         shutdown.clone(),
     ));
+    let events = args.events.then(|| {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let publisher = events::Publisher {
+            js: js.clone(),
+            pool: pool.clone(),
+            timeouts: args.db.timeouts(),
+            subject: topology.score_changed_subject(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+        };
+        tokio::spawn(publisher.run(shutdown.clone()));
+        wake
+    });
     let sink = Sink {
         js,
         consumer,
         pool,
         timeouts: args.db.timeouts(),
+        events,
         topology,
         schedule: args.schedule.schedule(),
         metrics,

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub duplicates: Counter,
     pub poison: Counter,
     pub refused: Counter,
+    pub events: Counter,
     pub batches: Counter,
     pub db_errors: Family<ErrorLabel, Counter>,
     pub batch_seconds: Histogram,
@@ -31,6 +32,7 @@ impl Metrics {
             duplicates: Counter::default(),
             poison: Counter::default(),
             refused: Counter::default(),
+            events: Counter::default(),
             batches: Counter::default(),
             db_errors: Family::default(),
             // 1 ms .. ~16 s: a healthy batch commits in tens of milliseconds.
@@ -63,6 +65,11 @@ impl Metrics {
             "refused",
             "Records PostgreSQL refused for what they are, dead-lettered with its reason",
             m.refused.clone(),
+        );
+        r.register(
+            "events_published",
+            "Change events published to the events stream",
+            m.events.clone(),
         );
         r.register("batches", "Batches committed", m.batches.clone());
         r.register(

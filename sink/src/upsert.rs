@@ -26,6 +26,8 @@ pub struct Written {
     pub scores_updated: u64,
     pub failures_recorded: u64,
     pub skipped: u64,
+    /// Change events recorded in the outbox.
+    pub events: u64,
 }
 
 impl std::ops::AddAssign for Written {
@@ -34,15 +36,18 @@ impl std::ops::AddAssign for Written {
         self.scores_updated += other.scores_updated;
         self.failures_recorded += other.failures_recorded;
         self.skipped += other.skipped;
+        self.events += other.events;
     }
 }
 
-/// Writes `records` in one transaction; nothing is written unless all of it is.
+/// Writes `records` in one transaction; nothing is written unless all of it is. With `events`,
+/// each change of a latest score is recorded in the outbox in the same transaction.
 pub async fn write_batch(
     pool: &PgPool,
     timeouts: Timeouts,
     records: &[Record],
     schedule: &Schedule,
+    events: bool,
 ) -> Result<Written, sqlx::Error> {
     let mut results: Vec<(&ScoreResult, RepoName)> = Vec::new();
     let mut failures: Vec<(&WorkFailure, RepoName)> = Vec::new();
@@ -68,7 +73,7 @@ pub async fn write_batch(
     let ids = ensure_repos(&mut tx, &mut repos).await?;
     lock_repos(&mut tx, &ids).await?;
     if !results.is_empty() {
-        write_results(&mut tx, &results, &ids, schedule, &mut written).await?;
+        write_results(&mut tx, &results, &ids, schedule, events, &mut written).await?;
     }
     if !failures.is_empty() {
         write_failures(&mut tx, &failures, &ids, schedule, &mut written).await?;
@@ -167,6 +172,7 @@ async fn write_results(
     results: &[(&ScoreResult, RepoName)],
     ids: &HashMap<String, i64>,
     schedule: &Schedule,
+    events: bool,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
     // Newest first, so the first result seen per repository is the one `scores` may take.
@@ -236,6 +242,12 @@ async fn write_results(
         top.next_due
             .push(schedule.next_due_after_result(all.scored_at[i], &r.work_id));
     }
+    // What the new scores replace, for the change events (the rows are locked).
+    let before = if events {
+        Some(crate::events::stored(tx, &top.repo_id).await?)
+    } else {
+        None
+    };
     let changed: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO scores AS s (repo_id, work_id, score, commit_sha, scorecard_version,
                                   scorecard_commit, scored_at, exit_code, raw_json)
@@ -270,6 +282,15 @@ async fn write_results(
     }
 
     let changed_set: HashSet<i64> = changed.iter().copied().collect();
+    if let Some(before) = &before {
+        let made: Vec<_> = latest
+            .iter()
+            .filter(|&&i| changed_set.contains(&all.repo_id[i]))
+            .filter_map(|&i| crate::events::change(ordered[i].0, before.get(&all.repo_id[i])))
+            .collect();
+        crate::events::record(tx, &made).await?;
+        written.events += made.len() as u64;
+    }
     // One row per check name: a result naming a check twice must not fail its batch forever.
     let mut checks = CheckRows::default();
     let mut names = HashSet::new();

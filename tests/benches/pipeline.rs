@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     if wanted("idle") {
         rows.push(progress(idle_cost(&stack).await?));
     }
-    if wanted("sink") || wanted("e2e") {
+    if wanted("sink") || wanted("e2e") || wanted("events") {
         let sink_repos = &repos[..SINK_RESULTS + NAIVE_SINK_RESULTS];
         let records = fixture_results(sink_repos);
         if wanted("sink") {
@@ -111,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
             rows.push(progress(
                 sink_end_to_end(&stack, sink_repos, &records).await?,
             ));
+        }
+        if wanted("events") {
+            rows.push(progress(sink_events(&stack, sink_repos, &records).await?));
         }
     }
 
@@ -559,7 +562,7 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
                 if started.elapsed() >= NAIVE_BUDGET {
                     break;
                 }
-                write_batch(&s.pool, Default::default(), std::slice::from_ref(record), &schedule).await?;
+                write_batch(&s.pool, Default::default(), std::slice::from_ref(record), &schedule, false).await?;
                 naive += 1;
             }
             let naive_took = started.elapsed();
@@ -574,7 +577,7 @@ async fn sink_rate(stack: &Stack, repos: &[RepoName], records: &[Record]) -> any
             let mut writes = futures::stream::iter(main.chunks(SINK_BATCH))
                 .map(|batch| async {
                     let t = Instant::now();
-                    let written = write_batch(&s.pool, Default::default(), batch, &schedule).await;
+                    let written = write_batch(&s.pool, Default::default(), batch, &schedule, false).await;
                     (batch.len(), written, t.elapsed())
                 })
                 .buffer_unordered(SINK_WRITERS);
@@ -648,6 +651,7 @@ async fn sink_end_to_end(
                 consumer: consumer.clone(),
                 pool: s.pool.clone(),
                 timeouts: Default::default(),
+                events: None,
                 topology: s.topology.clone(),
                 schedule: schedule(),
                 metrics: sink::metrics::Metrics::register(&mut Registry::default()),
@@ -707,6 +711,103 @@ async fn sink_end_to_end(
             })
         })
         .await
+}
+
+/// The sink end to end with change events on (every result a first score, so an event each,
+/// through the outbox and its publisher) next to the same run with events off.
+async fn sink_events(stack: &Stack, repos: &[RepoName], records: &[Record]) -> anyhow::Result<Row> {
+    let main = &records[..E2E_RESULTS];
+    let mut took = Vec::new();
+    for events in [false, true] {
+        let name = if events {
+            "sink-events-on"
+        } else {
+            "sink-events-off"
+        };
+        let t = stack
+            .scratch(name, async |s| {
+                import::write(&s.pool, repos).await?;
+                sqlx::query("ANALYZE repos").execute(&s.pool).await?;
+                let consumer = s.consumer(&s.topology.results_stream(), SINK).await?;
+                let metrics = sink::metrics::Metrics::register(&mut Registry::default());
+                let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+                let sink = Sink {
+                    js: s.js.clone(),
+                    consumer,
+                    pool: s.pool.clone(),
+                    timeouts: Default::default(),
+                    events: events.then(|| wake.clone()),
+                    topology: s.topology.clone(),
+                    schedule: schedule(),
+                    metrics: metrics.clone(),
+                    readiness: Readiness::default(),
+                    batch_size: SINK_BATCH,
+                    batch_wait: Duration::from_millis(500),
+                    writers: SINK_WRITERS,
+                };
+                publish_pipelined(&s.js, &s.topology.results_subject(), main).await?;
+                let publisher = sink::events::Publisher {
+                    js: s.js.clone(),
+                    pool: s.pool.clone(),
+                    timeouts: Default::default(),
+                    subject: s.topology.score_changed_subject(),
+                    metrics: metrics.clone(),
+                    wake,
+                };
+                let stop = CancellationToken::new();
+                let publishing = tokio::spawn(publisher.run(stop.clone()));
+                let want = main.len() as u64;
+                let (ran, t) = tokio::time::timeout(
+                    DRAIN_TIMEOUT,
+                    run_until(
+                        |shutdown| sink.run(shutdown),
+                        || {
+                            metrics.results.get() >= want
+                                && (!events || metrics.events.get() >= want)
+                        },
+                    ),
+                )
+                .await
+                .context("the sink did not finish")?;
+                ran?;
+                stop.cancel();
+                publishing.await?;
+                if events {
+                    let published =
+                        s.js.get_stream(s.topology.events_stream())
+                            .await?
+                            .info()
+                            .await?
+                            .state
+                            .messages;
+                    ensure!(
+                        published == want,
+                        "{published} events for {want} first scores"
+                    );
+                }
+                Ok(t)
+            })
+            .await?;
+        took.push(t);
+    }
+    Ok(Row {
+        what: format!(
+            "sink end to end with change events, {} first scores (outbox in the batch's \
+             transaction, published and deleted by the publisher)",
+            number(main.len() as f64)
+        ),
+        unit: "results/s",
+        value: rate(main.len(), took[1]),
+        baseline: rate(main.len(), took[0]),
+        baseline_how: "the same sink with SINK_EVENTS=false".into(),
+        better: Better::Higher,
+        target: None,
+        notes: format!(
+            "events on {:.1} s (every result an event), off {:.1} s",
+            took[1].as_secs_f64(),
+            took[0].as_secs_f64()
+        ),
+    })
 }
 
 /// Publishes `records` with up to [`PUBLISH_WINDOW`] acks outstanding; returns how long it took.

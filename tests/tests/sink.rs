@@ -77,6 +77,7 @@ async fn sink_on(
         consumer,
         pool,
         timeouts: Default::default(),
+        events: None,
         topology: topology.clone(),
         schedule: schedule(),
         metrics: Metrics::register(&mut Registry::default()),
@@ -413,6 +414,7 @@ async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
         Default::default(),
         &[Record::Result(old)],
         &schedule(),
+        false,
     )
     .await
     .unwrap();
@@ -449,6 +451,7 @@ async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
                 Default::default(),
                 &[Record::Failure(f)],
                 &schedule(),
+                false,
             )
             .await
         }
@@ -1036,4 +1039,282 @@ where
         async move { Ok(checked.await) }
     })
     .await
+}
+
+/// Every event in the harness's events stream, in order.
+async fn score_events(h: &Harness) -> Vec<fleet_proto::v1::ScoreChanged> {
+    let mut stream = h.js.get_stream(h.topology.events_stream()).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(sequence).await {
+            out.push(fleet_proto::v1::ScoreChanged::decode(m.payload).unwrap());
+        }
+    }
+    out
+}
+
+fn publisher(h: &Harness) -> sink::events::Publisher {
+    sink::events::Publisher {
+        js: h.js.clone(),
+        pool: h.sink.pool.clone(),
+        timeouts: Default::default(),
+        subject: h.topology.score_changed_subject(),
+        metrics: h.sink.metrics.clone(),
+        wake: Default::default(),
+    }
+}
+
+/// One event per change of a latest score, by rule: a first score; a changed score (naming the
+/// changed check); none for a rescan that changes no score, a late older result, or a
+/// redelivered result.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn change_events_follow_each_rule(pool: PgPool) {
+    let mut h = harness(pool.clone()).await;
+    h.sink.events = Some(Default::default());
+    let publisher = publisher(&h);
+    let r = repo("github.com/ossf/scorecard");
+    let step = async |h: &Harness, result: &ScoreResult| {
+        h.result(result).await;
+        drain(&h.sink).await;
+        while publisher.publish_once().await.unwrap() > 0 {}
+        score_events(h).await
+    };
+
+    let first = result_for(&r, "w-1", at("2026-04-01T00:00:00Z"), 0);
+    let events = step(&h, &first).await;
+    assert_eq!(events.len(), 1, "a first score is a change");
+    assert!(events[0].first);
+    assert_eq!(events[0].work_id, "w-1");
+    assert_eq!(events[0].repo, "github.com/ossf/scorecard");
+    assert_eq!(events[0].previous_score, None);
+    assert_eq!(events[0].checks.len(), first.checks.len());
+
+    let mut changed = first.clone();
+    changed.work_id = "w-2".into();
+    changed.scored_at = Some(timestamp(at("2026-04-02T00:00:00Z")));
+    let name = changed.checks[0].name.clone();
+    let was = changed.checks[0].score;
+    changed.checks[0].score = Some(if was == Some(10) { 0 } else { 10 });
+    let events = step(&h, &changed).await;
+    assert_eq!(events.len(), 2, "a changed check score is a change");
+    let e = &events[1];
+    assert!(!e.first);
+    assert_eq!(e.work_id, "w-2");
+    assert_eq!(e.checks.len(), 1, "{:?}", e.checks);
+    assert_eq!(e.checks[0].name, name);
+    assert_eq!(e.checks[0].previous, was);
+    assert_eq!(e.checks[0].score, changed.checks[0].score);
+
+    let mut rescan = changed.clone();
+    rescan.work_id = "w-3".into();
+    rescan.scored_at = Some(timestamp(at("2026-04-03T00:00:00Z")));
+    assert_eq!(
+        step(&h, &rescan).await.len(),
+        2,
+        "an unchanged rescan emits nothing"
+    );
+    let latest: String = sqlx::query_scalar("SELECT work_id FROM scores")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(latest, "w-3", "the rescan is the latest score all the same");
+
+    let mut late = first.clone();
+    late.work_id = "w-0".into();
+    late.scored_at = Some(timestamp(at("2026-03-01T00:00:00Z")));
+    late.score = Some(0.0);
+    assert_eq!(
+        step(&h, &late).await.len(),
+        2,
+        "a late older result emits nothing"
+    );
+
+    assert_eq!(
+        step(&h, &changed).await.len(),
+        2,
+        "a redelivery emits nothing"
+    );
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM score_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "published events leave the outbox");
+}
+
+/// The sink is SIGKILLed in each window where an event could be lost or doubled — between a
+/// batch's commit and its events' publish (the events stream refusing publishes meanwhile),
+/// between JetStream's ack and the outbox delete (the outbox held by a lock meanwhile) — and at
+/// random while results flow: in the end there is exactly one event per changed score, and
+/// none for the results that changed nothing.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_sink_killed_in_every_window_emits_each_change_exactly_once(pool: PgPool) {
+    use std::collections::{BTreeMap, HashSet};
+    let h = harness(pool.clone()).await;
+    let repos = repo_list();
+    let t = at("2026-05-01T00:00:00Z");
+    // A first score for each of 1,500 repositories; then a newer result for 600 of them,
+    // every other one with the same scores.
+    let first: Vec<ScoreResult> = (0..1_500)
+        .map(|i| result_for(&repos[i], &format!("a{i}"), t, i))
+        .collect();
+    let second: Vec<ScoreResult> = (0..600)
+        .map(|i| {
+            let mut r = first[i].clone();
+            r.work_id = format!("b{i}");
+            r.scored_at = Some(timestamp(t + TimeDelta::hours(1)));
+            if i % 2 == 0 {
+                r.checks[0].score = Some(if r.checks[0].score == Some(10) { 0 } else { 10 });
+            }
+            r
+        })
+        .collect();
+    fn scores(r: &ScoreResult) -> (Option<i64>, BTreeMap<&str, Option<i32>>) {
+        let checks = r
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.score))
+            .collect();
+        (r.score.map(|s| (s * 10.0).round() as i64), checks)
+    }
+    let changed_later = second
+        .iter()
+        .zip(&first)
+        .filter(|(b, a)| scores(b) != scores(a))
+        .count();
+    assert_eq!(changed_later, 300);
+    let changes = first.len() + changed_later;
+
+    let start = || {
+        std::process::Command::new(stack::workspace_binary("sink"))
+            .arg("run")
+            .env_clear()
+            .env("DATABASE_URL", stack::database_url_of(&pool))
+            .env("NATS_URL", stack::nats_url())
+            .env("NATS_PREFIX", &h.topology.args().nats_prefix)
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("SINK_BATCH_SIZE", "100")
+            .env("SINK_BATCH_WAIT_MS", "50")
+            .env("DATABASE_LOCK_TIMEOUT_MS", "1000")
+            .env("LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the sink binary (cargo build --bins)")
+    };
+    let kill = |mut sink: std::process::Child| {
+        sink.kill().unwrap();
+        sink.wait().unwrap();
+    };
+    let count = async |sql: &'static str| -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+    };
+    let history = async || count("SELECT count(*) FROM score_history").await;
+    let outbox = async || count("SELECT count(*) FROM score_events").await;
+    let published = async || -> u64 {
+        let mut stream = h.js.get_stream(h.topology.events_stream()).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    };
+
+    // At random while the first scores flow.
+    for r in &first {
+        h.result(r).await;
+    }
+    // Three sinks killed at random moments (their unacked batches come back after the
+    // consumer's 60 s ack wait), then one that writes the rest.
+    for life in [1_500, 2_000, 2_500] {
+        let sink = start();
+        tokio::time::sleep(Duration::from_millis(life)).await;
+        kill(sink);
+    }
+    let sink = start();
+    fleet_tests::kube_support::eventually(
+        "the first scores written",
+        Duration::from_secs(180),
+        || async { Ok((history().await >= 1_500).then_some(())) },
+    )
+    .await
+    .unwrap();
+    kill(sink);
+
+    // Between commit and publish: once the sink runs, the events stream takes no publishes
+    // while the second results are written; the sink dies with their events in the outbox.
+    let sink = start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut config =
+        h.js.get_stream(h.topology.events_stream())
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+    let subjects = config.subjects.clone();
+    config.subjects = vec![format!("{}.parked", h.topology.events_stream())];
+    h.js.update_stream(config.clone()).await.unwrap();
+    for r in &second {
+        h.result(r).await;
+    }
+    until("the second results written, their events held", || async {
+        (history().await >= 2_100 && outbox().await >= 300).then_some(())
+    })
+    .await
+    .unwrap();
+    kill(sink);
+    assert_eq!(
+        outbox().await,
+        300,
+        "the changes' events outlive the sink in the outbox"
+    );
+    let before = published().await;
+
+    // Between ack and delete: the stream takes publishes again, but the outbox's rows cannot
+    // be deleted (a lock held here); the sink dies once its publishes are acknowledged.
+    config.subjects = subjects;
+    h.js.update_stream(config).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE score_events IN SHARE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let sink = start();
+    until("the held events published", || async {
+        (published().await >= before + 300).then_some(())
+    })
+    .await
+    .unwrap();
+    kill(sink);
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        outbox().await,
+        300,
+        "published, acknowledged, not yet deleted"
+    );
+
+    // A last sink, left to finish: the outbox empties, the copies are dropped.
+    let sink = start();
+    until("the outbox to empty", || async {
+        (outbox().await == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill(sink);
+
+    let events = score_events(&h).await;
+    let ids: HashSet<&str> = events.iter().map(|e| e.work_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "no change emitted twice");
+    assert_eq!(events.len(), changes, "one event per changed score");
+    for (i, b) in second.iter().enumerate() {
+        assert_eq!(
+            ids.contains(b.work_id.as_str()),
+            i % 2 == 0,
+            "{}: an event exactly when its scores changed",
+            b.work_id
+        );
+    }
 }

@@ -113,6 +113,47 @@ pub struct WorkFailure {
     #[prost(string, tag = "11")]
     pub repo: ::prost::alloc::string::String,
 }
+/// A repository's latest score changed: its first score, or a newer result whose aggregate or
+/// any check's score differs from the one it replaces. On scorecard.events.score_changed in the
+/// SCORECARD_EVENTS stream, once per change (Nats-Msg-Id `score-changed-<work_id>`). A rescan
+/// that changes no score, a late result older than the latest, and a redelivery emit nothing.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ScoreChanged {
+    /// github.com/owner/name as the result named it.
+    #[prost(string, tag = "1")]
+    pub repo: ::prost::alloc::string::String,
+    /// The work item whose result made the change.
+    #[prost(string, tag = "2")]
+    pub work_id: ::prost::alloc::string::String,
+    /// Absent for a first score, or when the replaced result had no aggregate score.
+    #[prost(double, optional, tag = "3")]
+    pub previous_score: ::core::option::Option<f64>,
+    /// Absent when the new result has no aggregate score.
+    #[prost(double, optional, tag = "4")]
+    pub score: ::core::option::Option<f64>,
+    /// The checks whose score changed, by name; a first score lists every check.
+    #[prost(message, repeated, tag = "5")]
+    pub checks: ::prost::alloc::vec::Vec<CheckChange>,
+    #[prost(message, optional, tag = "6")]
+    pub scored_at: ::core::option::Option<::pbjson_types::Timestamp>,
+    /// The repository commit the new result scored.
+    #[prost(string, tag = "7")]
+    pub commit: ::prost::alloc::string::String,
+    /// No earlier score of the repository was stored.
+    #[prost(bool, tag = "8")]
+    pub first: bool,
+}
+/// One check's score before and after; absent: the check was not there, or had no score
+/// (inconclusive).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckChange {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(int32, optional, tag = "2")]
+    pub previous: ::core::option::Option<i32>,
+    #[prost(int32, optional, tag = "3")]
+    pub score: ::core::option::Option<i32>,
+}
 /// Why a repository is being scored; the worker treats all alike, operators and metrics do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

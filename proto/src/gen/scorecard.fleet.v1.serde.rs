@@ -178,6 +178,135 @@ impl<'de> serde::Deserialize<'de> for Check {
         deserializer.deserialize_struct("scorecard.fleet.v1.Check", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for CheckChange {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        if self.previous.is_some() {
+            len += 1;
+        }
+        if self.score.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("scorecard.fleet.v1.CheckChange", len)?;
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        if let Some(v) = self.previous.as_ref() {
+            struct_ser.serialize_field("previous", v)?;
+        }
+        if let Some(v) = self.score.as_ref() {
+            struct_ser.serialize_field("score", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for CheckChange {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "name",
+            "previous",
+            "score",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Name,
+            Previous,
+            Score,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "name" => Ok(GeneratedField::Name),
+                            "previous" => Ok(GeneratedField::Previous),
+                            "score" => Ok(GeneratedField::Score),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = CheckChange;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct scorecard.fleet.v1.CheckChange")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<CheckChange, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut name__ = None;
+                let mut previous__ = None;
+                let mut score__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Previous => {
+                            if previous__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("previous"));
+                            }
+                            previous__ = 
+                                map_.next_value::<::std::option::Option<::pbjson::private::NumberDeserialize<_>>>()?.map(|x| x.0)
+                            ;
+                        }
+                        GeneratedField::Score => {
+                            if score__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("score"));
+                            }
+                            score__ = 
+                                map_.next_value::<::std::option::Option<::pbjson::private::NumberDeserialize<_>>>()?.map(|x| x.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(CheckChange {
+                    name: name__.unwrap_or_default(),
+                    previous: previous__,
+                    score: score__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("scorecard.fleet.v1.CheckChange", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for FailureClass {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -271,6 +400,223 @@ impl<'de> serde::Deserialize<'de> for FailureClass {
             }
         }
         deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ScoreChanged {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.repo.is_empty() {
+            len += 1;
+        }
+        if !self.work_id.is_empty() {
+            len += 1;
+        }
+        if self.previous_score.is_some() {
+            len += 1;
+        }
+        if self.score.is_some() {
+            len += 1;
+        }
+        if !self.checks.is_empty() {
+            len += 1;
+        }
+        if self.scored_at.is_some() {
+            len += 1;
+        }
+        if !self.commit.is_empty() {
+            len += 1;
+        }
+        if self.first {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("scorecard.fleet.v1.ScoreChanged", len)?;
+        if !self.repo.is_empty() {
+            struct_ser.serialize_field("repo", &self.repo)?;
+        }
+        if !self.work_id.is_empty() {
+            struct_ser.serialize_field("workId", &self.work_id)?;
+        }
+        if let Some(v) = self.previous_score.as_ref() {
+            struct_ser.serialize_field("previousScore", v)?;
+        }
+        if let Some(v) = self.score.as_ref() {
+            struct_ser.serialize_field("score", v)?;
+        }
+        if !self.checks.is_empty() {
+            struct_ser.serialize_field("checks", &self.checks)?;
+        }
+        if let Some(v) = self.scored_at.as_ref() {
+            struct_ser.serialize_field("scoredAt", v)?;
+        }
+        if !self.commit.is_empty() {
+            struct_ser.serialize_field("commit", &self.commit)?;
+        }
+        if self.first {
+            struct_ser.serialize_field("first", &self.first)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ScoreChanged {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "repo",
+            "work_id",
+            "workId",
+            "previous_score",
+            "previousScore",
+            "score",
+            "checks",
+            "scored_at",
+            "scoredAt",
+            "commit",
+            "first",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Repo,
+            WorkId,
+            PreviousScore,
+            Score,
+            Checks,
+            ScoredAt,
+            Commit,
+            First,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "repo" => Ok(GeneratedField::Repo),
+                            "workId" | "work_id" => Ok(GeneratedField::WorkId),
+                            "previousScore" | "previous_score" => Ok(GeneratedField::PreviousScore),
+                            "score" => Ok(GeneratedField::Score),
+                            "checks" => Ok(GeneratedField::Checks),
+                            "scoredAt" | "scored_at" => Ok(GeneratedField::ScoredAt),
+                            "commit" => Ok(GeneratedField::Commit),
+                            "first" => Ok(GeneratedField::First),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ScoreChanged;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct scorecard.fleet.v1.ScoreChanged")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ScoreChanged, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut repo__ = None;
+                let mut work_id__ = None;
+                let mut previous_score__ = None;
+                let mut score__ = None;
+                let mut checks__ = None;
+                let mut scored_at__ = None;
+                let mut commit__ = None;
+                let mut first__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Repo => {
+                            if repo__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("repo"));
+                            }
+                            repo__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::WorkId => {
+                            if work_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("workId"));
+                            }
+                            work_id__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::PreviousScore => {
+                            if previous_score__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("previousScore"));
+                            }
+                            previous_score__ = 
+                                map_.next_value::<::std::option::Option<::pbjson::private::NumberDeserialize<_>>>()?.map(|x| x.0)
+                            ;
+                        }
+                        GeneratedField::Score => {
+                            if score__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("score"));
+                            }
+                            score__ = 
+                                map_.next_value::<::std::option::Option<::pbjson::private::NumberDeserialize<_>>>()?.map(|x| x.0)
+                            ;
+                        }
+                        GeneratedField::Checks => {
+                            if checks__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("checks"));
+                            }
+                            checks__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::ScoredAt => {
+                            if scored_at__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("scoredAt"));
+                            }
+                            scored_at__ = map_.next_value()?;
+                        }
+                        GeneratedField::Commit => {
+                            if commit__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("commit"));
+                            }
+                            commit__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::First => {
+                            if first__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("first"));
+                            }
+                            first__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(ScoreChanged {
+                    repo: repo__.unwrap_or_default(),
+                    work_id: work_id__.unwrap_or_default(),
+                    previous_score: previous_score__,
+                    score: score__,
+                    checks: checks__.unwrap_or_default(),
+                    scored_at: scored_at__,
+                    commit: commit__.unwrap_or_default(),
+                    first: first__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("scorecard.fleet.v1.ScoreChanged", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for ScoreResult {
