@@ -163,10 +163,7 @@ impl Producer {
                 .collect();
             // Due again soon, not after the whole lease: the database still holds the truth.
             let retry_at = Utc::now() + TimeDelta::seconds(30);
-            let released =
-                claim::release(&self.pool, self.settings.db_timeouts, &released, retry_at).await;
-            self.database(released)
-                .context("handing back unpublished repositories")?;
+            self.release(&released, retry_at).await?;
             if published == 0 {
                 anyhow::bail!("no work item could be published: {}", failed[0].1);
             }
@@ -252,6 +249,32 @@ impl Producer {
                 self.metrics.oldest_overdue_seconds.set(age);
             }
             Err(e) => tracing::warn!(error = %e, "counting the due backlog failed"),
+        }
+    }
+
+    /// Hands claims back, retrying a few times on the database's own trouble (a sink holding
+    /// the rows past the lock timeout, a lost connection): a hand-back that fails leaves the
+    /// repositories waiting out the whole lease.
+    async fn release(
+        &self,
+        released: &[(i64, String)],
+        retry_at: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut pauses = self.backoff().take(4);
+        loop {
+            let outcome =
+                claim::release(&self.pool, self.settings.db_timeouts, released, retry_at).await;
+            match self.database(outcome) {
+                Ok(()) => return Ok(()),
+                Err(e) if ErrorKind::of(&e) != ErrorKind::Data => match pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(error = %e, retry_in = ?pause, "handing back claims failed; retrying");
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => return Err(e).context("handing back unpublished repositories"),
+                },
+                Err(e) => return Err(e).context("handing back unpublished repositories"),
+            }
         }
     }
 

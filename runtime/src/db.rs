@@ -113,11 +113,15 @@ pub async fn begin(
     timeouts: Timeouts,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // A transaction left idle (its client cut off mid-way) gives up its locks after twice the
+    // statement timeout rather than when TCP keepalive notices, hours later.
     sqlx::query(
-        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)",
+        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
+                set_config('idle_in_transaction_session_timeout', $3, true)",
     )
     .bind(timeouts.statement.as_millis().to_string())
     .bind(timeouts.lock.as_millis().to_string())
+    .bind((timeouts.statement.as_millis() * 2).to_string())
     .execute(&mut *tx)
     .await?;
     Ok(tx)
@@ -177,17 +181,22 @@ pub enum ErrorKind {
     /// The records themselves (class 22 data exception, 23 integrity constraint, 54 program
     /// limit such as an oversized index row): the same records fail every time.
     Data,
-    /// Anything else (schema, permissions, resources): retried, the records are not to blame.
+    /// The server cannot do it now, whatever the records: resources, schema, permissions,
+    /// I/O. Retried; never blamed on the records.
+    Unavailable,
+    /// An error of no known class. Retried; if it repeats for the same records they are
+    /// taken to be its cause.
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Connection,
         Self::StatementTimeout,
         Self::LockTimeout,
         Self::Conflict,
         Self::Data,
+        Self::Unavailable,
         Self::Other,
     ];
 
@@ -205,11 +214,20 @@ impl ErrorKind {
                 match code {
                     "57014" => Self::StatementTimeout,
                     "55P03" => Self::LockTimeout,
-                    "57P01" | "57P02" | "57P03" => Self::Connection,
-                    c if c.starts_with("08") => Self::Connection,
+                    c if c.starts_with("57P") || c.starts_with("08") => Self::Connection,
+                    // An idle-in-transaction kill, a read-only standby after a failover.
+                    "25P03" | "25006" => Self::Connection,
                     c if c.starts_with("40") => Self::Conflict,
                     c if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") => {
                         Self::Data
+                    }
+                    // The server's state, never the records': resources (disk, memory), schema
+                    // or permissions (a rolling deploy, a revoked grant), I/O, internal errors.
+                    c if ["53", "42", "58", "XX", "3D", "3F", "28", "0A"]
+                        .iter()
+                        .any(|class| c.starts_with(class)) =>
+                    {
+                        Self::Unavailable
                     }
                     _ => Self::Other,
                 }
@@ -221,7 +239,8 @@ impl ErrorKind {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => Self::Connection,
             sqlx::Error::Encode(_) => Self::Data,
-            _ => Self::Other,
+            // Reading rows back (decode, a missing column or type) is this code's business.
+            _ => Self::Unavailable,
         }
     }
 
@@ -233,6 +252,7 @@ impl ErrorKind {
             Self::LockTimeout => "lock_timeout",
             Self::Conflict => "conflict",
             Self::Data => "data",
+            Self::Unavailable => "unavailable",
             Self::Other => "other",
         }
     }
@@ -269,6 +289,9 @@ mod error_tests {
         );
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(ErrorKind::of(&io), ErrorKind::Connection);
-        assert_eq!(ErrorKind::of(&sqlx::Error::RowNotFound), ErrorKind::Other);
+        assert_eq!(
+            ErrorKind::of(&sqlx::Error::RowNotFound),
+            ErrorKind::Unavailable
+        );
     }
 }

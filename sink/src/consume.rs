@@ -231,8 +231,15 @@ impl Sink {
                         record.work_id(),
                         db::describe(&e)
                     );
-                    self.dead_letter(&keep[part.start], reason, shutdown)
-                        .await?;
+                    if let Err(e) = self.dead_letter(&keep[part.start], reason, shutdown).await {
+                        // Redelivered at once rather than after the ack wait.
+                        for (message, done) in keep.iter().zip(&settled) {
+                            if !done {
+                                let _ = message.ack_with(AckKind::Nak(None)).await;
+                            }
+                        }
+                        return Err(e);
+                    }
                     self.metrics.refused.inc();
                     report.refused += 1;
                     settled[part.start] = true;

@@ -4,6 +4,8 @@
 //! Exactly once per change: a sink killed after its commit publishes the rows after restart;
 //! one killed after JetStream's ack but before the delete publishes them again, and the
 //! events stream drops the copy (Nats-Msg-Id `score-changed-<work_id>`, a day's window).
+//! Replicas publish side by side, so two events of one repository may arrive out of order:
+//! consumers order them by `scored_at`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,20 +54,19 @@ pub async fn stored(
         .collect())
 }
 
-/// The database keeps one decimal of the aggregate (`numeric(3,1)`); compared as stored.
-fn as_stored(score: Option<f64>) -> Option<f64> {
-    score.map(|s| (s * 10.0).round() / 10.0)
-}
-
-/// The event `result` makes, replacing `before` (`None`: the repository's first score), or
-/// `None` if no score changed.
-pub fn change(result: &ScoreResult, before: Option<&Stored>) -> Option<ScoreChanged> {
+/// The event `result` makes, its aggregate stored as `score` (one decimal, `numeric(3,1)`:
+/// compared and published as the database holds it), replacing `before` (`None`: the
+/// repository's first score); `None` if no score changed.
+pub fn change(
+    result: &ScoreResult,
+    score: Option<f64>,
+    before: Option<&Stored>,
+) -> Option<ScoreChanged> {
     let mut after: BTreeMap<&str, Option<i32>> = BTreeMap::new();
     for check in &result.checks {
         // The first of a name, as the sink stores it.
         after.entry(check.name.as_str()).or_insert(check.score);
     }
-    let score = as_stored(result.score);
     let empty = BTreeMap::new();
     let previous = before.map_or(&empty, |b| &b.checks);
     let mut checks: Vec<CheckChange> = Vec::new();
@@ -239,7 +240,12 @@ mod tests {
 
     #[test]
     fn a_first_score_lists_every_check() {
-        let e = change(&result(5.25, &[("A", Some(3)), ("B", None)]), None).unwrap();
+        let e = change(
+            &result(5.25, &[("A", Some(3)), ("B", None)]),
+            Some(5.3),
+            None,
+        )
+        .unwrap();
         assert!(e.first);
         assert_eq!(e.score, Some(5.3), "as stored: one decimal");
         assert_eq!(e.previous_score, None);
@@ -250,10 +256,19 @@ mod tests {
     fn an_unchanged_rescan_is_no_event_and_a_changed_check_is_named() {
         let before = stored(5.3, &[("A", Some(3)), ("B", None)]);
         assert_eq!(
-            change(&result(5.25, &[("A", Some(3)), ("B", None)]), Some(&before)),
+            change(
+                &result(5.25, &[("A", Some(3)), ("B", None)]),
+                Some(5.3),
+                Some(&before)
+            ),
             None
         );
-        let e = change(&result(5.3, &[("A", Some(4)), ("B", None)]), Some(&before)).unwrap();
+        let e = change(
+            &result(5.3, &[("A", Some(4)), ("B", None)]),
+            Some(5.3),
+            Some(&before),
+        )
+        .unwrap();
         assert!(!e.first);
         assert_eq!(
             e.checks,
@@ -263,9 +278,14 @@ mod tests {
                 score: Some(4)
             }]
         );
-        let dropped = change(&result(5.3, &[("A", Some(3))]), Some(&before)).unwrap();
+        let dropped = change(&result(5.3, &[("A", Some(3))]), Some(5.3), Some(&before)).unwrap();
         assert_eq!(dropped.checks[0].name, "B");
-        let e = change(&result(6.0, &[("A", Some(3)), ("B", None)]), Some(&before)).unwrap();
+        let e = change(
+            &result(6.0, &[("A", Some(3)), ("B", None)]),
+            Some(6.0),
+            Some(&before),
+        )
+        .unwrap();
         assert_eq!((e.previous_score, e.score), (Some(5.3), Some(6.0)));
         assert!(e.checks.is_empty());
     }

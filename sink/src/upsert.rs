@@ -248,7 +248,8 @@ async fn write_results(
     } else {
         None
     };
-    let changed: Vec<i64> = sqlx::query_scalar(
+    // With each changed repository, its new score as stored (numeric(3,1)), for the events.
+    let stored_now: Vec<(i64, Option<f64>)> = sqlx::query_as(
         "INSERT INTO scores AS s (repo_id, work_id, score, commit_sha, scorecard_version,
                                   scorecard_commit, scored_at, exit_code, raw_json)
          SELECT r, w, sc::numeric(3,1), c, v, vc, t, e, raw
@@ -263,7 +264,7 @@ async fn write_results(
              -- Not written since migration 0002; cleared so no stale copy stays behind.
              checks = NULL
          WHERE (s.scored_at, s.work_id) < (EXCLUDED.scored_at, EXCLUDED.work_id)
-         RETURNING repo_id",
+         RETURNING repo_id, score::float8",
     )
     .bind(&top.repo_id)
     .bind(&top.work_id)
@@ -276,6 +277,7 @@ async fn write_results(
     .bind(&top.raw_json)
     .fetch_all(&mut **tx)
     .await?;
+    let changed: Vec<i64> = stored_now.iter().map(|(id, _)| *id).collect();
     written.scores_updated += changed.len() as u64;
     if changed.is_empty() {
         return Ok(());
@@ -283,10 +285,14 @@ async fn write_results(
 
     let changed_set: HashSet<i64> = changed.iter().copied().collect();
     if let Some(before) = &before {
+        let now: HashMap<i64, Option<f64>> = stored_now.iter().copied().collect();
         let made: Vec<_> = latest
             .iter()
-            .filter(|&&i| changed_set.contains(&all.repo_id[i]))
-            .filter_map(|&i| crate::events::change(ordered[i].0, before.get(&all.repo_id[i])))
+            .filter_map(|&i| {
+                let repo = all.repo_id[i];
+                let score = now.get(&repo)?;
+                crate::events::change(ordered[i].0, *score, before.get(&repo))
+            })
             .collect();
         crate::events::record(tx, &made).await?;
         written.events += made.len() as u64;

@@ -514,7 +514,7 @@ fn spawn_worker(h: &Harness, ack_wait_secs: u64, max_deliver: i64, drain_secs: u
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("WORKER_DRAIN_DEADLINE_SECS", drain_secs.to_string())
         .env("WORKER_POLL_MS", "200")
-        .env("LOG", "info")
+        .env("LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -178,6 +178,13 @@ impl JobWatch {
                         tracing::warn!(error = %e, "Job watch interrupted; resuming");
                         let mut health = me.health.lock().expect("health lock");
                         let now = Instant::now();
+                        // After a quiet recovery (no event to clear it), a new run of errors.
+                        if health
+                            .last_at
+                            .is_some_and(|at| at.elapsed() >= QUIET_AFTER_ERRORS)
+                        {
+                            health.since = None;
+                        }
                         health.since.get_or_insert(now);
                         health.last_at = Some(now);
                         health.last = e.to_string();
