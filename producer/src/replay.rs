@@ -121,9 +121,11 @@ pub async fn replay(
         .context("reading the dead-letter stream")?;
     let mut entries = Vec::new();
     loop {
+        // The expiry bounds the wait on the client too: a lost request cannot hang the command.
         let mut page = reader
             .fetch()
             .max_messages(PAGE)
+            .expires(std::time::Duration::from_secs(5))
             .messages()
             .await
             .context("fetching dead letters")?;

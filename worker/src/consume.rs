@@ -193,7 +193,16 @@ impl Worker {
     }
 
     async fn pull(&self) -> anyhow::Result<Option<Message>> {
-        let mut manual = self.manual.fetch().max_messages(1).messages().await?;
+        // An expiry bounds the wait on the client too (the server's answer plus 5 s): a request
+        // lost with a restarting NATS server would otherwise never be answered, and the
+        // worker would stop pulling for good.
+        let mut manual = self
+            .manual
+            .fetch()
+            .max_messages(1)
+            .expires(self.settings.poll)
+            .messages()
+            .await?;
         if let Some(message) = manual.next().await {
             return Ok(Some(message.map_err(|e| anyhow::anyhow!("{e}"))?));
         }
