@@ -24,6 +24,7 @@ async fn migrations_apply_and_the_schema_check_follows_them(pool: PgPool) {
         [
             "repos",
             "score_checks",
+            "score_events",
             "score_history",
             "scores",
             "work_failures"
