@@ -4,18 +4,15 @@
 //! - [`config`]: the command line.
 //! - [`import`]: parse and validate repository lists; write them in large batches.
 //! - [`claim`]: claim due repositories under a lease (`FOR UPDATE SKIP LOCKED`).
-//! - [`publish`]: pipelined, deduplicated publishing of work items.
 //! - [`run`]: the control loop (high-water mark, backoff).
-//! - [`enqueue`]: a person's request, to the manual lane.
+//! - `enqueue` is [`fleet_runtime::manual`], which the api shares.
 //! - [`replay`]: dead letters back into the queue.
 //! - [`metrics`]: what `/metrics` exports.
 
 pub mod claim;
 pub mod config;
-pub mod enqueue;
 pub mod import;
 pub mod metrics;
-pub mod publish;
 pub mod replay;
 pub mod run;
 

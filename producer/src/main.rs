@@ -5,8 +5,9 @@ use clap::Parser as _;
 use fleet_proto::RepoName;
 use fleet_proto::v1::FailureClass;
 use fleet_runtime::db;
+use fleet_runtime::manual;
 use producer::config::{Cli, Command};
-use producer::{enqueue, import, replay};
+use producer::{import, replay};
 
 /// Rejected lines printed one by one before the rest are only counted.
 const SHOW_REJECTED: usize = 50;
@@ -76,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             db::check_schema(&pool).await?;
             let (js, topology) = producer::connect_nats_once(&nats).await?;
             let lease = chrono::TimeDelta::seconds(i64::from(lease_secs.max(1)));
-            for item in enqueue::enqueue(&pool, &js, &topology, &repos, lease).await? {
+            for item in manual::enqueue(&pool, &js, &topology, &repos, lease).await? {
                 println!("{}\t{}", item.id, item.repo);
             }
             Ok(())

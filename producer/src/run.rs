@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claim;
 use crate::metrics::Metrics;
-use crate::publish::{publish_all, work_item};
+use fleet_runtime::publish::{publish_all, work_item};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

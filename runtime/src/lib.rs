@@ -7,6 +7,9 @@
 //! - [`topology`]: every NATS stream, subject and consumer, created or verified at start-up.
 //! - [`dead`]: dead-lettering failures and poison messages to the dead stream.
 //! - [`db`]: the connection pool, migrations and the schema-version check.
+//! - [`publish`]: pipelined, deduplicated publishing of work items.
+//! - [`manual`]: a person's scan request, to the manual lane (`producer enqueue`, the api).
+//! - [`status`]: the fleet at a glance (`sink status`, the api's `/status`).
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
 //! - [`retry`]: waiting for a dependency at start-up without a crash loop.
 //! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
@@ -15,9 +18,12 @@ pub mod config;
 pub mod db;
 pub mod dead;
 pub mod http;
+pub mod manual;
 pub mod nats;
+pub mod publish;
 pub mod retry;
 pub mod scrub;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -94,6 +94,11 @@ pub struct RunArgs {
     #[arg(long, env = "SINK_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub events: bool,
 
+    /// Days scorecard's full output of each result is kept for the api's `?commit=` (the
+    /// latest result is always kept in full)
+    #[arg(long, env = "SINK_RAW_HISTORY_DAYS", default_value_t = 90)]
+    pub raw_history_days: u32,
+
     /// Durable consumer name. A new name reads the whole results stream from its start:
     /// point it at an empty database to rebuild it.
     #[arg(long, env = "SINK_CONSUMER", default_value = fleet_runtime::topology::SINK)]

@@ -6,6 +6,7 @@
 //! - [`events`]: change events, through an outbox written in the batch's transaction.
 //! - [`schedule`]: when a repository is due again after a result or a failure.
 //! - [`consume`]: pull, write, ack; hold and retry while PostgreSQL is down.
+//! - [`prune_raw_once`]: the retention of scorecard's full output in `score_raw`.
 //! - [`plan`]: tokens and concurrency needed for the repositories in the database.
 //! - [`report`]: `status` and `show`, for operators.
 //! - [`metrics`]: what `/metrics` exports.
@@ -70,6 +71,60 @@ async fn freshness(
     }
 }
 
+/// How often results past the raw history's retention are deleted, and how many at a time
+/// (short transactions: the sink's writes go on beside them).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_ROWS: i64 = 10_000;
+
+/// Deletes scorecard's full output of results older than `days` until `shutdown`.
+async fn prune_raw_history(
+    pool: sqlx::PgPool,
+    timeouts: db::Timeouts,
+    days: u32,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match prune_raw_once(&pool, timeouts, days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "pruned the raw result history"),
+            Err(e) => {
+                tracing::warn!(error = %db::describe(&e), "pruning the raw result history failed")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
+/// One pass of the retention: every raw result older than `days`, in short transactions.
+pub async fn prune_raw_once(
+    pool: &sqlx::PgPool,
+    timeouts: db::Timeouts,
+    days: u32,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let mut tx = db::begin(pool, timeouts).await?;
+        let n = sqlx::query(
+            "DELETE FROM score_raw WHERE work_id IN (
+                 SELECT work_id FROM score_raw WHERE scored_at < now() - make_interval(days => $1)
+                 LIMIT $2)",
+        )
+        .bind(i32::try_from(days).unwrap_or(i32::MAX))
+        .bind(PRUNE_ROWS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        deleted += n;
+        if n < PRUNE_ROWS as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Starts the service and runs it until `shutdown`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Each writer holds a connection for its whole transaction; the freshness gauge needs one more.
@@ -110,6 +165,12 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         pool.clone(),
         args.schedule.schedule().interval,
         metrics.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(prune_raw_history(
+        pool.clone(),
+        args.db.timeouts(),
+        args.raw_history_days,
         shutdown.clone(),
     ));
     let events = args.events.then(|| {

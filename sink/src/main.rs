@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = fleet_runtime::db::connect_once(&db).await?;
             fleet_runtime::db::check_schema(&pool).await?;
             let interval = schedule.schedule().interval;
-            let status = sink::report::status(&pool, interval).await?;
+            let status = fleet_runtime::status::status(&pool, interval).await?;
             print!(
                 "{}",
                 sink::report::render_status(&status, interval, chrono::Utc::now())

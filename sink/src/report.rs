@@ -4,56 +4,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
+use fleet_runtime::status::Status;
 use sqlx::PgPool;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Status {
-    pub repos: i64,
-    pub enabled: i64,
-    pub fresh: i64,
-    pub due_now: i64,
-    pub in_flight: i64,
-    pub never_scored: i64,
-    pub oldest_overdue: Option<DateTime<Utc>>,
-    pub failed_by_class: Vec<(String, i64)>,
-}
-
-pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::Error> {
-    let row: (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*),
-                count(*) FILTER (WHERE r.enabled),
-                count(*) FILTER (WHERE r.last_scored_at >= now() - $1::interval),
-                count(*) FILTER (WHERE r.enabled AND r.next_due_at <= now()),
-                count(*) FILTER (WHERE r.last_enqueued_at IS NOT NULL
-                                   AND r.last_enqueued_at > coalesce(r.last_scored_at, '-infinity')
-                                   AND r.last_enqueued_at > coalesce(f.failed_at, '-infinity')),
-                count(*) FILTER (WHERE r.last_scored_at IS NULL),
-                min(r.next_due_at) FILTER (WHERE r.enabled AND r.next_due_at <= now())
-         FROM repos r LEFT JOIN work_failures f ON f.repo_id = r.id",
-    )
-    .bind(interval_text(interval))
-    .fetch_one(pool)
-    .await?;
-    let failed_by_class = sqlx::query_as(
-        "SELECT class, count(*) FROM work_failures GROUP BY class ORDER BY count(*) DESC, class",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(Status {
-        repos: row.0,
-        enabled: row.1,
-        fresh: row.2,
-        due_now: row.3,
-        in_flight: row.4,
-        never_scored: row.5,
-        oldest_overdue: row.6,
-        failed_by_class,
-    })
-}
-
-fn interval_text(interval: TimeDelta) -> String {
-    format!("{} seconds", interval.num_seconds())
-}
 
 pub fn render_status(s: &Status, interval: TimeDelta, now: DateTime<Utc>) -> String {
     let pct = |n: i64| {

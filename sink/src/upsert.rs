@@ -200,6 +200,7 @@ async fn write_results(
         all.scored_at.push(*scored_at);
         all.exit_code.push(r.exit_code);
         all.check_scores.push(check_scores_json(r));
+        all.raw_json.push(pg_text(&r.raw_json).into_owned());
         if latest_repo.insert(*repo_id) {
             latest.push(i);
         }
@@ -223,6 +224,19 @@ async fn write_results(
     .execute(&mut **tx)
     .await?;
     written.history_rows += history.rows_affected();
+    // Every result in full for the retention period (the api's `?commit=`).
+    sqlx::query(
+        "INSERT INTO score_raw (work_id, repo_id, commit_sha, scored_at, raw_json)
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::timestamptz[], $5::text[])
+         ON CONFLICT (work_id) DO NOTHING",
+    )
+    .bind(&all.work_id)
+    .bind(&all.repo_id)
+    .bind(&all.commit)
+    .bind(&all.scored_at)
+    .bind(&all.raw_json)
+    .execute(&mut **tx)
+    .await?;
 
     // Rows go in repo id order, so concurrent sinks lock them in the same order (no deadlock),
     // sorted here rather than by an ORDER BY that would sort the whole wide rows in SQL.
@@ -238,7 +252,7 @@ async fn write_results(
         top.sc_commit.push(all.sc_commit[i].clone());
         top.scored_at.push(all.scored_at[i]);
         top.exit_code.push(all.exit_code[i]);
-        top.raw_json.push(pg_text(&r.raw_json).into_owned());
+        top.raw_json.push(all.raw_json[i].clone());
         top.next_due
             .push(schedule.next_due_after_result(all.scored_at[i], &r.work_id));
     }

@@ -225,10 +225,10 @@ async fn a_retried_publish_is_dropped_by_the_server() {
     let js = js_at(&stack::nats_url()).await;
     let t = topology(&js).await;
     let repo = RepoName::parse("github.com/a/b").unwrap();
-    let item = producer::publish::work_item(&repo, WorkReason::Scheduled, 0);
+    let item = fleet_runtime::publish::work_item(&repo, WorkReason::Scheduled, 0);
     let items = vec![item.clone(), item.clone(), item];
     assert!(
-        producer::publish::publish_all(&js, &t.scheduled_subject(), &items)
+        fleet_runtime::publish::publish_all(&js, &t.scheduled_subject(), &items)
             .await
             .is_empty()
     );
@@ -275,7 +275,7 @@ async fn enqueue_creates_the_repo_and_uses_the_manual_lane(pool: PgPool) {
     let js = js_at(&stack::nats_url()).await;
     let t = topology(&js).await;
     let repo = RepoName::parse("https://github.com/New-Org/New-Repo.git").unwrap();
-    let items = producer::enqueue::enqueue(
+    let items = fleet_runtime::manual::enqueue(
         &pool,
         &js,
         &t,
@@ -309,7 +309,7 @@ async fn enqueue_of_a_due_repository_leaves_nothing_for_the_scheduled_lane(pool:
         .execute(&pool)
         .await
         .unwrap();
-    producer::enqueue::enqueue(&pool, &js, &t, &repos, TimeDelta::hours(24))
+    fleet_runtime::manual::enqueue(&pool, &js, &t, &repos, TimeDelta::hours(24))
         .await
         .unwrap();
     let p = producer(&pool, &js, &t, 1000).await;

@@ -768,7 +768,7 @@ async fn status_and_show_tell_operators_what_they_need(pool: PgPool) {
     .await
     .unwrap();
 
-    let status = sink::report::status(&pool, TimeDelta::days(14))
+    let status = fleet_runtime::status::status(&pool, TimeDelta::days(14))
         .await
         .unwrap();
     assert_eq!(status.repos, 3);

@@ -1,0 +1,74 @@
+//! The api's command line; every flag has an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fleet_runtime::config::{DbArgs, HttpArgs, NatsArgs};
+use fleet_runtime::telemetry::LogArgs;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "scorecard-fleet api: scores, badges, history and scan requests over HTTP"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the API (the service).
+    Run(RunArgs),
+    /// Print the OpenAPI document the service serves at /openapi.json.
+    Openapi,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// PostgreSQL as the read-only role `scorecard_api` (migration 0005 creates it).
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// NATS, used only to publish scan requests; reads work without it.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    /// Address of the API itself (the probes and /metrics stay on HTTP_ADDR)
+    #[arg(long, env = "API_ADDR", default_value = "0.0.0.0:8080")]
+    pub api_addr: SocketAddr,
+
+    /// File of scan-request keys, one `NAME:KEY` a line (a mounted Secret); without it
+    /// `POST .../scan` answers 401 to everyone
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// Scan requests one key may make per minute, per api replica (429 past it)
+    #[arg(long, env = "API_SCAN_REQUESTS_PER_MINUTE", default_value_t = 30)]
+    pub scan_requests_per_minute: u32,
+
+    /// Seconds a CDN or browser may keep a score or badge (Cache-Control max-age)
+    #[arg(long, env = "API_CACHE_SECONDS", default_value_t = 300)]
+    pub cache_seconds: u32,
+
+    /// Seconds a requested repository is kept out of the scheduled lane while its manual scan
+    /// runs, as `producer enqueue --lease-secs`
+    #[arg(long, env = "API_SCAN_LEASE_SECS", default_value_t = 86_400)]
+    pub scan_lease_secs: u32,
+
+    /// Days between two scores of a repository, for /status's freshness
+    #[arg(long, env = "SCORE_INTERVAL_DAYS", default_value_t = 14)]
+    pub interval_days: u32,
+
+    /// Days the sink keeps each result's full output (SINK_RAW_HISTORY_DAYS), for the
+    /// message of a `?commit=` older than that
+    #[arg(long, env = "SINK_RAW_HISTORY_DAYS", default_value_t = 90)]
+    pub raw_history_days: u32,
+}

@@ -1,0 +1,320 @@
+//! Server-rendered pages for people: the status page and a repository's view. No script, no
+//! external asset: everything a page needs is in it, so it works offline and behind any proxy.
+
+use std::fmt::Write as _;
+
+use fleet_proto::RepoName;
+
+use crate::badge;
+use crate::model::Status;
+use crate::store::{Check, Failure, Latest, Scan};
+
+/// Text made safe for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The api path of a repository (its page for browsers, its JSON for programs).
+pub fn project_path(repo: &RepoName) -> String {
+    format!(
+        "/projects/github.com/{}/{}",
+        percent(repo.owner()),
+        percent(repo.name())
+    )
+}
+
+/// Owner and repository names are letters, digits, `-`, `_` and `.`: nothing to escape but
+/// anything else is encoded, to be safe.
+fn percent(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}\
+header{background:#24292f;color:#fff;padding:12px 24px}header a{color:#fff;text-decoration:none;font-weight:600}\
+main{max-width:960px;margin:24px auto;padding:0 16px}section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:16px 20px;margin-bottom:16px}\
+h1{font-size:1.5em;margin:0 0 8px}h2{font-size:1.1em;margin:0 0 12px}table{border-collapse:collapse;width:100%}\
+td,th{text-align:left;padding:6px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}th{font-weight:600}\
+.num{text-align:right;font-variant-numeric:tabular-nums}.score{display:inline-block;min-width:3em;text-align:center;color:#fff;border-radius:4px;padding:2px 6px;font-weight:700}\
+.big{font-size:2.2em;padding:6px 14px}.muted{color:#57606a}.tiles{display:flex;flex-wrap:wrap;gap:12px}\
+.tile{flex:1 1 140px;border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}.tile b{display:block;font-size:1.6em}\
+form input{width:60%;padding:6px}details summary{cursor:pointer;color:#57606a}code{font-size:.9em}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head><body><header><a href=\"/\">scorecard-fleet</a></header><main>{body}</main></body></html>",
+        title = escape(title)
+    )
+}
+
+fn score_chip(score: Option<f64>, big: bool) -> String {
+    let text = score.map_or_else(|| "?".to_owned(), |s| format!("{s:.1}"));
+    format!(
+        "<span class=\"score{}\" style=\"background:{}\">{text}</span>",
+        if big { " big" } else { "" },
+        badge::colour(score)
+    )
+}
+
+/// The status page: the fleet's numbers and a search box.
+pub fn status(s: &Status) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<section><h1>Scorecard results, kept fresh</h1><p class=\"muted\">Every repository is scored again every {} days. Counted {}.</p>\
+<div class=\"tiles\" id=\"numbers\">",
+        s.interval_days,
+        escape(&s.counted_at)
+    );
+    let pct = format!("{:.1}%", s.fresh_ratio * 100.0);
+    for (id, label, value) in [
+        ("repos", "repositories", s.repos.to_string()),
+        ("fresh", "fresh", pct),
+        ("due", "due now", s.due_now.to_string()),
+        ("in-flight", "in flight", s.in_flight.to_string()),
+        ("never-scored", "never scored", s.never_scored.to_string()),
+    ] {
+        let _ = write!(
+            body,
+            "<div class=\"tile\" id=\"{id}\"><b>{value}</b>{label}</div>"
+        );
+    }
+    body.push_str("</div>");
+    if let Some(oldest) = &s.oldest_overdue {
+        let _ = write!(
+            body,
+            "<p>Longest overdue since <time>{}</time>.</p>",
+            escape(oldest)
+        );
+    }
+    body.push_str("</section><section><h2>Latest attempts that failed, by class</h2>");
+    if s.failures_by_class.is_empty() {
+        body.push_str("<p id=\"failures\">None.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"failures\"><tr><th>class</th><th class=\"num\">repositories</th></tr>",
+        );
+        for (class, n) in &s.failures_by_class {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td class=\"num\">{n}</td></tr>",
+                escape(class)
+            );
+        }
+        body.push_str("</table>");
+    }
+    body.push_str(
+        "</section><section><h2>Look up a repository</h2><form action=\"/search\" method=\"get\">\
+<input name=\"repo\" placeholder=\"github.com/ossf/scorecard\" aria-label=\"repository\"> <button>Show</button></form>\
+<p class=\"muted\">As JSON: <code>GET /projects/github.com/OWNER/NAME</code>, <code>/badge</code>, <code>/history</code>; \
+<a href=\"/status\">/status</a>, <a href=\"/openapi.json\">/openapi.json</a>.</p></section>",
+    );
+    page("scorecard-fleet status", &body)
+}
+
+/// The page of a repository the service knows: score, checks with reasons, history.
+pub fn repo(
+    latest: &Latest,
+    checks: &[Check],
+    scans: &[Scan],
+    failure: Option<&Failure>,
+) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<section><h1 id=\"repo\">{}</h1>",
+        escape(&latest.repo)
+    );
+    match (&latest.scored_at, &latest.work_id) {
+        (Some(at), Some(_)) => {
+            let _ = write!(
+                body,
+                "<p id=\"score\">{} <span class=\"muted\">scored <time>{}</time>, commit <code>{}</code>, scorecard {}</span></p>",
+                score_chip(latest.score, true),
+                at.to_rfc3339(),
+                escape(latest.commit_sha.as_deref().unwrap_or_default()),
+                escape(latest.scorecard_version.as_deref().unwrap_or_default()),
+            );
+        }
+        _ => body.push_str("<p id=\"score\">Not scored yet.</p>"),
+    }
+    if let Some(f) = failure {
+        let _ = write!(
+            body,
+            "<p id=\"failure\">Latest attempt failed ({}) at <time>{}</time>: {}</p>",
+            escape(&f.class),
+            f.failed_at.to_rfc3339(),
+            escape(&f.message)
+        );
+    }
+    body.push_str("</section>");
+    if !checks.is_empty() {
+        let docs = documentation(latest.raw_json.as_deref());
+        body.push_str("<section><h2>Checks</h2><table id=\"checks\"><tr><th>check</th><th class=\"num\">score</th><th>reason</th></tr>");
+        for c in checks {
+            let name = match docs.iter().find(|(n, _, _)| *n == c.name) {
+                Some((_, url, short)) => format!(
+                    "<a href=\"{}\" title=\"{}\">{}</a>",
+                    escape(url),
+                    escape(short),
+                    escape(&c.name)
+                ),
+                None => escape(&c.name),
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{name}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                score_chip(c.score.map(f64::from), false),
+                escape(&c.reason)
+            );
+        }
+        body.push_str("</table></section>");
+    }
+    if !scans.is_empty() {
+        let _ = write!(body, "<section><h2>History</h2>{}", chart(scans));
+        body.push_str("<details><summary>Every scan</summary><table id=\"history\"><tr><th>scored</th><th class=\"num\">score</th><th>commit</th></tr>");
+        for s in scans {
+            let _ = write!(
+                body,
+                "<tr><td><time>{}</time></td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
+                s.scored_at.to_rfc3339(),
+                s.score.map_or_else(|| "?".into(), |v| format!("{v:.1}")),
+                escape(&s.commit_sha)
+            );
+        }
+        body.push_str("</table></details></section>");
+    }
+    page(&format!("{} — scorecard", latest.repo), &body)
+}
+
+/// (name, documentation url, short description) of each check in scorecard's output.
+fn documentation(raw: Option<&str>) -> Vec<(String, String, String)> {
+    let Some(value) = raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()) else {
+        return Vec::new();
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    value["checks"]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .map(|c| {
+                    (
+                        text(&c["name"]),
+                        text(&c["documentation"]["url"]),
+                        text(&c["documentation"]["short"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The aggregate score over time as an inline SVG line (oldest left); inconclusive scans are
+/// left out of the line.
+fn chart(scans: &[Scan]) -> String {
+    const W: f64 = 880.0;
+    const H: f64 = 160.0;
+    const PAD: f64 = 24.0;
+    let points: Vec<(i64, f64)> = scans
+        .iter()
+        .rev()
+        .filter_map(|s| s.score.map(|v| (s.scored_at.timestamp(), v)))
+        .collect();
+    let mut svg = format!(
+        "<svg id=\"chart\" role=\"img\" aria-label=\"score history\" viewBox=\"0 0 {W} {H}\" width=\"100%\" height=\"{H}\" xmlns=\"http://www.w3.org/2000/svg\">\
+<rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>"
+    );
+    for level in [0.0, 5.0, 10.0] {
+        let y = H - PAD - level / 10.0 * (H - 2.0 * PAD);
+        let _ = write!(
+            svg,
+            "<line x1=\"{PAD}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#eaeef2\"/><text x=\"4\" y=\"{}\" font-size=\"10\" fill=\"#57606a\">{level}</text>",
+            W - PAD,
+            y + 3.0
+        );
+    }
+    let (first, last) = match (points.first(), points.last()) {
+        (Some(f), Some(l)) => (f.0, l.0),
+        _ => return svg + "</svg>",
+    };
+    let span = (last - first).max(1) as f64;
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|&(t, v)| {
+            let x = if points.len() == 1 {
+                W / 2.0
+            } else {
+                PAD + (t - first) as f64 / span * (W - 2.0 * PAD)
+            };
+            (x, H - PAD - v / 10.0 * (H - 2.0 * PAD))
+        })
+        .collect();
+    let line: Vec<String> = xy.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+    let _ = write!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\" points=\"{}\"/>",
+        line.join(" ")
+    );
+    for ((x, y), (_, v)) in xy.iter().zip(&points) {
+        let _ = write!(
+            svg,
+            "<circle class=\"point\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"><title>{v:.1}</title></circle>",
+            badge::colour(Some(*v))
+        );
+    }
+    svg + "</svg>"
+}
+
+/// The page of a repository the service has never heard of.
+pub fn not_found(repo: &RepoName) -> String {
+    page(
+        &format!("{repo} — not known"),
+        &format!(
+            "<section><h1 id=\"repo\">{}</h1><p id=\"score\">This repository is not known to this service yet.</p></section>",
+            escape(&repo.to_string())
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn paths_encode_what_is_not_a_name_character() {
+        let repo = RepoName::parse("github.com/OSSF/score.card_x-y").unwrap();
+        assert_eq!(
+            project_path(&repo),
+            "/projects/github.com/OSSF/score.card_x-y"
+        );
+        assert_eq!(percent("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,101 @@
+//! The api: the fleet's scores over HTTP, for the ecosystem (badges, the public Scorecard API's
+//! clients) and for people (a status page, a repository's view). Read-only on PostgreSQL as
+//! role `scorecard_api`; NATS only to queue scan requests.
+//!
+//! - [`config`]: the command line.
+//! - [`store`]: every query, one index lookup or keyset page each.
+//! - [`routes`]: the HTTP routes, errors and caching headers.
+//! - [`model`]: the answers' types, which the OpenAPI document describes.
+//! - [`openapi`]: the OpenAPI 3 document, generated from the code.
+//! - [`badge`]: the SVG badge.
+//! - [`html`]: the pages.
+//! - [`keys`]: scan-request keys and their rate limit.
+//! - [`metrics`]: what `/metrics` exports.
+
+pub mod badge;
+pub mod config;
+pub mod html;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod openapi;
+pub mod routes;
+pub mod store;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+use fleet_runtime::topology::Topology;
+use fleet_runtime::{db, http, nats};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RunArgs;
+use crate::keys::{Keys, RateLimit};
+use crate::metrics::Metrics;
+use crate::routes::App;
+
+/// Starts the service and serves until `shutdown`, then finishes the requests in progress.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let http::OpsServer {
+        metrics,
+        readiness,
+        server,
+    } = http::start(args.http.http_addr, &shutdown, Metrics::register).await?;
+    let keys = match &args.keys_file {
+        Some(path) => Keys::load(path)?,
+        None => Keys::default(),
+    };
+    if keys.is_empty() {
+        tracing::warn!("no API keys (API_KEYS_FILE): every scan request is refused");
+    }
+    let pool = db::connect(&args.db, &shutdown).await?;
+    db::check_schema(&pool).await?;
+    let topology = Topology::new(args.nats.topology.clone())?;
+
+    // Reads never wait for NATS: it is connected in the background, for scan requests only.
+    let js = Arc::new(OnceLock::new());
+    {
+        let (js, nats_args, shutdown) = (js.clone(), args.nats.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            match nats::connect(&nats_args, "scorecard-fleet-api", &shutdown).await {
+                Ok(client) => {
+                    let _ = js.set(async_nats::jetstream::new(client));
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "NATS never connected"),
+            }
+        });
+    }
+    let app = Arc::new(App {
+        pool,
+        keys,
+        limit: RateLimit::new(args.scan_requests_per_minute),
+        nats: js,
+        topology,
+        cache_seconds: args.cache_seconds,
+        lease: TimeDelta::seconds(i64::from(args.scan_lease_secs.max(1))),
+        interval: TimeDelta::days(i64::from(args.interval_days)),
+        raw_history_days: args.raw_history_days,
+        metrics,
+        readiness: readiness.clone(),
+        db_failing: AtomicBool::new(false),
+        status: Mutex::new(None),
+    });
+    let listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("binding the API to {}", args.api_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "api serving");
+    readiness.set(true);
+    let drain = shutdown.clone();
+    let ready = readiness.clone();
+    axum::serve(listener, routes::router(app))
+        .with_graceful_shutdown(async move {
+            drain.cancelled().await;
+            ready.set(false);
+        })
+        .await
+        .context("serving the API")?;
+    server.await.ok();
+    Ok(())
+}

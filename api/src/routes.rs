@@ -1,0 +1,840 @@
+//! The HTTP routes: the public Scorecard API's paths, then history, rankings, status and scan
+//! requests. Every error is `{"code", "message"}`; every score and badge carries caching
+//! headers a CDN can use.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::RepoName;
+use fleet_runtime::http::Readiness;
+use fleet_runtime::topology::Topology;
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::badge::{self, Style};
+use crate::keys::{Keys, RateLimit};
+use crate::metrics::Metrics;
+use crate::model::{self, ApiError};
+use crate::{html, store};
+
+/// The readiness dependency of the database.
+const POSTGRES: &str = "postgres";
+/// How long `/status`'s counts are reused: they walk the repos table.
+const STATUS_FOR: Duration = Duration::from_secs(30);
+/// Most items of a page.
+pub const PAGE_MAX: i64 = 100;
+const PAGE_DEFAULT: i64 = 30;
+
+/// What every request handler shares.
+pub struct App {
+    pub pool: PgPool,
+    pub keys: Keys,
+    pub limit: RateLimit,
+    /// Set once NATS answers; scan requests before that are 503.
+    pub nats: Arc<OnceLock<async_nats::jetstream::Context>>,
+    pub topology: Topology,
+    pub cache_seconds: u32,
+    pub lease: TimeDelta,
+    pub interval: TimeDelta,
+    pub raw_history_days: u32,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub db_failing: AtomicBool,
+    pub status: Mutex<Option<(Instant, model::Status)>>,
+}
+
+type Shared = Arc<App>;
+
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/search", get(search))
+        .route("/openapi.json", get(openapi))
+        .route("/status", get(status))
+        .route("/projects/{platform}/{org}/{repo}", get(project))
+        .route("/projects/{platform}/{org}/{repo}/badge", get(badge_svg))
+        .route("/projects/{platform}/{org}/{repo}/history", get(history))
+        .route("/projects/{platform}/{org}/{repo}/scan", post(scan))
+        .route("/checks/{name}", get(ranking))
+        .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "no such path") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(app)
+}
+
+/// An error answer: `{"code", "message"}` with the status.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = ApiError {
+            code: self.status.as_u16(),
+            message: self.message,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        // Errors may change any moment (a first score, a recovered database): a CDN keeps
+        // them briefly at most.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl App {
+    /// A database error becomes a 503 and marks the service not ready until a query works.
+    fn db_error(&self, e: &sqlx::Error) -> Failure {
+        let why = fleet_runtime::db::describe(e);
+        tracing::warn!(error = %why, "a database query failed");
+        self.metrics
+            .db_errors
+            .get_or_create(&fleet_runtime::db::ErrorLabel::from(e))
+            .inc();
+        if !self.db_failing.swap(true, Ordering::Relaxed) {
+            self.readiness.failing(POSTGRES, &why);
+        }
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is unavailable; try again shortly",
+        )
+        .retry_after(5)
+    }
+
+    fn db_ok(&self) {
+        if self.db_failing.swap(false, Ordering::Relaxed) {
+            self.readiness.recovered(POSTGRES);
+        }
+    }
+
+    /// Runs a query, turning its error into the 503 answer.
+    async fn query<T>(
+        &self,
+        q: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, Failure> {
+        match q.await {
+            Ok(v) => {
+                self.db_ok();
+                Ok(v)
+            }
+            Err(e) => Err(self.db_error(&e)),
+        }
+    }
+
+    fn cache_control(&self) -> HeaderValue {
+        HeaderValue::try_from(format!("public, max-age={}", self.cache_seconds))
+            .expect("a valid header value")
+    }
+}
+
+/// Path segments, with a malformed path answered as a JSON 400 like every other error.
+pub struct Segments<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Segments<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// Query parameters, likewise.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// `{platform}/{org}/{repo}` as a repository name, or the 400 that says what is wrong.
+fn repo_name((platform, org, repo): &(String, String, String)) -> Result<RepoName, Failure> {
+    RepoName::parse(&format!("{platform}/{org}/{repo}"))
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// A browser asking for a page rather than a program asking for JSON.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Whether `If-None-Match` already names `etag` (weak comparison, as RFC 9110 asks for it).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+/// A cacheable answer: 304 when the client has it, else `body` as `content_type`.
+fn cached(
+    app: &App,
+    headers: &HeaderMap,
+    etag: String,
+    content_type: &'static str,
+    body: String,
+) -> Response {
+    let mut response = if not_modified(headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, app.cache_control());
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(etag) = HeaderValue::try_from(etag) {
+        h.insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn html_page(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+            (header::VARY, "Accept"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProjectQuery {
+    commit: Option<String>,
+}
+
+/// The latest result of a repository (or the one of `?commit=`), as the public API serves it.
+#[utoipa::path(
+    get,
+    path = "/projects/{platform}/{org}/{repo}",
+    params(
+        ("platform" = String, Path, description = "github.com"),
+        ("org" = String, Path, description = "The repository's owner"),
+        ("repo" = String, Path, description = "The repository's name (any case)"),
+        ("commit" = Option<String>, Query, description = "40 hex digits: the result for that commit, if kept"),
+    ),
+    responses(
+        (status = 200, description = "scorecard's JSON v2 (an HTML view for browsers)",
+            content((model::ScorecardResult = "application/json"), (String = "text/html"))),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Invalid platform, name or commit", body = ApiError),
+        (status = 404, description = "Unknown or never scored", body = ApiError),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn project(
+    State(app): State<Shared>,
+    Segments(path): Segments<(String, String, String)>,
+    Params(query): Params<ProjectQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let repo = repo_name(&path)?;
+    let commit = query.commit.map(|c| commit_hex(&c)).transpose()?;
+    if wants_html(&headers) && commit.is_none() {
+        return repo_page(&app, &repo).await;
+    }
+    let latest = app
+        .query(store::latest(&app.pool, &repo.key()))
+        .await?
+        .ok_or_else(|| unknown(&repo))?;
+    let (Some(work_id), Some(raw)) = (latest.work_id.as_deref(), latest.raw_json.as_deref()) else {
+        return Err(never_scored(&repo));
+    };
+    let (work_id, raw) = match &commit {
+        Some(c) if latest.commit_sha.as_deref() != Some(c.as_str()) => app
+            .query(store::at_commit(&app.pool, latest.repo_id, c))
+            .await?
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "{repo} has no result for commit {c} (results are kept {} days)",
+                        app.raw_history_days
+                    ),
+                )
+            })?,
+        _ => (work_id.to_owned(), raw.to_owned()),
+    };
+    Ok(cached(
+        &app,
+        &headers,
+        format!("\"{work_id}\""),
+        "application/json",
+        raw,
+    ))
+}
+
+fn commit_hex(commit: &str) -> Result<String, Failure> {
+    if commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(commit.to_ascii_lowercase())
+    } else {
+        Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("commit {commit:?} is not a commit id: expected 40 hexadecimal digits"),
+        ))
+    }
+}
+
+fn unknown(repo: &RepoName) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        format!("{repo} is not known to this service"),
+    )
+}
+
+fn never_scored(repo: &RepoName) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        format!("{repo} has not been scored yet"),
+    )
+}
+
+async fn repo_page(app: &App, repo: &RepoName) -> Result<Response, Failure> {
+    let Some(latest) = app.query(store::latest(&app.pool, &repo.key())).await? else {
+        let mut page = html_page(html::not_found(repo));
+        *page.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(page);
+    };
+    let checks = app.query(store::checks(&app.pool, latest.repo_id)).await?;
+    let scans = app
+        .query(store::history(&app.pool, latest.repo_id, None, PAGE_MAX))
+        .await?;
+    let failure = app.query(store::failure(&app.pool, latest.repo_id)).await?;
+    Ok(html_page(html::repo(
+        &latest,
+        &checks,
+        &scans,
+        failure.as_ref(),
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BadgeQuery {
+    style: Option<String>,
+}
+
+/// An SVG badge of the repository's score; grey "unknown" for a repository without one.
+#[utoipa::path(
+    get,
+    path = "/projects/{platform}/{org}/{repo}/badge",
+    params(
+        ("platform" = String, Path, description = "github.com"),
+        ("org" = String, Path),
+        ("repo" = String, Path),
+        ("style" = Option<Style>, Query, description = "The badge's shape"),
+    ),
+    responses(
+        (status = 200, description = "The badge", content_type = "image/svg+xml", body = String),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Invalid platform, name or style", body = ApiError),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn badge_svg(
+    State(app): State<Shared>,
+    Segments(path): Segments<(String, String, String)>,
+    Params(query): Params<BadgeQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let repo = repo_name(&path)?;
+    let style = match query.style.as_deref() {
+        None => Style::default(),
+        Some(s) => serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("style {s:?} is not one of flat, flat-square, plastic, for-the-badge, social"),
+            )
+        })?,
+    };
+    let found = app.query(store::badge(&app.pool, &repo.key())).await?;
+    let (etag, svg) = match found {
+        Some((work_id, score)) => (
+            format!("\"{work_id}-{}\"", style.name()),
+            badge::render(style, score, true),
+        ),
+        None => (
+            format!("\"unknown-{}\"", style.name()),
+            badge::render(style, None, false),
+        ),
+    };
+    Ok(cached(&app, &headers, etag, "image/svg+xml", svg))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, Failure> {
+    match limit {
+        None => Ok(PAGE_DEFAULT),
+        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit {n} is out of range: 1 to {PAGE_MAX}"),
+        )),
+    }
+}
+
+fn bad_cursor(name: &str) -> Failure {
+    Failure::new(
+        StatusCode::BAD_REQUEST,
+        format!("{name} is not a cursor this service gave out (pass the page's `next` as it is)"),
+    )
+}
+
+fn history_cursor(text: &str) -> Result<store::HistoryCursor, Failure> {
+    let (micros, work_id) = text.split_once('_').ok_or_else(|| bad_cursor("before"))?;
+    let micros: i64 = micros.parse().map_err(|_| bad_cursor("before"))?;
+    let scored_at =
+        DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| bad_cursor("before"))?;
+    if work_id.is_empty() || work_id.len() > 256 {
+        return Err(bad_cursor("before"));
+    }
+    Ok(store::HistoryCursor {
+        scored_at,
+        work_id: work_id.to_owned(),
+    })
+}
+
+/// Every scan of a repository, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/projects/{platform}/{org}/{repo}/history",
+    params(
+        ("platform" = String, Path, description = "github.com"),
+        ("org" = String, Path),
+        ("repo" = String, Path),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Scans a page (30)"),
+        ("before" = Option<String>, Query, description = "The previous page's `next`"),
+    ),
+    responses(
+        (status = 200, description = "A page of scans", body = model::History),
+        (status = 400, description = "Invalid name, limit or cursor", body = ApiError),
+        (status = 404, description = "Unknown repository", body = ApiError),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn history(
+    State(app): State<Shared>,
+    Segments(path): Segments<(String, String, String)>,
+    Params(query): Params<PageQuery>,
+) -> Result<Response, Failure> {
+    let repo = repo_name(&path)?;
+    let limit = page_limit(query.limit)?;
+    let before = query.before.as_deref().map(history_cursor).transpose()?;
+    let latest = app
+        .query(store::latest(&app.pool, &repo.key()))
+        .await?
+        .ok_or_else(|| unknown(&repo))?;
+    let scans = app
+        .query(store::history(
+            &app.pool,
+            latest.repo_id,
+            before.as_ref(),
+            limit + 1,
+        ))
+        .await?;
+    let more = scans.len() as i64 > limit;
+    let scans: Vec<_> = scans.into_iter().take(limit as usize).collect();
+    let next = more
+        .then(|| {
+            scans
+                .last()
+                .map(|s| format!("{}_{}", s.scored_at.timestamp_micros(), s.work_id))
+        })
+        .flatten();
+    let body = model::History {
+        repo: latest.repo,
+        scans: scans
+            .into_iter()
+            .map(|s| model::HistoryScan {
+                date: s.scored_at.to_rfc3339(),
+                work_id: s.work_id,
+                commit: s.commit_sha,
+                score: s.score,
+                scorecard_version: s.scorecard_version,
+                checks: s.check_scores.0,
+            })
+            .collect(),
+        next,
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RankQuery {
+    min_score: Option<i16>,
+    max_score: Option<i16>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// scorecard's check names, so `/checks/code-review` finds `Code-Review`.
+const CHECKS: &[&str] = &[
+    "Binary-Artifacts",
+    "Branch-Protection",
+    "CI-Tests",
+    "CII-Best-Practices",
+    "Code-Review",
+    "Contributors",
+    "Dangerous-Workflow",
+    "Dependency-Update-Tool",
+    "Fuzzing",
+    "License",
+    "Maintained",
+    "Packaging",
+    "Pinned-Dependencies",
+    "SAST",
+    "SBOM",
+    "Security-Policy",
+    "Signed-Releases",
+    "Token-Permissions",
+    "Vulnerabilities",
+    "Webhooks",
+];
+
+fn check_name(name: &str) -> Result<String, Failure> {
+    if let Some(known) = CHECKS.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+        return Ok((*known).to_owned());
+    }
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a check name (letters, digits and '-', like Code-Review)"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn score_bound(name: &str, value: Option<i16>, default: i16) -> Result<i16, Failure> {
+    match value {
+        None => Ok(default),
+        Some(v) if (0..=10).contains(&v) => Ok(v),
+        Some(v) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} {v} is out of range: 0 to 10"),
+        )),
+    }
+}
+
+/// Repositories by one check's score (inconclusive results are left out), lowest first.
+#[utoipa::path(
+    get,
+    path = "/checks/{name}",
+    params(
+        ("name" = String, Path, description = "A check, e.g. Code-Review (any case)"),
+        ("min_score" = Option<i16>, Query, minimum = 0, maximum = 10),
+        ("max_score" = Option<i16>, Query, minimum = 0, maximum = 10),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Repositories a page (30)"),
+        ("after" = Option<String>, Query, description = "The previous page's `next`"),
+    ),
+    responses(
+        (status = 200, description = "A page of repositories", body = model::Ranking),
+        (status = 400, description = "Invalid check name, bound, limit or cursor", body = ApiError),
+        (status = 404, description = "No repository has this check", body = ApiError),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn ranking(
+    State(app): State<Shared>,
+    Segments(name): Segments<String>,
+    Params(query): Params<RankQuery>,
+) -> Result<Response, Failure> {
+    let check = check_name(&name)?;
+    let min = score_bound("min_score", query.min_score, 0)?;
+    let max = score_bound("max_score", query.max_score, 10)?;
+    let limit = page_limit(query.limit)?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|text| {
+            let (score, repo_id) = text.split_once('_').ok_or_else(|| bad_cursor("after"))?;
+            Ok::<_, Failure>(store::RankCursor {
+                score: score.parse().map_err(|_| bad_cursor("after"))?,
+                repo_id: repo_id.parse().map_err(|_| bad_cursor("after"))?,
+            })
+        })
+        .transpose()?;
+    if !app.query(store::check_known(&app.pool, &check)).await? {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no repository has a result with check {check}"),
+        ));
+    }
+    let rows = app
+        .query(store::ranked(&app.pool, &check, min, max, after, limit + 1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next = more
+        .then(|| rows.last().map(|r| format!("{}_{}", r.score, r.repo_id)))
+        .flatten();
+    Ok(axum::Json(model::Ranking {
+        check,
+        repos: rows
+            .into_iter()
+            .map(|r| model::RankedRepo {
+                repo: r.repo,
+                score: i64::from(r.score),
+                reason: r.reason,
+            })
+            .collect(),
+        next,
+    })
+    .into_response())
+}
+
+/// The fleet's numbers, counted at most every 30 s per replica.
+async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
+    if let Some((at, status)) = app.status.lock().expect("status cache").as_ref()
+        && at.elapsed() < STATUS_FOR
+    {
+        return Ok(status.clone());
+    }
+    let s = app
+        .query(fleet_runtime::status::status(&app.pool, app.interval))
+        .await?;
+    let status = model::Status {
+        fresh_ratio: if s.repos == 0 {
+            1.0
+        } else {
+            s.fresh as f64 / s.repos as f64
+        },
+        repos: s.repos,
+        enabled: s.enabled,
+        fresh: s.fresh,
+        interval_days: u32::try_from(app.interval.num_days()).unwrap_or(0),
+        due_now: s.due_now,
+        in_flight: s.in_flight,
+        never_scored: s.never_scored,
+        oldest_overdue: s.oldest_overdue.map(|t| t.to_rfc3339()),
+        failures_by_class: s.failed_by_class.into_iter().collect::<BTreeMap<_, _>>(),
+        counted_at: Utc::now().to_rfc3339(),
+    };
+    *app.status.lock().expect("status cache") = Some((Instant::now(), status.clone()));
+    Ok(status)
+}
+
+/// The fleet at a glance: freshness, due, in flight, failures by class.
+#[utoipa::path(
+    get,
+    path = "/status",
+    responses(
+        (status = 200, description = "The numbers of `sink status`", body = model::Status),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn status(State(app): State<Shared>) -> Result<Response, Failure> {
+    Ok(axum::Json(fleet_status(&app).await?).into_response())
+}
+
+/// The status page.
+#[utoipa::path(
+    get,
+    path = "/",
+    responses(
+        (status = 200, description = "The status page", content_type = "text/html", body = String),
+        (status = 503, description = "The database is unavailable", body = ApiError),
+    )
+)]
+pub async fn index(State(app): State<Shared>) -> Result<Response, Failure> {
+    Ok(html_page(html::status(&fleet_status(&app).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    repo: Option<String>,
+}
+
+/// The status page's search box: to the repository's page.
+#[utoipa::path(
+    get,
+    path = "/search",
+    params(("repo" = Option<String>, Query, description = "github.com/OWNER/NAME")),
+    responses(
+        (status = 303, description = "To the repository's page"),
+        (status = 400, description = "Not a repository name", body = ApiError),
+    )
+)]
+pub async fn search(Params(query): Params<SearchQuery>) -> Result<Response, Failure> {
+    let repo = RepoName::parse(query.repo.as_deref().unwrap_or_default())
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Redirect::to(&html::project_path(&repo)).into_response())
+}
+
+/// A scan now, ahead of the schedule, on the manual lane.
+#[utoipa::path(
+    post,
+    path = "/projects/{platform}/{org}/{repo}/scan",
+    params(
+        ("platform" = String, Path, description = "github.com"),
+        ("org" = String, Path),
+        ("repo" = String, Path),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued", body = model::ScanAccepted),
+        (status = 400, description = "Invalid platform or name", body = ApiError),
+        (status = 401, description = "No valid key", body = ApiError),
+        (status = 429, description = "This key's request budget is spent (Retry-After)", body = ApiError),
+        (status = 503, description = "NATS or the database is unavailable", body = ApiError),
+    )
+)]
+pub async fn scan(
+    State(app): State<Shared>,
+    Segments(path): Segments<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let Some(key) = app.keys.check(presented.trim()) else {
+        app.metrics
+            .scan_requests
+            .get_or_create(&crate::metrics::ScanLabel::new("unauthorized"))
+            .inc();
+        let mut denied = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid API key is needed: Authorization: Bearer <key>",
+        )
+        .into_response();
+        denied
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(denied);
+    };
+    let repo = repo_name(&path)?;
+    if let Err(wait) = app.limit.take(key, Instant::now()) {
+        app.metrics
+            .scan_requests
+            .get_or_create(&crate::metrics::ScanLabel::new("rate_limited"))
+            .inc();
+        return Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "key {key} has used its scan requests for now; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        )
+        .retry_after(wait.as_secs() + 1));
+    }
+    let Some(js) = app.nats.get() else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NATS is not connected yet; try again shortly",
+        )
+        .retry_after(5));
+    };
+    let items = fleet_runtime::manual::enqueue(
+        &app.pool,
+        js,
+        &app.topology,
+        std::slice::from_ref(&repo),
+        app.lease,
+    )
+    .await
+    .map_err(|e| {
+        let why = fleet_runtime::scrub::scrub(&format!("{e:#}"), &[]).into_owned();
+        tracing::warn!(%repo, key, error = %why, "a scan request failed");
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the scan request could not be queued: {why}"),
+        )
+        .retry_after(5)
+    })?;
+    let item = items
+        .into_iter()
+        .next()
+        .expect("one item for one repository");
+    app.metrics
+        .scan_requests
+        .get_or_create(&crate::metrics::ScanLabel::new("accepted"))
+        .inc();
+    tracing::info!(%repo, key, work_id = %item.id, "scan requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(model::ScanAccepted {
+            work_id: item.id,
+            repo: repo.to_string(),
+        }),
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json", body = Object))
+)]
+pub async fn openapi() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(crate::openapi::json);
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}

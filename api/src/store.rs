@@ -1,0 +1,193 @@
+//! Every query the api runs: one indexed lookup or keyset page each, read-only.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// A repository and its latest result, if it has one.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Latest {
+    pub repo_id: i64,
+    /// As people spelled it (`github.com/OSSF/Scorecard`).
+    pub repo: String,
+    pub work_id: Option<String>,
+    pub score: Option<f64>,
+    pub commit_sha: Option<String>,
+    pub scorecard_version: Option<String>,
+    pub scored_at: Option<DateTime<Utc>>,
+    /// scorecard's JSON v2, verbatim.
+    pub raw_json: Option<String>,
+}
+
+/// The repository of `key` (lower-cased name) with its latest result; `None` if unknown.
+pub async fn latest(pool: &PgPool, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
+                s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
+                s.scored_at, s.raw_json
+         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+         WHERE r.repo_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The work id and score of a repository's latest result, for badges (no raw JSON read).
+pub async fn badge(pool: &PgPool, key: &str) -> Result<Option<(String, Option<f64>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.work_id, s.score::float8 FROM repos r JOIN scores s ON s.repo_id = r.id
+         WHERE r.repo_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The newest retained result of `commit` (lower-case hex): work id and raw JSON.
+pub async fn at_commit(
+    pool: &PgPool,
+    repo_id: i64,
+    commit: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT work_id, raw_json FROM score_raw WHERE repo_id = $1 AND commit_sha = $2
+         ORDER BY scored_at DESC LIMIT 1",
+    )
+    .bind(repo_id)
+    .bind(commit)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One scan in a repository's history.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Scan {
+    pub work_id: String,
+    pub scored_at: DateTime<Utc>,
+    pub commit_sha: String,
+    pub score: Option<f64>,
+    pub scorecard_version: String,
+    pub check_scores: sqlx::types::Json<BTreeMap<String, Option<i64>>>,
+}
+
+/// Where a page of history starts: strictly older than this scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub scored_at: DateTime<Utc>,
+    pub work_id: String,
+}
+
+/// Up to `limit` scans of `repo_id`, newest first, older than `before`.
+pub async fn history(
+    pool: &PgPool,
+    repo_id: i64,
+    before: Option<&HistoryCursor>,
+    limit: i64,
+) -> Result<Vec<Scan>, sqlx::Error> {
+    // 'infinity' sorts after every time, so no cursor means "from the newest".
+    let (at, work) = before.map_or((None, String::new()), |c| {
+        (Some(c.scored_at), c.work_id.clone())
+    });
+    sqlx::query_as(
+        "SELECT work_id, scored_at, commit_sha, score::float8 AS score, scorecard_version,
+                check_scores
+         FROM score_history
+         WHERE repo_id = $1
+           AND (scored_at, work_id) < (coalesce($2, 'infinity'::timestamptz), $3)
+         ORDER BY scored_at DESC, work_id DESC
+         LIMIT $4",
+    )
+    .bind(repo_id)
+    .bind(at)
+    .bind(work)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One check of a repository's latest result.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Check {
+    pub name: String,
+    pub score: Option<i16>,
+    pub reason: String,
+}
+
+pub async fn checks(pool: &PgPool, repo_id: i64) -> Result<Vec<Check>, sqlx::Error> {
+    sqlx::query_as("SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name")
+        .bind(repo_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// A repository whose check scored in the asked range.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Ranked {
+    pub repo_id: i64,
+    pub repo: String,
+    pub score: i16,
+    pub reason: String,
+}
+
+/// Where a page of a check's ranking starts: strictly after this (score, repository).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankCursor {
+    pub score: i16,
+    pub repo_id: i64,
+}
+
+/// Repositories whose `check` scored within `min..=max`, lowest score first, after `after`:
+/// a keyset walk of `score_checks (name, score, repo_id)`.
+pub async fn ranked(
+    pool: &PgPool,
+    check: &str,
+    min: i16,
+    max: i16,
+    after: Option<RankCursor>,
+    limit: i64,
+) -> Result<Vec<Ranked>, sqlx::Error> {
+    let after = after.unwrap_or(RankCursor {
+        score: -1,
+        repo_id: 0,
+    });
+    sqlx::query_as(
+        "SELECT c.repo_id, r.host || '/' || r.owner || '/' || r.name AS repo, c.score, c.reason
+         FROM score_checks c JOIN repos r ON r.id = c.repo_id
+         WHERE c.name = $1 AND c.score BETWEEN $2 AND $3 AND (c.score, c.repo_id) > ($4, $5)
+         ORDER BY c.score, c.repo_id
+         LIMIT $6",
+    )
+    .bind(check)
+    .bind(min)
+    .bind(max)
+    .bind(after.score)
+    .bind(after.repo_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether any repository has a result with check `name`.
+pub async fn check_known(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM score_checks WHERE name = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+}
+
+/// A repository's latest failure, if it is newer than its latest score.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Failure {
+    pub class: String,
+    pub message: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+pub async fn failure(pool: &PgPool, repo_id: i64) -> Result<Option<Failure>, sqlx::Error> {
+    sqlx::query_as("SELECT class, message, failed_at FROM work_failures WHERE repo_id = $1")
+        .bind(repo_id)
+        .fetch_optional(pool)
+        .await
+}

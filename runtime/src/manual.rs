@@ -1,0 +1,62 @@
+//! `producer enqueue` (and the api's `POST .../scan`): a person's request, published to the
+//! manual lane at once (workers pull it before any scheduled work). Unknown repositories get a
+//! row first, and every one's due time is pushed forward as a claim would, so the scheduled lane
+//! does not scan it meanwhile.
+
+use crate::topology::Topology;
+use anyhow::Context as _;
+use async_nats::jetstream::Context;
+use chrono::TimeDelta;
+use fleet_proto::RepoName;
+use fleet_proto::v1::{WorkItem, WorkReason};
+use sqlx::PgPool;
+
+use crate::publish::{publish_all, work_item};
+
+/// Manual requests run ahead of same-lane peers with a lower priority.
+pub const MANUAL_PRIORITY: i32 = 100;
+
+pub async fn enqueue(
+    pool: &PgPool,
+    js: &Context,
+    topology: &Topology,
+    repos: &[RepoName],
+    lease: TimeDelta,
+) -> anyhow::Result<Vec<WorkItem>> {
+    request_scans(pool, repos, lease)
+        .await
+        .context("recording the repositories and pushing their due time forward")?;
+    let items: Vec<WorkItem> = repos
+        .iter()
+        .map(|r| work_item(r, WorkReason::Manual, MANUAL_PRIORITY))
+        .collect();
+    let failed = publish_all(js, &topology.manual_subject(), &items).await;
+    if let Some((i, e)) = failed.first() {
+        anyhow::bail!(
+            "publishing the work item for {} failed: {e} (it is scheduled again when its \
+             lease runs out; run the command again to ask now)",
+            items[*i].repo
+        );
+    }
+    Ok(items)
+}
+
+/// Before the publish: a producer claiming meanwhile finds the rows not due. Through the
+/// database's `request_scans`, which the api's read-only role may call too.
+pub async fn request_scans(
+    pool: &PgPool,
+    repos: &[RepoName],
+    lease: TimeDelta,
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = repos.iter().map(RepoName::key).collect();
+    let owners: Vec<&str> = repos.iter().map(RepoName::owner).collect();
+    let names: Vec<&str> = repos.iter().map(RepoName::name).collect();
+    sqlx::query("SELECT request_scans($1, $2, $3, $4::interval)")
+        .bind(&keys)
+        .bind(&owners)
+        .bind(&names)
+        .bind(format!("{} seconds", lease.num_seconds()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
