@@ -386,6 +386,7 @@ pub struct BadgeQuery {
         (status = 200, description = "The badge", content_type = "image/svg+xml", body = String),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Invalid platform, name or style", body = ApiError),
+        (status = 404, description = "No such path", body = ApiError),
         (status = 503, description = "The database is unavailable", body = ApiError),
     )
 )]
@@ -740,6 +741,7 @@ pub async fn search(Params(query): Params<SearchQuery>) -> Result<Response, Fail
         (status = 202, description = "Queued", body = model::ScanAccepted),
         (status = 400, description = "Invalid platform or name", body = ApiError),
         (status = 401, description = "No valid key", body = ApiError),
+        (status = 404, description = "No such path", body = ApiError),
         (status = 429, description = "This key's request budget is spent (Retry-After)", body = ApiError),
         (status = 503, description = "NATS or the database is unavailable", body = ApiError),
     )

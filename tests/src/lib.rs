@@ -10,8 +10,10 @@
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
 //! - [`proxy`]: a TCP proxy a test can cut, for network outages.
-//! - [`probe`]: a service's `/readyz` over a socket.
+//! - [`probe`]: a service's `/readyz` over a socket, and plain HTTP requests.
+//! - [`api_server`]: the api binary running on loopback, as its read-only login.
 
+pub mod api_server;
 pub mod fixtures;
 pub mod fleet;
 pub mod kube_support;

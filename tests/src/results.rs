@@ -27,10 +27,24 @@ pub fn result_for(
     scored_at: DateTime<Utc>,
     variant: usize,
 ) -> ScoreResult {
+    result_at_commit(repo, work_id, scored_at, variant, None)
+}
+
+/// [`result_for`] of another commit than the fixture's (40 hex digits).
+pub fn result_at_commit(
+    repo: &RepoName,
+    work_id: &str,
+    scored_at: DateTime<Utc>,
+    variant: usize,
+    commit: Option<&str>,
+) -> ScoreResult {
     let outputs = fixtures::scorecard_outputs();
     let (_, line) = &outputs[variant % outputs.len()];
     let mut json: serde_json::Value = serde_json::from_str(line).expect("fixture JSON");
     json["repo"]["name"] = repo.to_string().into();
+    if let Some(commit) = commit {
+        json["repo"]["commit"] = commit.into();
+    }
     json["date"] = scored_at.to_rfc3339().into();
     let line = json.to_string();
     let mut result = parse_result(

@@ -54,7 +54,7 @@ fn compose_sets_only_real_flags_and_agrees_with_the_image() {
     let mut seen = BTreeSet::new();
     for (name, service) in services {
         let name = name.as_str().unwrap();
-        if !["producer", "worker", "sink"].contains(&name) {
+        if !["producer", "worker", "sink", "api"].contains(&name) {
             continue;
         }
         seen.insert(name.to_owned());
@@ -80,7 +80,7 @@ fn compose_sets_only_real_flags_and_agrees_with_the_image() {
             "{name} serves on the port deploy/ probes"
         );
     }
-    assert_eq!(seen.len(), 3, "compose runs producer, worker and sink");
+    assert_eq!(seen.len(), 4, "compose runs producer, worker, sink and api");
 
     // The same NATS and PostgreSQL images as deploy/'s dev overlay.
     let dev: Vec<Value> = ["nats.yaml", "postgres.yaml"]
@@ -114,6 +114,7 @@ fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
         ("producer", Some("run")),
         ("worker", None),
         ("sink", Some("run")),
+        ("api", Some("run")),
     ] {
         assert!(
             dockerfile.contains(&format!("target/release/{bin}")),
@@ -167,6 +168,7 @@ fn readme_documents_every_flag() {
         ("producer", Some("run")),
         ("worker", None),
         ("sink", Some("run")),
+        ("api", Some("run")),
     ] {
         for env in env_vars(bin, sub) {
             assert!(

@@ -1,0 +1,600 @@
+//! The api binary against the stack's PostgreSQL (a fresh database per test, written by the
+//! sink's own write path), connected as a login of the read-only role `scorecard_api`.
+
+use std::collections::HashSet;
+
+use chrono::{TimeDelta, Utc};
+use fleet_proto::RepoName;
+use fleet_proto::v1::{WorkItem, WorkReason};
+use fleet_runtime::db::Timeouts;
+use fleet_runtime::topology::{Topology, TopologyArgs};
+use fleet_tests::api_server::{self, ApiServer};
+use fleet_tests::results::{repo_list, result_at_commit};
+use fleet_tests::stack;
+use prost::Message as _;
+use sink::decode::Record;
+use sink::schedule::Schedule;
+use sqlx::PgPool;
+
+const ALPHA: &str = "github.com/Fleet-Test/Alpha";
+const NEVER: &str = "github.com/fleet-test/never-scored";
+/// Alpha's three scans, oldest first: (commit, days ago, fixture variant).
+const ALPHA_SCANS: [(&str, i64, usize); 3] = [
+    ("1111111111111111111111111111111111111111", 30, 0),
+    ("2222222222222222222222222222222222222222", 15, 1),
+    ("3333333333333333333333333333333333333333", 0, 2),
+];
+/// Repositories with one scan each, so rankings need several pages.
+const OTHERS: usize = 60;
+
+fn schedule() -> Schedule {
+    Schedule {
+        interval: TimeDelta::days(14),
+        jitter: TimeDelta::hours(24),
+    }
+}
+
+/// Alpha with three scans, [`OTHERS`] repositories with one, one repository never scored; all
+/// through the sink's write path. Returns the other repositories.
+async fn seed(pool: &PgPool) -> Vec<RepoName> {
+    let alpha = RepoName::parse(ALPHA).unwrap();
+    let now = Utc::now();
+    let mut records = Vec::new();
+    for (i, (commit, days, variant)) in ALPHA_SCANS.iter().enumerate() {
+        let at = now - TimeDelta::days(*days) - TimeDelta::minutes(5);
+        records.push(Record::Result(result_at_commit(
+            &alpha,
+            &format!("alpha-{i}"),
+            at,
+            *variant,
+            Some(commit),
+        )));
+    }
+    let others: Vec<RepoName> = repo_list().into_iter().take(OTHERS).collect();
+    for (i, repo) in others.iter().enumerate() {
+        let at = now - TimeDelta::hours(i as i64 + 1);
+        records.push(Record::Result(result_at_commit(
+            repo,
+            &format!("other-{i}"),
+            at,
+            i,
+            None,
+        )));
+    }
+    sink::upsert::write_batch(pool, Timeouts::default(), &records, &schedule(), false)
+        .await
+        .expect("writing the results");
+    sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name) VALUES ($1, 'github.com', 'fleet-test', 'never-scored')",
+    )
+    .bind(NEVER.to_ascii_lowercase())
+    .execute(pool)
+    .await
+    .unwrap();
+    others
+}
+
+async fn api_on(pool: &PgPool, env: &[(&str, String)]) -> ApiServer {
+    api_server::ensure_login(pool).await;
+    ApiServer::start(&api_server::url_as_login(pool), env).await
+}
+
+async fn raw_of(pool: &PgPool, work_id: &str) -> String {
+    sqlx::query_scalar("SELECT raw_json FROM score_raw WHERE work_id = $1")
+        .bind(work_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// 400 or 404 with `{"code", "message"}` saying `says`.
+fn assert_error(answer: &fleet_tests::probe::Answer, status: u16, says: &str) {
+    assert_eq!(answer.status, status, "{answer:?}");
+    let body = answer.json();
+    assert_eq!(body["code"], status, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_errors(pool: PgPool) {
+    seed(&pool).await;
+    let api = api_on(&pool, &[]).await;
+
+    // Any case finds the repository; the body is the stored output, byte for byte.
+    let latest = api.get("/projects/github.com/FLEET-TEST/alpha", &[]).await;
+    assert_eq!(latest.status, 200, "{latest:?}");
+    assert_eq!(latest.body, raw_of(&pool, "alpha-2").await);
+    let json = latest.json();
+    for field in ["date", "repo", "scorecard", "score", "checks", "metadata"] {
+        assert!(json.get(field).is_some(), "{field} missing from {json}");
+    }
+    assert_eq!(json["repo"]["commit"], ALPHA_SCANS[2].0);
+    assert!(json["checks"][0]["documentation"]["url"].is_string());
+    assert_eq!(latest.header("content-type"), Some("application/json"));
+    assert_eq!(latest.header("cache-control"), Some("public, max-age=300"));
+    let etag = latest.header("etag").expect("an ETag").to_owned();
+    assert_eq!(etag, "\"alpha-2\"");
+
+    let again = api
+        .get("/projects/github.com/fleet-test/Alpha", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(again.status, 304, "{again:?}");
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    let other = api
+        .get("/projects/github.com/fleet-test/alpha", &[("if-none-match", "\"alpha-1\"")])
+        .await;
+    assert_eq!(other.status, 200);
+
+    // An older commit's full result; its commit in upper case too.
+    let older = api
+        .get(&format!("/projects/github.com/fleet-test/alpha?commit={}", ALPHA_SCANS[0].0.to_uppercase()), &[])
+        .await;
+    assert_eq!(older.status, 200, "{older:?}");
+    assert_eq!(older.body, raw_of(&pool, "alpha-0").await);
+    assert_eq!(older.header("etag"), Some("\"alpha-0\""));
+    let current = api
+        .get(&format!("/projects/github.com/fleet-test/alpha?commit={}", ALPHA_SCANS[2].0), &[])
+        .await;
+    assert_eq!(current.body, latest.body);
+
+    let missing = "4".repeat(40);
+    assert_error(
+        &api.get(&format!("/projects/github.com/fleet-test/alpha?commit={missing}"), &[]).await,
+        404,
+        "has no result for commit 4444",
+    );
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/alpha?commit=HEAD", &[]).await,
+        400,
+        "expected 40 hexadecimal digits",
+    );
+    assert_error(
+        &api.get("/projects/gitlab.com/fleet-test/alpha", &[]).await,
+        400,
+        "only github.com repositories are supported",
+    );
+    assert_error(
+        &api.get("/projects/github.com/-bad-/alpha", &[]).await,
+        400,
+        "owner \"-bad-\" is invalid",
+    );
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/nobody-knows", &[]).await,
+        404,
+        "is not known to this service",
+    );
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/never-scored", &[]).await,
+        404,
+        "has not been scored yet",
+    );
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn badges_show_the_score_band_in_every_style_and_grey_for_unknown(pool: PgPool) {
+    seed(&pool).await;
+    let api = api_on(&pool, &[]).await;
+    let score: f64 = sqlx::query_scalar(
+        "SELECT s.score::float8 FROM scores s JOIN repos r ON r.id = s.repo_id WHERE r.repo_key = $1",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let shown = format!("{score:.1}");
+    let colour = api::badge::colour(Some(score));
+
+    let flat = api.get("/projects/github.com/fleet-test/alpha/badge", &[]).await;
+    assert_eq!(flat.status, 200);
+    assert_eq!(flat.header("content-type"), Some("image/svg+xml"));
+    assert!(flat.body.starts_with("<svg"), "{}", flat.body);
+    assert!(flat.body.contains(&format!(">{shown}<")), "{}", flat.body);
+    assert!(flat.body.contains("openssf scorecard"));
+    assert!(flat.body.contains(colour), "{colour} in {}", flat.body);
+    assert_eq!(flat.header("cache-control"), Some("public, max-age=300"));
+    let etag = flat.header("etag").unwrap().to_owned();
+    let cached = api
+        .get("/projects/github.com/fleet-test/alpha/badge", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(cached.status, 304);
+
+    let mut etags = HashSet::new();
+    for style in ["flat", "flat-square", "plastic", "for-the-badge", "social"] {
+        let b = api
+            .get(&format!("/projects/github.com/fleet-test/alpha/badge?style={style}"), &[])
+            .await;
+        assert_eq!(b.status, 200, "{style}: {b:?}");
+        assert!(b.body.to_lowercase().contains(&format!(": {shown}")), "{style}: {}", b.body);
+        etags.insert(b.header("etag").unwrap().to_owned());
+    }
+    assert_eq!(etags.len(), 5, "each style is its own representation: {etags:?}");
+
+    let unknown = api.get("/projects/github.com/fleet-test/nobody-knows/badge", &[]).await;
+    assert_eq!(unknown.status, 200);
+    assert!(unknown.body.contains(">unknown<") && unknown.body.contains("#9f9f9f"), "{}", unknown.body);
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/alpha/badge?style=neon", &[]).await,
+        400,
+        "style \"neon\" is not one of",
+    );
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn history_and_rankings_page_by_keyset_without_loss_or_repeats(pool: PgPool) {
+    seed(&pool).await;
+    let api = api_on(&pool, &[]).await;
+
+    let first = api.get("/projects/github.com/fleet-test/alpha/history?limit=2", &[]).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let first = first.json();
+    assert_eq!(first["repo"], ALPHA);
+    let commits: Vec<&str> = first["scans"].as_array().unwrap().iter().map(|s| s["commit"].as_str().unwrap()).collect();
+    assert_eq!(commits, [ALPHA_SCANS[2].0, ALPHA_SCANS[1].0], "newest first");
+    assert!(first["scans"][0]["checks"].as_object().unwrap().len() > 5);
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let second = api
+        .get(&format!("/projects/github.com/fleet-test/alpha/history?limit=2&before={next}"), &[])
+        .await
+        .json();
+    assert_eq!(second["scans"].as_array().unwrap().len(), 1);
+    assert_eq!(second["scans"][0]["commit"], ALPHA_SCANS[0].0);
+    assert!(second["next"].is_null(), "{second}");
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/alpha/history?before=yesterday", &[]).await,
+        400,
+        "is not a cursor",
+    );
+    assert_error(
+        &api.get("/projects/github.com/fleet-test/alpha/history?limit=0", &[]).await,
+        400,
+        "limit 0 is out of range",
+    );
+
+    // Every repository with a Code-Review score of at most 5, walked in pages of 7, equals the
+    // database's own answer, in order.
+    let expected: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT r.host || '/' || r.owner || '/' || r.name, c.score::int8 FROM score_checks c
+         JOIN repos r ON r.id = c.repo_id
+         WHERE c.name = 'Code-Review' AND c.score <= 5 ORDER BY c.score, c.repo_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(expected.len() > 14, "the seed gives several pages: {}", expected.len());
+    let mut walked = Vec::new();
+    let mut after = None::<String>;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/checks/code-review?max_score=5&limit=7&after={a}"),
+            None => "/checks/code-review?max_score=5&limit=7".to_owned(),
+        };
+        let page = api.get(&path, &[]).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let page = page.json();
+        assert_eq!(page["check"], "Code-Review");
+        for r in page["repos"].as_array().unwrap() {
+            walked.push((r["repo"].as_str().unwrap().to_owned(), r["score"].as_i64().unwrap()));
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(walked, expected);
+    assert_error(&api.get("/checks/Code-Review?min_score=11", &[]).await, 400, "min_score 11 is out of range");
+    assert_error(&api.get("/checks/No-Such-Check", &[]).await, 404, "no repository has a result with check");
+    assert_error(&api.get("/checks/bad%20name", &[]).await, 400, "is not a check name");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn status_says_what_sink_status_says(pool: PgPool) {
+    seed(&pool).await;
+    sqlx::query(
+        "INSERT INTO work_failures (repo_id, work_id, class, message, attempts, failed_at)
+         SELECT id, 'f-1', 'TIMEOUT', 'deadline', 1, now() FROM repos WHERE repo_key = $1",
+    )
+    .bind(NEVER.to_ascii_lowercase())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let api = api_on(&pool, &[]).await;
+    let status = api.get("/status", &[]).await;
+    assert_eq!(status.status, 200, "{status:?}");
+    let got = status.json();
+    let want = fleet_runtime::status::status(&pool, TimeDelta::days(14)).await.unwrap();
+    assert_eq!(got["repos"], want.repos);
+    assert_eq!(got["repos"], (OTHERS + 2) as i64);
+    assert_eq!(got["fresh"], want.fresh);
+    assert_eq!(got["due_now"], want.due_now);
+    assert_eq!(got["in_flight"], want.in_flight);
+    assert_eq!(got["never_scored"], 1);
+    assert_eq!(got["failures_by_class"]["TIMEOUT"], 1);
+    assert_eq!(got["interval_days"], 14);
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_api_role_reads_and_asks_for_scans_and_can_change_nothing(pool: PgPool) {
+    seed(&pool).await;
+    api_server::ensure_login(&pool).await;
+    let api = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&api_server::url_as_login(&pool))
+        .await
+        .expect("the api's login connects");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM scores").fetch_one(&api).await.unwrap();
+    assert_eq!(n, (OTHERS + 1) as i64);
+    for write in [
+        "INSERT INTO repos (repo_key, host, owner, name) VALUES ('github.com/a/b', 'github.com', 'a', 'b')",
+        "UPDATE repos SET next_due_at = now()",
+        "DELETE FROM scores",
+        "UPDATE scores SET score = 10",
+        "DELETE FROM score_raw",
+        "INSERT INTO score_history SELECT * FROM score_history LIMIT 1",
+        "TRUNCATE work_failures",
+        "DELETE FROM _sqlx_migrations",
+        "CREATE TABLE mine (x int)",
+        "SELECT * FROM score_events",
+    ] {
+        let refused = sqlx::query(sqlx::AssertSqlSafe(write)).execute(&api).await.unwrap_err();
+        let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{write}: {refused}");
+    }
+    // Its one write: a scan request, which creates the repository and defers its schedule.
+    sqlx::query("SELECT request_scans(ARRAY['github.com/new/one'], ARRAY['new'], ARRAY['one'], '1 hour')")
+        .execute(&api)
+        .await
+        .expect("the api may ask for scans");
+    let due: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT next_due_at FROM repos WHERE repo_key = 'github.com/new/one'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(due > Utc::now() + TimeDelta::minutes(55), "{due}");
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn scan_requests_need_a_key_are_rate_limited_and_go_to_the_manual_lane(pool: PgPool) {
+    seed(&pool).await;
+    let client = async_nats::connect(stack::nats_url()).await.expect("the stack's NATS");
+    let js = async_nats::jetstream::new(client);
+    let prefix = stack::unique("api");
+    let topology = Topology::new(TopologyArgs {
+        nats_prefix: prefix.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    topology.ensure(&js).await.unwrap();
+    let keys = std::env::temp_dir().join(stack::unique("api-keys"));
+    let (ci_key, ops_key) = ("ci-key-5f0c1d2e3a4b5c6d7e8f", "ops-key-0a1b2c3d4e5f6a7b8c9d");
+    std::fs::write(&keys, format!("# who may ask\nci:{ci_key}\nops:{ops_key}\n")).unwrap();
+    let api = api_on(
+        &pool,
+        &[
+            ("NATS_PREFIX", prefix.clone()),
+            ("API_KEYS_FILE", keys.display().to_string()),
+            ("API_SCAN_REQUESTS_PER_MINUTE", "3".into()),
+        ],
+    )
+    .await;
+    let path = "/projects/github.com/Fleet-Test/Brand-New/scan";
+
+    let anonymous = api.post(path, &[]).await;
+    assert_error(&anonymous, 401, "a valid API key is needed");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    assert_error(&api.post(path, &[("authorization", "Bearer ci-key-5f0c1d2e3a4b5c6d7e8e")]).await, 401, "valid API key");
+    assert_error(&api.post(path, &[("authorization", ci_key)]).await, 401, "valid API key");
+    let ci = format!("Bearer {ci_key}");
+    assert_error(&api.post("/projects/github.com/a..b/c/scan", &[("authorization", &ci)]).await, 400, "invalid");
+
+    let before = Utc::now();
+    let accepted = api.post(path, &[("authorization", &ci)]).await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let accepted = accepted.json();
+    let work_id = accepted["work_id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["repo"], "github.com/Fleet-Test/Brand-New");
+
+    // On the manual lane, under its work id, and the repository exists with its schedule
+    // pushed past the lease.
+    let stream = js.get_stream(topology.work_stream()).await.unwrap();
+    let message = stream
+        .get_last_raw_message_by_subject(&topology.manual_subject())
+        .await
+        .expect("the request on the manual subject");
+    let item = WorkItem::decode(message.payload.as_ref()).unwrap();
+    assert_eq!(item.id, work_id);
+    assert_eq!(item.repo, "github.com/Fleet-Test/Brand-New");
+    assert_eq!(item.reason, WorkReason::Manual as i32);
+    let due: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT next_due_at FROM repos WHERE repo_key = 'github.com/fleet-test/brand-new'")
+            .fetch_one(&pool)
+            .await
+            .expect("the repository was created");
+    assert!(due >= before + TimeDelta::hours(23), "{due}");
+
+    // Three a minute per key: the fourth is refused with when to come back; the other key
+    // has its own budget.
+    for _ in 0..2 {
+        assert_eq!(api.post("/projects/github.com/fleet-test/alpha/scan", &[("authorization", &ci)]).await.status, 202);
+    }
+    let limited = api.post("/projects/github.com/fleet-test/alpha/scan", &[("authorization", &ci)]).await;
+    assert_error(&limited, 429, "key ci has used its scan requests");
+    let retry: u64 = limited.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=21).contains(&retry), "{retry}");
+    let ops = format!("Bearer {ops_key}");
+    assert_eq!(api.post("/projects/github.com/fleet-test/alpha/scan", &[("authorization", &ops)]).await.status, 202);
+    assert_eq!(stream.get_info().await.unwrap().state.messages, 4);
+
+    let metrics = fleet_tests::probe::get(api.ops, "/metrics").await.unwrap().1;
+    assert!(metrics.contains("api_scan_requests_total{result=\"accepted\"} 4"), "{metrics}");
+    assert!(metrics.contains("api_scan_requests_total{result=\"rate_limited\"} 1"), "{metrics}");
+    let log = api.log_text();
+    for key in [ci_key, ops_key] {
+        assert!(!log.contains(key) && !metrics.contains(key), "a key leaked:\n{log}");
+    }
+    assert!(log.contains("scan requested"), "{log}");
+    drop(api);
+    let _ = std::fs::remove_file(keys);
+    for s in topology.streams() {
+        let _ = js.delete_stream(&s.name).await;
+    }
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
+    seed(&pool).await;
+    // Alpha's scans are 30, 15 and 0 days old: 20 days keeps two.
+    let deleted = sink::prune_raw_once(&pool, Timeouts::default(), 20).await.unwrap();
+    assert_eq!(deleted, 1);
+    let kept: Vec<String> = sqlx::query_scalar("SELECT work_id FROM score_raw WHERE work_id LIKE 'alpha-%' ORDER BY work_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, ["alpha-1", "alpha-2"]);
+    let api = api_on(&pool, &[("SINK_RAW_HISTORY_DAYS", "20".into())]).await;
+    assert_error(
+        &api.get(&format!("/projects/github.com/fleet-test/alpha?commit={}", ALPHA_SCANS[0].0), &[]).await,
+        404,
+        "results are kept 20 days",
+    );
+    // History keeps every scan; only the full output goes.
+    let history = api.get("/projects/github.com/fleet-test/alpha/history", &[]).await.json();
+    assert_eq!(history["scans"].as_array().unwrap().len(), 3);
+    assert_eq!(sink::prune_raw_once(&pool, Timeouts::default(), 20).await.unwrap(), 0);
+}
+
+/// Chromium, as installed by dev/web-tools.
+fn chromium() -> std::path::PathBuf {
+    stack::tool("chromium")
+}
+
+/// The page at `url` as a real headless Chromium renders it (its DOM), with a screenshot.
+fn browse(url: &str, screenshot: &std::path::Path) -> String {
+    let profile = std::env::temp_dir().join(stack::unique("chromium"));
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1400",
+    ];
+    let run = |extra: &str| {
+        let out = std::process::Command::new(chromium())
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(extra)
+            .arg(url)
+            .output()
+            .expect("running chromium (dev/web-tools installs it)");
+        assert!(out.status.success(), "chromium {extra}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = run("--dump-dom");
+    run(&format!("--screenshot={}", screenshot.display()));
+    assert!(
+        std::fs::metadata(screenshot).map(|m| m.len() > 10_000).unwrap_or(false),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    let _ = std::fs::remove_dir_all(profile);
+    dom
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_pages_render_in_a_real_browser(pool: PgPool) {
+    seed(&pool).await;
+    let api = api_on(&pool, &[]).await;
+    let shots = fleet_tests::report::target_dir();
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let dom = tokio::task::spawn_blocking({
+        let url = api.url("/");
+        let shot = shots.join("api-status.png");
+        move || browse(&url, &shot)
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains("<title>scorecard-fleet status</title>"), "{dom}");
+    assert!(dom.contains(&format!("<div class=\"tile\" id=\"repos\"><b>{}</b>repositories</div>", OTHERS + 2)), "{dom}");
+    assert!(dom.contains("<div class=\"tile\" id=\"never-scored\"><b>1</b>"), "{dom}");
+    assert!(dom.contains("action=\"/search\""), "{dom}");
+
+    let page = tokio::task::spawn_blocking({
+        let url = api.url("/projects/github.com/fleet-test/alpha");
+        let shot = shots.join("api-repository.png");
+        move || browse(&url, &shot)
+    })
+    .await
+    .unwrap();
+    assert!(page.contains(&format!("<h1 id=\"repo\">{ALPHA}</h1>")), "{page}");
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM score_checks c JOIN repos r ON r.id = c.repo_id WHERE r.repo_key = $1",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let table = page.split("<table id=\"checks\">").nth(1).expect("the checks table");
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr>").count() as i64, checks + 1, "a row per check: {table}");
+    let reason: String = sqlx::query_scalar(
+        "SELECT c.reason FROM score_checks c JOIN repos r ON r.id = c.repo_id WHERE r.repo_key = $1 ORDER BY c.name LIMIT 1",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(table.contains(&api::html::escape(&reason)), "{reason} in {table}");
+    let chart = page.split("<svg id=\"chart\"").nth(1).expect("the history chart");
+    assert_eq!(chart.matches("class=\"point\"").count(), 3, "a point per scan: {chart}");
+    assert!(page.contains("<polyline"), "{page}");
+
+    // The search box leads to the page; a browser asking for an unknown repository gets a page.
+    let found = api.get("/search?repo=github.com/fleet-test/alpha", &[]).await;
+    assert_eq!(found.status, 303);
+    assert_eq!(found.header("location"), Some("/projects/github.com/fleet-test/alpha"));
+    let unknown = api
+        .get("/projects/github.com/fleet-test/nobody-knows", &[("accept", "text/html")])
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("not known to this service yet"));
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool) {
+    seed(&pool).await;
+    let keys = std::env::temp_dir().join(stack::unique("api-keys"));
+    let key = "contract-key-0123456789abcdef";
+    std::fs::write(&keys, format!("contract:{key}\n")).unwrap();
+    // No stream for the scan requests' publish: they answer 503 as documented.
+    let api = api_on(
+        &pool,
+        &[
+            ("NATS_PREFIX", stack::unique("api-contract")),
+            ("API_KEYS_FILE", keys.display().to_string()),
+        ],
+    )
+    .await;
+    let schema = api.url("/openapi.json");
+    let auth = format!("Authorization: Bearer {key}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(stack::tool("schemathesis"))
+            .args(["run", &schema, "--checks", "all", "--exclude-checks", "ignored_auth,positive_data_acceptance"])
+            .args(["--max-examples", "60", "--workers", "2", "--no-color"])
+            .args(["--header", &auth])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .expect("running schemathesis (dev/web-tools installs it)")
+    })
+    .await
+    .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "schemathesis found a broken contract:\n{report}\napi log:\n{}", api.log_text());
+    assert!(!report.contains("5xx") && report.contains("passed"), "{report}");
+    let _ = std::fs::remove_file(keys);
+}
