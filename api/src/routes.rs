@@ -198,10 +198,21 @@ where
     }
 }
 
-/// `{platform}/{org}/{repo}` as a repository name, or the 400 that says what is wrong.
+/// `{platform}/{org}/{repo}` as a repository name, or the 400 that says what is wrong. Stricter
+/// than a pasted name: each segment must be the name itself (no `.git`, no encoded slash).
 fn repo_name((platform, org, repo): &(String, String, String)) -> Result<RepoName, Failure> {
-    RepoName::parse(&format!("{platform}/{org}/{repo}"))
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))
+    let given = format!("{platform}/{org}/{repo}");
+    let parsed = RepoName::parse(&given)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if platform != fleet_proto::repo::GITHUB || parsed.owner() != org || parsed.name() != repo {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{given:?} is not a repository path: expected github.com/OWNER/NAME, each part as GitHub spells it"
+            ),
+        ));
+    }
+    Ok(parsed)
 }
 
 /// A browser asking for a page rather than a program asking for JSON.
@@ -267,10 +278,10 @@ pub struct ProjectQuery {
     get,
     path = "/projects/{platform}/{org}/{repo}",
     params(
-        ("platform" = String, Path, description = "github.com"),
-        ("org" = String, Path, description = "The repository's owner"),
-        ("repo" = String, Path, description = "The repository's name (any case)"),
-        ("commit" = Option<String>, Query, description = "40 hex digits: the result for that commit, if kept"),
+        ("platform" = String, Path, pattern = r"^github\.com$", example = "github.com", description = "github.com"),
+        ("org" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", example = "ossf", description = "The repository's owner (any case)"),
+        ("repo" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "scorecard", description = "The repository's name (any case)"),
+        ("commit" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{40}$", description = "40 hex digits: the result for that commit, if kept"),
     ),
     responses(
         (status = 200, description = "scorecard's JSON v2 (an HTML view for browsers)",
@@ -377,9 +388,9 @@ pub struct BadgeQuery {
     get,
     path = "/projects/{platform}/{org}/{repo}/badge",
     params(
-        ("platform" = String, Path, description = "github.com"),
-        ("org" = String, Path),
-        ("repo" = String, Path),
+        ("platform" = String, Path, pattern = r"^github\.com$", example = "github.com", description = "github.com"),
+        ("org" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", example = "ossf"),
+        ("repo" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "scorecard"),
         ("style" = Option<Style>, Query, description = "The badge's shape"),
     ),
     responses(
@@ -463,9 +474,9 @@ fn history_cursor(text: &str) -> Result<store::HistoryCursor, Failure> {
     get,
     path = "/projects/{platform}/{org}/{repo}/history",
     params(
-        ("platform" = String, Path, description = "github.com"),
-        ("org" = String, Path),
-        ("repo" = String, Path),
+        ("platform" = String, Path, pattern = r"^github\.com$", example = "github.com", description = "github.com"),
+        ("org" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", example = "ossf"),
+        ("repo" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "scorecard"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Scans a page (30)"),
         ("before" = Option<String>, Query, description = "The previous page's `next`"),
     ),
@@ -587,7 +598,7 @@ fn score_bound(name: &str, value: Option<i16>, default: i16) -> Result<i16, Fail
     get,
     path = "/checks/{name}",
     params(
-        ("name" = String, Path, description = "A check, e.g. Code-Review (any case)"),
+        ("name" = String, Path, pattern = r"^[A-Za-z0-9-]{1,64}$", example = "Code-Review", description = "A check (any case)"),
         ("min_score" = Option<i16>, Query, minimum = 0, maximum = 10),
         ("max_score" = Option<i16>, Query, minimum = 0, maximum = 10),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Repositories a page (30)"),
@@ -715,7 +726,7 @@ pub struct SearchQuery {
 #[utoipa::path(
     get,
     path = "/search",
-    params(("repo" = Option<String>, Query, description = "github.com/OWNER/NAME")),
+    params(("repo" = Option<String>, Query, example = "github.com/ossf/scorecard", description = "github.com/OWNER/NAME")),
     responses(
         (status = 303, description = "To the repository's page"),
         (status = 400, description = "Not a repository name", body = ApiError),
@@ -732,9 +743,9 @@ pub async fn search(Params(query): Params<SearchQuery>) -> Result<Response, Fail
     post,
     path = "/projects/{platform}/{org}/{repo}/scan",
     params(
-        ("platform" = String, Path, description = "github.com"),
-        ("org" = String, Path),
-        ("repo" = String, Path),
+        ("platform" = String, Path, pattern = r"^github\.com$", example = "github.com", description = "github.com"),
+        ("org" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", example = "ossf"),
+        ("repo" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "scorecard"),
     ),
     security(("bearer" = [])),
     responses(

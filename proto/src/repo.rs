@@ -51,7 +51,11 @@ impl RepoName {
         };
         let mut rest = trimmed;
         for scheme in ["https://", "http://"] {
-            if rest.len() >= scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            // `get`, not indexing: the cut may fall inside a multi-byte character.
+            if rest
+                .get(..scheme.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+            {
                 rest = &rest[scheme.len()..];
                 break;
             }
@@ -169,6 +173,20 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_byte_characters_are_rejected_not_a_panic() {
+        for input in [
+            "é",
+            "httpé://x",
+            "github.com/ö/ü",
+            "0/0/\u{13507}",
+            "ñññññññññ/a/b",
+            "🦀",
+        ] {
+            assert!(RepoName::parse(input).is_err(), "{input:?}");
+        }
+    }
 
     #[test]
     fn normalises_what_people_paste() {
