@@ -45,20 +45,17 @@ pub async fn badge(pool: &PgPool, key: &str) -> Result<Option<(String, Option<f6
     .await
 }
 
-/// The newest retained result of `commit` (lower-case hex): work id and raw JSON.
+/// The newest kept result of `commit` (lower-case hex): work id and raw JSON.
 pub async fn at_commit(
     pool: &PgPool,
     repo_id: i64,
     commit: &str,
 ) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT work_id, raw_json FROM score_raw WHERE repo_id = $1 AND commit_sha = $2
-         ORDER BY scored_at DESC LIMIT 1",
-    )
-    .bind(repo_id)
-    .bind(commit)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as("SELECT work_id, raw_json FROM score_raw WHERE repo_id = $1 AND commit_sha = $2")
+        .bind(repo_id)
+        .bind(commit)
+        .fetch_optional(pool)
+        .await
 }
 
 /// One scan in a repository's history.

@@ -108,9 +108,9 @@ pub async fn prune_raw_once(
     loop {
         let mut tx = db::begin(pool, timeouts).await?;
         let n = sqlx::query(
-            "DELETE FROM score_raw WHERE work_id IN (
-                 SELECT work_id FROM score_raw WHERE scored_at < now() - make_interval(days => $1)
-                 LIMIT $2)",
+            "DELETE FROM score_raw WHERE (repo_id, commit_sha) IN (
+                 SELECT repo_id, commit_sha FROM score_raw
+                 WHERE scored_at < now() - make_interval(days => $1) LIMIT $2)",
         )
         .bind(i32::try_from(days).unwrap_or(i32::MAX))
         .bind(PRUNE_ROWS)

@@ -224,17 +224,28 @@ async fn write_results(
     .execute(&mut **tx)
     .await?;
     written.history_rows += history.rows_affected();
-    // Every result in full for the retention period (the api's `?commit=`).
+    // The newest result of each commit in full, for the retention period (the api's
+    // `?commit=`). `ordered` is newest first: the first of a (repository, commit) wins, and
+    // one statement may not update a row twice.
+    let mut commits = HashSet::new();
+    let raw: Vec<usize> = (0..ordered.len())
+        .filter(|&i| commits.insert((all.repo_id[i], all.commit[i].as_str())))
+        .collect();
+    fn pick<'a>(raw: &[usize], col: &'a [String]) -> Vec<&'a str> {
+        raw.iter().map(|&i| col[i].as_str()).collect()
+    }
     sqlx::query(
-        "INSERT INTO score_raw (work_id, repo_id, commit_sha, scored_at, raw_json)
+        "INSERT INTO score_raw AS k (work_id, repo_id, commit_sha, scored_at, raw_json)
          SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::timestamptz[], $5::text[])
-         ON CONFLICT (work_id) DO NOTHING",
+         ON CONFLICT (repo_id, commit_sha) DO UPDATE SET
+             work_id = EXCLUDED.work_id, scored_at = EXCLUDED.scored_at, raw_json = EXCLUDED.raw_json
+         WHERE (k.scored_at, k.work_id) < (EXCLUDED.scored_at, EXCLUDED.work_id)",
     )
-    .bind(&all.work_id)
-    .bind(&all.repo_id)
-    .bind(&all.commit)
-    .bind(&all.scored_at)
-    .bind(&all.raw_json)
+    .bind(pick(&raw, &all.work_id))
+    .bind(raw.iter().map(|&i| all.repo_id[i]).collect::<Vec<_>>())
+    .bind(pick(&raw, &all.commit))
+    .bind(raw.iter().map(|&i| all.scored_at[i]).collect::<Vec<_>>())
+    .bind(pick(&raw, &all.raw_json))
     .execute(&mut **tx)
     .await?;
 

@@ -276,6 +276,7 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
             metrics.clone(),
             Settings {
                 max_in_flight: IN_FLIGHT,
+                manual_in_flight: 0,
                 heartbeat: Duration::from_secs(15),
                 drain_deadline: Duration::from_secs(10),
                 max_deliver: 3,

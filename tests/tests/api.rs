@@ -624,7 +624,40 @@ async fn scan_requests_need_a_key_are_rate_limited_and_go_to_the_manual_lane(poo
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
     seed(&pool).await;
-    // Alpha's scans are 30, 15 and 0 days old: 20 days keeps two.
+    // A commit scanned again keeps one full output, its newest result's; an older result of
+    // it, delivered late, changes nothing.
+    let alpha = RepoName::parse(ALPHA).unwrap();
+    let again = |work: &str, days: i64| {
+        Record::Result(result_at_commit(
+            &alpha,
+            work,
+            Utc::now() - TimeDelta::days(days),
+            0,
+            Some(ALPHA_SCANS[1].0),
+        ))
+    };
+    let records = [again("alpha-1-newer", 10), again("alpha-1-older", 20)];
+    sink::upsert::write_batch(&pool, Timeouts::default(), &records, &schedule(), false)
+        .await
+        .unwrap();
+    let kept: Vec<(String, String)> = sqlx::query_as(
+        "SELECT commit_sha, work_id FROM score_raw k JOIN repos r ON r.id = k.repo_id
+         WHERE r.repo_key = $1 ORDER BY scored_at",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let one_per_commit: Vec<(String, String)> = [
+        (ALPHA_SCANS[0].0, "alpha-0"),
+        (ALPHA_SCANS[1].0, "alpha-1-newer"),
+        (ALPHA_SCANS[2].0, "alpha-2"),
+    ]
+    .iter()
+    .map(|(c, w)| ((*c).to_owned(), (*w).to_owned()))
+    .collect();
+    assert_eq!(kept, one_per_commit);
+    // Alpha's commits were last scanned 30, 10 and 0 days ago: 20 days keeps two.
     let deleted = sink::prune_raw_once(&pool, Timeouts::default(), 20)
         .await
         .unwrap();
@@ -635,7 +668,7 @@ async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(kept, ["alpha-1", "alpha-2"]);
+    assert_eq!(kept, ["alpha-1-newer", "alpha-2"]);
     let api = api_on(&pool, &[("SINK_RAW_HISTORY_DAYS", "20".into())]).await;
     assert_error(
         &api.get(
@@ -654,7 +687,18 @@ async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
         .get("/projects/github.com/fleet-test/alpha/history", &[])
         .await
         .json();
-    assert_eq!(history["scans"].as_array().unwrap().len(), 3);
+    assert_eq!(history["scans"].as_array().unwrap().len(), 5);
+    let second = api
+        .get(
+            &format!(
+                "/projects/github.com/fleet-test/alpha?commit={}",
+                ALPHA_SCANS[1].0
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(second.header("etag"), Some("\"alpha-1-newer\""));
     assert_eq!(
         sink::prune_raw_once(&pool, Timeouts::default(), 20)
             .await

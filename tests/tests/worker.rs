@@ -192,6 +192,7 @@ async fn harness_with(opts: Opts) -> Harness {
             metrics.clone(),
             Settings {
                 max_in_flight: 10,
+                manual_in_flight: 0,
                 heartbeat: Duration::from_secs(heartbeat_secs),
                 drain_deadline: Duration::from_secs(5),
                 max_deliver: u64::try_from(max_deliver).unwrap(),
@@ -500,9 +501,77 @@ async fn manual_requests_are_pulled_before_scheduled_work() {
     assert_eq!(first.repo, "github.com/sim-ok/urgent");
 }
 
+/// Every ordinary slot busy with a scan that does not end, and scheduled work waiting behind
+/// it: a person's request still starts at once, in the slot reserved for the manual lane.
+#[tokio::test]
+async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
+    let h = harness(600, 3, 30).await;
+    let busy = "github.com/sim-hold/every-slot";
+    let mut child = spawn_worker_with(
+        &h,
+        30,
+        3,
+        5,
+        &[
+            ("WORKER_MAX_IN_FLIGHT", "1"),
+            ("WORKER_MANUAL_IN_FLIGHT", "1"),
+        ],
+    );
+    h.enqueue(&item(busy)).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(busy).then_some(()))
+    })
+    .await
+    .unwrap();
+    h.enqueue(&item("github.com/sim-ok/waiting-behind")).await;
+    h.js.publish(
+        h.topology.manual_subject(),
+        b"github.com/sim-ok/asked-now".as_slice().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    eventually("the request's result", Duration::from_secs(30), || async {
+        let results = h.results().await;
+        Ok(results
+            .iter()
+            .any(|r| r.repo == "github.com/sim-ok/asked-now")
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(h.sim.holding(busy), "the ordinary slot is still busy");
+    let published: Vec<String> = h.results().await.into_iter().map(|r| r.repo).collect();
+    assert_eq!(
+        published,
+        ["github.com/sim-ok/asked-now"],
+        "scheduled work still waits"
+    );
+    h.sim.release(busy).await.unwrap();
+    eventually("the scheduled work", Duration::from_secs(60), || async {
+        Ok((h.results().await.len() == 3).then_some(()))
+    })
+    .await
+    .unwrap();
+    sigterm(&child);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}
+
 fn spawn_worker(h: &Harness, ack_wait_secs: u64, max_deliver: i64, drain_secs: u64) -> Child {
+    spawn_worker_with(h, ack_wait_secs, max_deliver, drain_secs, &[])
+}
+
+fn spawn_worker_with(
+    h: &Harness,
+    ack_wait_secs: u64,
+    max_deliver: i64,
+    drain_secs: u64,
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(stack::workspace_binary("worker"))
         .env_clear()
+        .envs(env.iter().copied())
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("NATS_URL", stack::nats_url())
         .env("NATS_PREFIX", h.topology.args().nats_prefix.clone())

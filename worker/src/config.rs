@@ -38,6 +38,10 @@ pub struct Cli {
     #[arg(long, env = "WORKER_MAX_IN_FLIGHT", default_value_t = 50)]
     pub max_in_flight: usize,
 
+    /// Slots reserved for the manual lane, on top of WORKER_MAX_IN_FLIGHT: a person's request starts at once even while every other slot runs scheduled work
+    #[arg(long, env = "WORKER_MANUAL_IN_FLIGHT", default_value_t = 5)]
+    pub manual_in_flight: usize,
+
     /// Seconds SIGTERM waits for running scans before leaving them to the next delivery
     /// (which adopts the still-running Job).
     #[arg(long, env = "WORKER_DRAIN_DEADLINE_SECS", default_value_t = 60)]

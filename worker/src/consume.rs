@@ -53,6 +53,9 @@ pub fn time_to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<Utc> {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_in_flight: usize,
+    /// Slots only the manual lane uses, on top of `max_in_flight`: a person's request starts
+    /// at once even while every other slot runs scheduled work (0: none reserved).
+    pub manual_in_flight: usize,
     /// Between progress acks; well inside the consumer's ack wait.
     pub heartbeat: Duration,
     /// How long SIGTERM waits for in-flight scans before leaving them to the next delivery.
@@ -98,6 +101,9 @@ pub struct Worker {
     pub settings: Settings,
 }
 
+/// How long one pull of the reserved manual slots waits for a request before asking again.
+const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
+
 /// A result or failure republished this soon is dropped by the server's dedup.
 const REPUBLISH_DELAY: Duration = Duration::from_secs(5);
 
@@ -134,6 +140,13 @@ impl Worker {
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
         let recorder = tokio::spawn(self.clone().record_exhausted_until(shutdown.clone()));
+        let manual_lane = (self.settings.manual_in_flight > 0).then(|| {
+            tokio::spawn(self.clone().run_manual_lane(
+                tracker.clone(),
+                abandon.clone(),
+                shutdown.clone(),
+            ))
+        });
         loop {
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -151,6 +164,9 @@ impl Worker {
             });
         }
         readiness.set(false);
+        if let Some(lane) = manual_lane {
+            let _ = lane.await;
+        }
         tracker.close();
         let in_flight = tracker.len();
         if in_flight > 0 {
@@ -169,6 +185,63 @@ impl Worker {
         }
         let _ = recorder.await;
         tracing::info!("worker stopped");
+    }
+
+    /// The reserved slots: manual work only, pulled with a long poll so a request starts the
+    /// moment it is published, whatever the scheduled lane is doing.
+    async fn run_manual_lane(
+        self: Arc<Self>,
+        tracker: TaskTracker,
+        abandon: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.settings.manual_in_flight));
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            let pulled = tokio::select! {
+                () = shutdown.cancelled() => return,
+                pulled = self.pull_manual() => pulled,
+            };
+            let message = match pulled {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    let pause = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in = ?pause, "pulling manual work failed");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            let worker = self.clone();
+            let abandon = abandon.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                worker.handle(message, &abandon).await;
+            });
+        }
+    }
+
+    async fn pull_manual(&self) -> anyhow::Result<Option<Message>> {
+        let mut manual = self
+            .manual
+            .batch()
+            .max_messages(1)
+            .expires(MANUAL_LONG_POLL)
+            .messages()
+            .await?;
+        match manual.next().await {
+            Some(message) => Ok(Some(message.map_err(|e| anyhow::anyhow!("{e}"))?)),
+            None => Ok(None),
+        }
     }
 
     /// The next work message: a person's request if there is one, else scheduled work.

@@ -93,6 +93,7 @@ pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
     let ack_wait = topology.args().work_ack_wait_secs;
     Settings {
         max_in_flight: cli.max_in_flight.max(1),
+        manual_in_flight: cli.manual_in_flight,
         // Four progress acks per ack wait: one lost ack never lets a running item expire.
         heartbeat: Duration::from_secs((ack_wait / 4).max(1)),
         drain_deadline: Duration::from_secs(cli.drain_deadline_secs),

@@ -26,6 +26,7 @@ async fn migrations_apply_and_the_schema_check_follows_them(pool: PgPool) {
             "score_checks",
             "score_events",
             "score_history",
+            "score_raw",
             "scores",
             "work_failures"
         ]
