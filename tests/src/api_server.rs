@@ -10,7 +10,7 @@ use crate::{probe, stack};
 /// The login the api's tests connect as: a member of `scorecard_api`, the read-only role
 /// migration 0005 creates, and nothing else.
 pub const LOGIN: &str = "fleet_api_test";
-const PASSWORD: &str = "fleet-api-test-password";
+pub const PASSWORD: &str = "fleet-api-test-password";
 
 /// Creates [`LOGIN`] on the stack's server if it is missing (roles are server-wide, so every
 /// test database shares it).

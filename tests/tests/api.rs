@@ -2,6 +2,7 @@
 //! sink's own write path), connected as a login of the read-only role `scorecard_api`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use fleet_proto::RepoName;
@@ -940,4 +941,41 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
     for s in topology.streams() {
         let _ = js.delete_stream(&s.name).await;
     }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back() {
+    let pg = fleet_tests::pg::PrivatePostgres::start();
+    let pool = pg.pool().await;
+    fleet_runtime::db::migrate(&pool).await.unwrap();
+    seed(&pool).await;
+    api_server::ensure_login(&pool).await;
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/postgres",
+        api_server::LOGIN,
+        api_server::PASSWORD,
+        pg.port
+    );
+    let api = ApiServer::start(&url, &[]).await;
+    assert_eq!(api.get("/projects/github.com/fleet-test/alpha", &[]).await.status, 200);
+
+    pg.stop();
+    let down = api.get("/projects/github.com/fleet-test/alpha", &[]).await;
+    assert_error(&down, 503, "the database is unavailable");
+    assert_eq!(down.header("retry-after"), Some("5"));
+    fleet_tests::probe::readyz_until(api.ops, 503, "postgres", Duration::from_secs(20)).await;
+
+    pg.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = api.get("/projects/github.com/fleet-test/alpha", &[]).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet_tests::probe::readyz_until(api.ops, 200, "", Duration::from_secs(5)).await;
+    let log = api.log_text();
+    assert!(!log.contains(api_server::PASSWORD), "the password leaked:\n{log}");
 }

@@ -177,6 +177,7 @@ async fn service_accounts_can_do_exactly_what_they_need_in_each_namespace() {
         (&scans.name, "scorecard-scan"),
         (&fleet.name, "scorecard-fleet-producer"),
         (&fleet.name, "scorecard-fleet-sink"),
+        (&fleet.name, "scorecard-fleet-api"),
     ] {
         for target in [&scans.name, &fleet.name] {
             for (verb, resource, extra) in allowed.iter().chain(denied) {
