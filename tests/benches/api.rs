@@ -313,7 +313,10 @@ async fn naive_run(wrk: &std::path::Path, pool: &PgPool, repos: i64) -> anyhow::
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let naive_addr = listener.local_addr()?;
     let app = axum::Router::new()
-        .route("/projects/{platform}/{org}/{repo}", axum::routing::get(naive_project))
+        .route(
+            "/projects/{platform}/{org}/{repo}",
+            axum::routing::get(naive_project),
+        )
         .with_state(naive_pool.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let (wrk, base) = (wrk.to_owned(), format!("http://{naive_addr}"));
@@ -355,8 +358,16 @@ async fn load(wrk: &std::path::Path, pool: &PgPool, repos: i64) -> anyhow::Resul
     let badge = api_run("/badge").await??;
     let (naive, naive_runs) = best(naive_1, naive_2);
     let (get, get_runs) = best(get_1, get_2);
-    eprintln!("naive GET {naive_runs}\napi GET {get_runs}\napi badge: {}", badge.text());
-    ensure!(get.errors == 0 && badge.errors == 0, "the api answered errors: {} / {}", get.text(), badge.text());
+    eprintln!(
+        "naive GET {naive_runs}\napi GET {get_runs}\napi badge: {}",
+        badge.text()
+    );
+    ensure!(
+        get.errors == 0 && badge.errors == 0,
+        "the api answered errors: {} / {}",
+        get.text(),
+        badge.text()
+    );
     let how = format!(
         "a naive server in the same run: one query, the JSON parsed and re-serialised, a default \
          pool; best of two, {naive_runs}"
@@ -414,10 +425,19 @@ async fn ask_and_wait(
     for i in 0..count {
         let at = chrono::Utc::now();
         let answer = api
-            .post(&format!("/projects/github.com/sim-ok-bench/{label}-{i}/scan"), &[("authorization", &auth)])
+            .post(
+                &format!("/projects/github.com/sim-ok-bench/{label}-{i}/scan"),
+                &[("authorization", &auth)],
+            )
             .await;
         ensure!(answer.status == 202, "scan request: {answer:?}");
-        asked.push((answer.json()["work_id"].as_str().unwrap_or_default().to_owned(), at));
+        asked.push((
+            answer.json()["work_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            at,
+        ));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let ids: Vec<String> = asked.iter().map(|(w, _)| w.clone()).collect();
@@ -432,12 +452,20 @@ async fn ask_and_wait(
             return Ok(rows
                 .iter()
                 .map(|(w, written)| {
-                    let at = asked.iter().find(|(id, _)| id == w).map(|(_, t)| *t).unwrap_or(*written);
+                    let at = asked
+                        .iter()
+                        .find(|(id, _)| id == w)
+                        .map(|(_, t)| *t)
+                        .unwrap_or(*written);
                     (*written - at).as_seconds_f64()
                 })
                 .collect());
         }
-        ensure!(Instant::now() < deadline, "{} of {count} scan requests never got a score", ids.len() - rows.len());
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {count} scan requests never got a score",
+            ids.len() - rows.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -957,7 +957,12 @@ async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back()
         pg.port
     );
     let api = ApiServer::start(&url, &[]).await;
-    assert_eq!(api.get("/projects/github.com/fleet-test/alpha", &[]).await.status, 200);
+    assert_eq!(
+        api.get("/projects/github.com/fleet-test/alpha", &[])
+            .await
+            .status,
+        200
+    );
 
     pg.stop();
     let down = api.get("/projects/github.com/fleet-test/alpha", &[]).await;
@@ -977,5 +982,8 @@ async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back()
     }
     fleet_tests::probe::readyz_until(api.ops, 200, "", Duration::from_secs(5)).await;
     let log = api.log_text();
-    assert!(!log.contains(api_server::PASSWORD), "the password leaked:\n{log}");
+    assert!(
+        !log.contains(api_server::PASSWORD),
+        "the password leaked:\n{log}"
+    );
 }

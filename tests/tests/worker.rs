@@ -507,7 +507,7 @@ async fn manual_requests_are_pulled_before_scheduled_work() {
 async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
     let h = harness(600, 3, 30).await;
     let busy = "github.com/sim-hold/every-slot";
-    let mut child = spawn_worker_with(
+    let worker = KillOnDrop(spawn_worker_with(
         &h,
         30,
         3,
@@ -516,7 +516,7 @@ async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
             ("WORKER_MAX_IN_FLIGHT", "1"),
             ("WORKER_MANUAL_IN_FLIGHT", "1"),
         ],
-    );
+    ));
     h.enqueue(&item(busy)).await;
     eventually("the scan to start", Duration::from_secs(30), || async {
         Ok(h.sim.holding(busy).then_some(()))
@@ -554,8 +554,17 @@ async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
     })
     .await
     .unwrap();
-    sigterm(&child);
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    sigterm(&worker.0);
+}
+
+/// A worker process that does not outlive its test, whether the test passes or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn_worker(h: &Harness, ack_wait_secs: u64, max_deliver: i64, drain_secs: u64) -> Child {
