@@ -495,14 +495,15 @@ pub async fn history(
     let repo = repo_name(&path)?;
     let limit = page_limit(query.limit)?;
     let before = query.before.as_deref().map(history_cursor).transpose()?;
-    let latest = app
-        .query(store::latest(&app.pool, &repo.key()))
+    // The repository alone: its latest result (and its raw output) is not needed here.
+    let (repo_id, spelled) = app
+        .query(store::repo(&app.pool, &repo.key()))
         .await?
         .ok_or_else(|| unknown(&repo))?;
     let scans = app
         .query(store::history(
             &app.pool,
-            latest.repo_id,
+            repo_id,
             before.as_ref(),
             limit + 1,
         ))
@@ -517,7 +518,7 @@ pub async fn history(
         })
         .flatten();
     let body = model::History {
-        repo: latest.repo,
+        repo: spelled,
         scans: scans
             .into_iter()
             .map(|s| model::HistoryScan {

@@ -34,6 +34,14 @@ pub async fn latest(pool: &PgPool, key: &str) -> Result<Option<Latest>, sqlx::Er
     .await
 }
 
+/// A repository's id and name as people spelled it, without its result.
+pub async fn repo(pool: &PgPool, key: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, host || '/' || owner || '/' || name FROM repos WHERE repo_key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+}
+
 /// The work id and score of a repository's latest result, for badges (no raw JSON read).
 pub async fn badge(pool: &PgPool, key: &str) -> Result<Option<(String, Option<f64>)>, sqlx::Error> {
     sqlx::query_as(

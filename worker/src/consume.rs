@@ -101,6 +101,15 @@ pub struct Worker {
     pub settings: Settings,
 }
 
+/// Where a pull loop takes its work from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// The manual lane first, then the scheduled lane: the ordinary slots.
+    Any,
+    /// The manual lane only: the slots reserved for people's requests.
+    ManualOnly,
+}
+
 /// How long one pull of the reserved manual slots waits for a request before asking again.
 const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
@@ -136,37 +145,29 @@ impl Worker {
     /// Pulls and runs work until `shutdown`, then drains within the deadline. Readiness turns
     /// false when the drain begins: this worker takes no more work.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, readiness: Readiness) {
-        let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
         let recorder = tokio::spawn(self.clone().record_exhausted_until(shutdown.clone()));
-        let manual_lane = (self.settings.manual_in_flight > 0).then(|| {
-            tokio::spawn(self.clone().run_manual_lane(
+        let lanes: Vec<_> = [
+            (Lane::Any, self.settings.max_in_flight.max(1)),
+            (Lane::ManualOnly, self.settings.manual_in_flight),
+        ]
+        .into_iter()
+        .filter(|&(_, slots)| slots > 0)
+        .map(|(lane, slots)| {
+            tokio::spawn(self.clone().run_lane(
+                lane,
+                slots,
                 tracker.clone(),
                 abandon.clone(),
                 shutdown.clone(),
             ))
-        });
-        loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
-            };
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = self.next_message() => message,
-            };
-            let worker = self.clone();
-            let abandon = abandon.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                worker.handle(message, &abandon).await;
-            });
-        }
-        readiness.set(false);
-        if let Some(lane) = manual_lane {
+        })
+        .collect();
+        for lane in lanes {
             let _ = lane.await;
         }
+        readiness.set(false);
         tracker.close();
         let in_flight = tracker.len();
         if in_flight > 0 {
@@ -187,39 +188,25 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// The reserved slots: manual work only, pulled with a long poll so a request starts the
-    /// moment it is published, whatever the scheduled lane is doing.
-    async fn run_manual_lane(
+    /// Runs `lane`'s work `slots` at a time until `shutdown`: a permit is taken before a message
+    /// is pulled, so no more than `slots` run at once.
+    async fn run_lane(
         self: Arc<Self>,
+        lane: Lane,
+        slots: usize,
         tracker: TaskTracker,
         abandon: CancellationToken,
         shutdown: CancellationToken,
     ) {
-        let permits = Arc::new(Semaphore::new(self.settings.manual_in_flight));
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let permits = Arc::new(Semaphore::new(slots));
         loop {
             let permit = tokio::select! {
                 () = shutdown.cancelled() => return,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
-            let pulled = tokio::select! {
+            let message = tokio::select! {
                 () = shutdown.cancelled() => return,
-                pulled = self.pull_manual() => pulled,
-            };
-            let message = match pulled {
-                Ok(Some(message)) => message,
-                Ok(None) => continue,
-                Err(e) => {
-                    let pause = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(error = %e, retry_in = ?pause, "pulling manual work failed");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
+                message = self.next_in(lane) => message,
             };
             let worker = self.clone();
             let abandon = abandon.clone();
@@ -230,6 +217,41 @@ impl Worker {
         }
     }
 
+    /// The next work message: a person's request if there is one, else scheduled work.
+    pub async fn next_message(&self) -> Message {
+        self.next_in(Lane::Any).await
+    }
+
+    /// The next message of `lane`, pulling again (with backoff after errors) until one comes.
+    async fn next_in(&self, lane: Lane) -> Message {
+        let policy = || {
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = policy();
+        loop {
+            let pulled = match lane {
+                Lane::Any => self.pull().await,
+                Lane::ManualOnly => self.pull_manual().await,
+            };
+            match pulled {
+                Ok(Some(message)) => return message,
+                Ok(None) => backoff = policy(),
+                Err(e) => {
+                    let pause = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, ?lane, retry_in = ?pause, "pulling work failed");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// The reserved slots' pull: manual work only, with a long poll so a request starts the
+    /// moment it is published, whatever the scheduled lane is doing.
     async fn pull_manual(&self) -> anyhow::Result<Option<Message>> {
         let mut manual = self
             .manual
@@ -241,27 +263,6 @@ impl Worker {
         match manual.next().await {
             Some(message) => Ok(Some(message.map_err(|e| anyhow::anyhow!("{e}"))?)),
             None => Ok(None),
-        }
-    }
-
-    /// The next work message: a person's request if there is one, else scheduled work.
-    pub async fn next_message(&self) -> Message {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times()
-            .build();
-        loop {
-            match self.pull().await {
-                Ok(Some(message)) => return message,
-                Ok(None) => backoff = ExponentialBuilder::default().without_max_times().build(),
-                Err(e) => {
-                    let pause = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(error = %e, retry_in = ?pause, "pulling work failed");
-                    tokio::time::sleep(pause).await;
-                }
-            }
         }
     }
 
