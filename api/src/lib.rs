@@ -68,7 +68,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         });
     }
     let app = Arc::new(App {
-        pool,
+        db: db::Db::new(pool, args.db.database_pooling),
         keys,
         limit: RateLimit::new(args.scan_requests_per_minute),
         nats: js,

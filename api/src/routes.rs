@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
+use fleet_runtime::db::Db;
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::Topology;
 use serde::Deserialize;
-use sqlx::PgPool;
 
 use crate::badge::{self, Style};
 use crate::keys::{Keys, RateLimit};
@@ -36,7 +36,7 @@ const PAGE_DEFAULT: i64 = 30;
 
 /// What every request handler shares.
 pub struct App {
-    pub pool: PgPool,
+    pub db: Db,
     pub keys: Keys,
     pub limit: RateLimit,
     /// Set once NATS answers; scan requests before that are 503.
@@ -304,7 +304,7 @@ pub async fn project(
         return repo_page(&app, &repo).await;
     }
     let latest = app
-        .query(store::latest(&app.pool, &repo.key()))
+        .query(store::latest(&app.db, &repo.key()))
         .await?
         .ok_or_else(|| unknown(&repo))?;
     let (Some(work_id), Some(raw)) = (latest.work_id.as_deref(), latest.raw_json.as_deref()) else {
@@ -312,7 +312,7 @@ pub async fn project(
     };
     let (work_id, raw) = match &commit {
         Some(c) if latest.commit_sha.as_deref() != Some(c.as_str()) => app
-            .query(store::at_commit(&app.pool, latest.repo_id, c))
+            .query(store::at_commit(&app.db, latest.repo_id, c))
             .await?
             .ok_or_else(|| {
                 Failure::new(
@@ -360,16 +360,16 @@ fn never_scored(repo: &RepoName) -> Failure {
 }
 
 async fn repo_page(app: &App, repo: &RepoName) -> Result<Response, Failure> {
-    let Some(latest) = app.query(store::latest(&app.pool, &repo.key())).await? else {
+    let Some(latest) = app.query(store::latest(&app.db, &repo.key())).await? else {
         let mut page = html_page(html::not_found(repo));
         *page.status_mut() = StatusCode::NOT_FOUND;
         return Ok(page);
     };
-    let checks = app.query(store::checks(&app.pool, latest.repo_id)).await?;
+    let checks = app.query(store::checks(&app.db, latest.repo_id)).await?;
     let scans = app
-        .query(store::history(&app.pool, latest.repo_id, None, PAGE_MAX))
+        .query(store::history(&app.db, latest.repo_id, None, PAGE_MAX))
         .await?;
-    let failure = app.query(store::failure(&app.pool, latest.repo_id)).await?;
+    let failure = app.query(store::failure(&app.db, latest.repo_id)).await?;
     Ok(html_page(html::repo(
         &latest,
         &checks,
@@ -417,7 +417,7 @@ pub async fn badge_svg(
             )
         })?,
     };
-    let found = app.query(store::badge(&app.pool, &repo.key())).await?;
+    let found = app.query(store::badge(&app.db, &repo.key())).await?;
     let (etag, svg) = match found {
         Some((work_id, score)) => (
             format!("\"{work_id}-{}\"", style.name()),
@@ -497,16 +497,11 @@ pub async fn history(
     let before = query.before.as_deref().map(history_cursor).transpose()?;
     // The repository alone: its latest result (and its raw output) is not needed here.
     let (repo_id, spelled) = app
-        .query(store::repo(&app.pool, &repo.key()))
+        .query(store::repo(&app.db, &repo.key()))
         .await?
         .ok_or_else(|| unknown(&repo))?;
     let scans = app
-        .query(store::history(
-            &app.pool,
-            repo_id,
-            before.as_ref(),
-            limit + 1,
-        ))
+        .query(store::history(&app.db, repo_id, before.as_ref(), limit + 1))
         .await?;
     let more = scans.len() as i64 > limit;
     let scans: Vec<_> = scans.into_iter().take(limit as usize).collect();
@@ -632,14 +627,14 @@ pub async fn ranking(
             })
         })
         .transpose()?;
-    if !app.query(store::check_known(&app.pool, &check)).await? {
+    if !app.query(store::check_known(&app.db, &check)).await? {
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             format!("no repository has a result with check {check}"),
         ));
     }
     let rows = app
-        .query(store::ranked(&app.pool, &check, min, max, after, limit + 1))
+        .query(store::ranked(&app.db, &check, min, max, after, limit + 1))
         .await?;
     let more = rows.len() as i64 > limit;
     let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
@@ -669,7 +664,7 @@ async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
         return Ok(status.clone());
     }
     let s = app
-        .query(fleet_runtime::status::status(&app.pool, app.interval))
+        .query(fleet_runtime::status::status(&app.db.pool, app.interval))
         .await?;
     let status = model::Status {
         fresh_ratio: if s.repos == 0 {
@@ -806,7 +801,7 @@ pub async fn scan(
         .retry_after(5));
     };
     let items = fleet_runtime::manual::enqueue(
-        &app.pool,
+        &app.db.pool,
         js,
         &app.topology,
         std::slice::from_ref(&repo),

@@ -3,7 +3,18 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use fleet_runtime::db::Db;
+
+/// Runs `query` with `fetch` on a connection of `db`: prepared where `db`'s pooling allows,
+/// inside a transaction behind a transaction pooler (see `fleet_runtime::db`).
+macro_rules! read {
+    ($db:expr, $fetch:ident, $query:expr) => {{
+        let mut c = $db.conn().await?;
+        let found = $query.persistent($db.prepares()).$fetch(&mut *c).await?;
+        c.done().await?;
+        Ok(found)
+    }};
+}
 
 /// A repository and its latest result, if it has one.
 #[derive(Debug, sqlx::FromRow)]
@@ -21,49 +32,61 @@ pub struct Latest {
 }
 
 /// The repository of `key` (lower-cased name) with its latest result; `None` if unknown.
-pub async fn latest(pool: &PgPool, key: &str) -> Result<Option<Latest>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
+pub async fn latest(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as(
+            "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
                 s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
                 s.scored_at, s.raw_json
          FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
          WHERE r.repo_key = $1",
+        )
+        .bind(key)
     )
-    .bind(key)
-    .fetch_optional(pool)
-    .await
 }
 
 /// A repository's id and name as people spelled it, without its result.
-pub async fn repo(pool: &PgPool, key: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, host || '/' || owner || '/' || name FROM repos WHERE repo_key = $1")
+pub async fn repo(db: &Db, key: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as(
+            "SELECT id, host || '/' || owner || '/' || name FROM repos WHERE repo_key = $1",
+        )
         .bind(key)
-        .fetch_optional(pool)
-        .await
+    )
 }
 
 /// The work id and score of a repository's latest result, for badges (no raw JSON read).
-pub async fn badge(pool: &PgPool, key: &str) -> Result<Option<(String, Option<f64>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT s.work_id, s.score::float8 FROM repos r JOIN scores s ON s.repo_id = r.id
+pub async fn badge(db: &Db, key: &str) -> Result<Option<(String, Option<f64>)>, sqlx::Error> {
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as(
+            "SELECT s.work_id, s.score::float8 FROM repos r JOIN scores s ON s.repo_id = r.id
          WHERE r.repo_key = $1",
+        )
+        .bind(key)
     )
-    .bind(key)
-    .fetch_optional(pool)
-    .await
 }
 
 /// The newest kept result of `commit` (lower-case hex): work id and raw JSON.
 pub async fn at_commit(
-    pool: &PgPool,
+    db: &Db,
     repo_id: i64,
     commit: &str,
 ) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT work_id, raw_json FROM score_raw WHERE repo_id = $1 AND commit_sha = $2")
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as(
+            "SELECT work_id, raw_json FROM score_raw WHERE repo_id = $1 AND commit_sha = $2",
+        )
         .bind(repo_id)
         .bind(commit)
-        .fetch_optional(pool)
-        .await
+    )
 }
 
 /// One scan in a repository's history.
@@ -86,7 +109,7 @@ pub struct HistoryCursor {
 
 /// Up to `limit` scans of `repo_id`, newest first, older than `before`.
 pub async fn history(
-    pool: &PgPool,
+    db: &Db,
     repo_id: i64,
     before: Option<&HistoryCursor>,
     limit: i64,
@@ -95,21 +118,23 @@ pub async fn history(
     let (at, work) = before.map_or((None, String::new()), |c| {
         (Some(c.scored_at), c.work_id.clone())
     });
-    sqlx::query_as(
-        "SELECT work_id, scored_at, commit_sha, score::float8 AS score, scorecard_version,
+    read!(
+        db,
+        fetch_all,
+        sqlx::query_as(
+            "SELECT work_id, scored_at, commit_sha, score::float8 AS score, scorecard_version,
                 check_scores
          FROM score_history
          WHERE repo_id = $1
            AND (scored_at, work_id) < (coalesce($2, 'infinity'::timestamptz), $3)
          ORDER BY scored_at DESC, work_id DESC
          LIMIT $4",
+        )
+        .bind(repo_id)
+        .bind(at)
+        .bind(work)
+        .bind(limit)
     )
-    .bind(repo_id)
-    .bind(at)
-    .bind(work)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
 }
 
 /// One check of a repository's latest result.
@@ -120,11 +145,15 @@ pub struct Check {
     pub reason: String,
 }
 
-pub async fn checks(pool: &PgPool, repo_id: i64) -> Result<Vec<Check>, sqlx::Error> {
-    sqlx::query_as("SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name")
+pub async fn checks(db: &Db, repo_id: i64) -> Result<Vec<Check>, sqlx::Error> {
+    read!(
+        db,
+        fetch_all,
+        sqlx::query_as(
+            "SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name",
+        )
         .bind(repo_id)
-        .fetch_all(pool)
-        .await
+    )
 }
 
 /// A repository whose check scored in the asked range.
@@ -146,7 +175,7 @@ pub struct RankCursor {
 /// Repositories whose `check` scored within `min..=max`, lowest score first, after `after`:
 /// a keyset walk of `score_checks (name, score, repo_id)`.
 pub async fn ranked(
-    pool: &PgPool,
+    db: &Db,
     check: &str,
     min: i16,
     max: i16,
@@ -157,29 +186,32 @@ pub async fn ranked(
         score: -1,
         repo_id: 0,
     });
-    sqlx::query_as(
-        "SELECT c.repo_id, r.host || '/' || r.owner || '/' || r.name AS repo, c.score, c.reason
+    read!(
+        db,
+        fetch_all,
+        sqlx::query_as(
+            "SELECT c.repo_id, r.host || '/' || r.owner || '/' || r.name AS repo, c.score, c.reason
          FROM score_checks c JOIN repos r ON r.id = c.repo_id
          WHERE c.name = $1 AND c.score BETWEEN $2 AND $3 AND (c.score, c.repo_id) > ($4, $5)
          ORDER BY c.score, c.repo_id
          LIMIT $6",
+        )
+        .bind(check)
+        .bind(min)
+        .bind(max)
+        .bind(after.score)
+        .bind(after.repo_id)
+        .bind(limit)
     )
-    .bind(check)
-    .bind(min)
-    .bind(max)
-    .bind(after.score)
-    .bind(after.repo_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
 }
 
 /// Whether any repository has a result with check `name`.
-pub async fn check_known(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM score_checks WHERE name = $1)")
-        .bind(name)
-        .fetch_one(pool)
-        .await
+pub async fn check_known(db: &Db, name: &str) -> Result<bool, sqlx::Error> {
+    read!(
+        db,
+        fetch_one,
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM score_checks WHERE name = $1)").bind(name)
+    )
 }
 
 /// A repository's latest failure, if it is newer than its latest score.
@@ -190,9 +222,11 @@ pub struct Failure {
     pub failed_at: DateTime<Utc>,
 }
 
-pub async fn failure(pool: &PgPool, repo_id: i64) -> Result<Option<Failure>, sqlx::Error> {
-    sqlx::query_as("SELECT class, message, failed_at FROM work_failures WHERE repo_id = $1")
-        .bind(repo_id)
-        .fetch_optional(pool)
-        .await
+pub async fn failure(db: &Db, repo_id: i64) -> Result<Option<Failure>, sqlx::Error> {
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as("SELECT class, message, failed_at FROM work_failures WHERE repo_id = $1")
+            .bind(repo_id)
+    )
 }

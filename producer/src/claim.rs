@@ -51,6 +51,7 @@ pub async fn claim(
          RETURNING r.id, r.owner, r.name, r.priority, due.next_due_at AS was_due,
              due.pending_work_id",
     )
+    .persistent(false)
     .bind(limit)
     .bind(format!("{} seconds", lease.num_seconds()))
     .fetch_all(&mut *tx)
@@ -97,6 +98,7 @@ pub async fn release(
          FROM locked JOIN UNNEST($1::int8[], $2::text[]) AS u(id, work_id) ON u.id = locked.id
          WHERE r.id = locked.id",
     )
+    .persistent(false)
     .bind(&ids)
     .bind(&work_ids)
     .bind(at)
@@ -114,6 +116,7 @@ pub async fn backlog(
     let counted = sqlx::query_as(
         "SELECT count(*), min(next_due_at) FROM repos WHERE enabled AND next_due_at <= now()",
     )
+    .persistent(false)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

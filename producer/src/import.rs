@@ -116,17 +116,20 @@ pub async fn write(pool: &PgPool, repos: &[RepoName]) -> Result<Imported, Import
         let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
         let owners: Vec<&str> = chunk.iter().map(|(_, r)| r.owner()).collect();
         let names: Vec<&str> = chunk.iter().map(|(_, r)| r.name()).collect();
+        let mut tx = pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO repos (repo_key, host, owner, name)
              SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
              ON CONFLICT (repo_key) DO NOTHING",
         )
+        .persistent(false)
         .bind(&keys)
         .bind(&owners)
         .bind(&names)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok::<_, sqlx::Error>((chunk.len() as u64, inserted))
     });
     // Batches on WRITERS connections at once: one PostgreSQL backend works on one core.

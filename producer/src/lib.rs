@@ -35,7 +35,12 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     } = http::start(args.http.http_addr, &shutdown, Metrics::register).await?;
 
     let pool = db::connect(&args.db, &shutdown).await?;
-    db::migrate(&pool).await?;
+    match args.db.database_pooling {
+        db::Pooling::Session => db::migrate(&pool, db::Pooling::Session).await?,
+        // Behind a transaction pooler migrations are `producer migrate`'s, run against
+        // PostgreSQL itself: here the schema must already be this build's.
+        db::Pooling::Transaction => db::check_schema(&pool).await?,
+    }
     let client = nats::connect(&args.nats, "scorecard-fleet-producer", &shutdown).await?;
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.nats.topology.clone())?;

@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { db: args } => {
             let pool = db::connect_once(&args).await?;
-            db::migrate(&pool).await?;
+            db::migrate(&pool, args.database_pooling).await?;
             println!("schema at version {}", db::expected_version());
             Ok(())
         }

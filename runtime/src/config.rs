@@ -92,6 +92,10 @@ pub struct DbArgs {
     /// Longest a statement waits for a lock, in milliseconds (0: no limit); a manual UPDATE holding rows shows as lock_timeout errors, not a silent stall
     #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = 5_000)]
     pub database_lock_timeout_ms: u64,
+
+    /// How DATABASE_URL reaches PostgreSQL: `session` (directly, or a pooler in session mode) or `transaction` (PgBouncer in transaction pooling mode, where consecutive transactions may land on different server connections)
+    #[arg(long, env = "DATABASE_POOLING", value_enum, default_value_t = crate::db::Pooling::Session)]
+    pub database_pooling: crate::db::Pooling,
 }
 
 impl DbArgs {

@@ -1,12 +1,22 @@
 //! PostgreSQL: the pool, the migrations (applied by the producer only) and the schema-version
 //! check the other services run before they touch a table.
+//!
+//! Every service must work through PgBouncer in transaction pooling mode, where each
+//! transaction may run on another server connection. So: no session state (settings are
+//! `SET LOCAL`, see [`begin`]); statements with parameters run inside a transaction (sqlx
+//! parses, syncs, then binds: outside a transaction the two halves could reach different
+//! servers); and no statement is prepared by name (`persistent(false)`), since a name
+//! prepared on one server connection is unknown, or another client's, on the next. The write
+//! paths do this always (one parse per batch); the api's single-row reads, the one hot path,
+//! keep prepared statements unless [`Pooling::Transaction`] says otherwise ([`Db`]).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DbArgs, redact_url};
@@ -54,8 +64,16 @@ pub async fn connect(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Res
 }
 
 /// Applies pending migrations. Only the producer calls this, so two kinds of service never
-/// race to change the schema.
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+/// race to change the schema. They need a session of their own (an advisory lock, prepared
+/// statements), so never through a transaction pooler.
+pub async fn migrate(pool: &PgPool, pooling: Pooling) -> anyhow::Result<()> {
+    if pooling == Pooling::Transaction {
+        anyhow::bail!(
+            "migrations need a session of their own (an advisory lock): run `producer migrate` \
+             with DATABASE_URL pointing at PostgreSQL itself, not at a transaction pooler \
+             (DATABASE_POOLING=transaction)"
+        );
+    }
     MIGRATOR
         .run(pool)
         .await
@@ -64,15 +82,21 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Refuses a database whose schema is not exactly the one this binary was built for.
 pub async fn check_schema(pool: &PgPool) -> Result<(), SchemaError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .or_else(|e| match &e {
-                // 42P01 undefined_table: nothing was ever migrated here.
-                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-                _ => Err(SchemaError::Query(e)),
-            })?;
+    // In a transaction and unnamed, as every statement here (see the module's note).
+    let read = async {
+        let mut tx = pool.begin().await?;
+        let found = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await;
+        tx.commit().await?;
+        found
+    };
+    let found: Option<i64> = read.await.or_else(|e| match &e {
+        // 42P01 undefined_table: nothing was ever migrated here.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+        _ => Err(SchemaError::Query(e)),
+    })?;
     let expected = expected_version();
     match found {
         None => Err(SchemaError::Empty),
@@ -119,12 +143,86 @@ pub async fn begin(
         "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
                 set_config('idle_in_transaction_session_timeout', $3, true)",
     )
+    .persistent(false)
     .bind(timeouts.statement.as_millis().to_string())
     .bind(timeouts.lock.as_millis().to_string())
     .bind((timeouts.statement.as_millis() * 2).to_string())
     .execute(&mut *tx)
     .await?;
     Ok(tx)
+}
+
+/// How the service's connections reach PostgreSQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooling {
+    /// Directly, or through a pooler in session mode: a connection is one server session.
+    #[default]
+    Session,
+    /// Through PgBouncer (or another pooler) in transaction pooling mode.
+    Transaction,
+}
+
+/// A pool and how it reaches PostgreSQL, for the reads that would otherwise run as single
+/// statements on the pool.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: PgPool,
+    pub pooling: Pooling,
+}
+
+impl Db {
+    pub fn new(pool: PgPool, pooling: Pooling) -> Self {
+        Self { pool, pooling }
+    }
+
+    /// Whether statements may be prepared once per connection and reused
+    /// (`query.persistent(db.prepares())`).
+    pub fn prepares(&self) -> bool {
+        self.pooling == Pooling::Session
+    }
+
+    /// A connection for a few reads: behind a transaction pooler, a transaction, so each
+    /// statement's round trips reach one server. End it with [`Conn::done`].
+    pub async fn conn(&self) -> Result<Conn, sqlx::Error> {
+        Ok(match self.pooling {
+            Pooling::Session => Conn::Session(self.pool.acquire().await?),
+            Pooling::Transaction => Conn::Transaction(self.pool.begin().await?),
+        })
+    }
+}
+
+/// See [`Db::conn`].
+pub enum Conn {
+    Session(PoolConnection<Postgres>),
+    Transaction(Transaction<'static, Postgres>),
+}
+
+impl Conn {
+    pub async fn done(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Session(_) => Ok(()),
+            Self::Transaction(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Session(c) => c,
+            Self::Transaction(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Session(c) => c,
+            Self::Transaction(tx) => tx,
+        }
+    }
 }
 
 /// One attempt, for commands a person runs: an unreachable database is an immediate error.

@@ -51,12 +51,15 @@ pub async fn request_scans(
     let keys: Vec<String> = repos.iter().map(RepoName::key).collect();
     let owners: Vec<&str> = repos.iter().map(RepoName::owner).collect();
     let names: Vec<&str> = repos.iter().map(RepoName::name).collect();
+    // In a transaction: one server behind a transaction pooler (see `db`).
+    let mut tx = pool.begin().await?;
     sqlx::query("SELECT request_scans($1, $2, $3, $4::interval)")
+        .persistent(false)
         .bind(&keys)
         .bind(&owners)
         .bind(&names)
         .bind(format!("{} seconds", lease.num_seconds()))
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }

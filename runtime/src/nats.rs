@@ -36,11 +36,20 @@ pub async fn connect(
             options = options.token(token.expose().to_owned());
         }
         options
-            .connect(args.nats_url.expose())
+            .connect(seeds(args.nats_url.expose()))
             .await
             .with_context(|| format!("connecting to NATS at {shown}"))
     };
     crate::retry::until_ready(&format!("NATS at {shown}"), shutdown, attempt).await
+}
+
+/// The seed URLs of a comma-separated list: the client tries them in turn and then learns the
+/// rest of the cluster from the server it reached.
+pub fn seeds(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 /// How often the connection's state is looked at for `/readyz`.
@@ -68,4 +77,16 @@ pub fn watch_connection(client: async_nats::Client, readiness: Readiness, stop: 
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_seed_list_is_split_and_trimmed() {
+        assert_eq!(
+            super::seeds("nats://a:4222, nats://b:4222,,nats://c:4222"),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        assert_eq!(super::seeds("nats://a:4222"), ["nats://a:4222"]);
+    }
 }

@@ -16,6 +16,8 @@ pub struct Status {
 }
 
 pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::Error> {
+    // One transaction: a consistent view, and one server behind a transaction pooler.
+    let mut tx = pool.begin().await?;
     let row: (i64, i64, i64, i64, i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT count(*),
                 count(*) FILTER (WHERE r.enabled),
@@ -28,14 +30,17 @@ pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::
                 min(r.next_due_at) FILTER (WHERE r.enabled AND r.next_due_at <= now())
          FROM repos r LEFT JOIN work_failures f ON f.repo_id = r.id",
     )
+    .persistent(false)
     .bind(interval_text(interval))
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     let failed_by_class = sqlx::query_as(
         "SELECT class, count(*) FROM work_failures GROUP BY class ORDER BY count(*) DESC, class",
     )
-    .fetch_all(pool)
+    .persistent(false)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Status {
         repos: row.0,
         enabled: row.1,

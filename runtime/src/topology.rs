@@ -78,6 +78,12 @@ pub struct TopologyArgs {
     /// a newer scan already answered is not scanned again (a day: the producer's lease).
     #[arg(long, env = "SCAN_RECORD_MAX_AGE_SECS", default_value_t = 86_400)]
     pub scan_record_max_age_secs: u64,
+
+    /// Copies of every stream and key-value bucket a JetStream cluster keeps (1, 3 or 5): 3 in
+    /// production, so losing one server loses no work and stops nothing. Consumers follow
+    /// their stream.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
 }
 
 impl Default for TopologyArgs {
@@ -94,6 +100,7 @@ impl Default for TopologyArgs {
             work_max_messages: 1_000_000,
             work_max_bytes: 256 << 20,
             scan_record_max_age_secs: 86_400,
+            stream_replicas: 1,
         }
     }
 }
@@ -157,6 +164,13 @@ impl Topology {
             return Err(TopologyError::Setting(
                 "max ack pending caps must be at least 1".into(),
             ));
+        }
+        if ![1, 3, 5].contains(&args.stream_replicas) {
+            return Err(TopologyError::Setting(format!(
+                "stream_replicas is {}: use 1, 3 or 5 (a replicated stream needs a majority of \
+                 its replicas up, so an even count buys nothing)",
+                args.stream_replicas
+            )));
         }
         let (subject_prefix, stream_prefix) = if prefix.is_empty() {
             (String::new(), String::new())
@@ -237,7 +251,7 @@ impl Topology {
 
     /// The streams, as they must be.
     pub fn streams(&self) -> Vec<stream::Config> {
-        vec![
+        let streams = vec![
             stream::Config {
                 name: self.work_stream(),
                 description: Some("scorecard-fleet: repositories to score".into()),
@@ -302,7 +316,14 @@ impl Topology {
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             },
-        ]
+        ];
+        streams
+            .into_iter()
+            .map(|s| stream::Config {
+                num_replicas: self.args.stream_replicas,
+                ..s
+            })
+            .collect()
     }
 
     /// The scan records' bucket, as it must be.
@@ -314,6 +335,7 @@ impl Topology {
             history: 1,
             max_age: Duration::from_secs(self.args.scan_record_max_age_secs),
             storage: StorageType::File,
+            num_replicas: self.args.stream_replicas,
             ..Default::default()
         }
     }
@@ -432,6 +454,12 @@ impl Topology {
         };
         check("history", &found.history(), &want.history, mismatch)?;
         check("max_age", &found.max_age(), &want.max_age, mismatch)?;
+        check(
+            "replicas",
+            &replicas(found.info.config.num_replicas),
+            &want.num_replicas,
+            mismatch,
+        )?;
         Ok(store)
     }
 
@@ -491,6 +519,12 @@ impl Topology {
         )?;
         check("max_age", &found.max_age, &want.max_age, mismatch)?;
         check(
+            "replicas",
+            &replicas(found.num_replicas),
+            &want.num_replicas,
+            mismatch,
+        )?;
+        check(
             "duplicate_window",
             &found.duplicate_window,
             &want.duplicate_window,
@@ -499,6 +533,11 @@ impl Topology {
         tracing::debug!(stream = %name, "stream verified");
         Ok(())
     }
+}
+
+/// The server reports an unreplicated stream as 0 or 1 replicas, depending on how it was made.
+fn replicas(n: usize) -> usize {
+    n.max(1)
 }
 
 /// Creates the durable consumer `want` on `stream_name`, or verifies the one that exists.
@@ -628,6 +667,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn replicas_are_odd_and_reach_every_stream_and_the_bucket() {
+        for bad in [0, 2, 4, 6] {
+            let args = TopologyArgs {
+                stream_replicas: bad,
+                ..Default::default()
+            };
+            assert!(
+                matches!(Topology::new(args), Err(TopologyError::Setting(_))),
+                "{bad}"
+            );
+        }
+        let t = Topology::new(TopologyArgs {
+            stream_replicas: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(t.streams().iter().all(|s| s.num_replicas == 3));
+        assert_eq!(t.scans_bucket_config().num_replicas, 3);
     }
 
     #[test]

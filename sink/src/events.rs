@@ -41,6 +41,7 @@ pub async fn stored(
                           WHERE c.repo_id = s.repo_id), '{}'::jsonb)::text
          FROM scores s WHERE s.repo_id = ANY($1)",
     )
+    .persistent(false)
     .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
@@ -119,6 +120,7 @@ pub async fn record(
         "INSERT INTO score_events (work_id, payload)
          SELECT * FROM UNNEST($1::text[], $2::bytea[])",
     )
+    .persistent(false)
     .bind(&work_ids)
     .bind(&payloads)
     .execute(&mut **tx)
@@ -179,6 +181,7 @@ impl Publisher {
             "SELECT id, work_id, payload FROM score_events ORDER BY id LIMIT $1
              FOR UPDATE SKIP LOCKED",
         )
+        .persistent(false)
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
@@ -200,6 +203,7 @@ impl Publisher {
         }
         let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
         sqlx::query("DELETE FROM score_events WHERE id = ANY($1)")
+            .persistent(false)
             .bind(&ids)
             .execute(&mut *tx)
             .await?;

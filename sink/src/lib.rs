@@ -46,12 +46,20 @@ async fn freshness(
     shutdown: CancellationToken,
 ) {
     loop {
-        let counted: Result<(i64, i64), _> = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE last_scored_at >= now() - $1::interval)
+        let counted: Result<(i64, i64), sqlx::Error> = async {
+            // In a transaction: one server behind a transaction pooler (see `db`).
+            let mut tx = pool.begin().await?;
+            let counted = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE last_scored_at >= now() - $1::interval)
              FROM repos WHERE enabled",
-        )
-        .bind(format!("{} seconds", interval.num_seconds()))
-        .fetch_one(&pool)
+            )
+            .persistent(false)
+            .bind(format!("{} seconds", interval.num_seconds()))
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(counted)
+        }
         .await;
         match counted {
             Ok((total, fresh)) => {
@@ -112,6 +120,7 @@ pub async fn prune_raw_once(
                  SELECT repo_id, commit_sha FROM score_raw
                  WHERE scored_at < now() - make_interval(days => $1) LIMIT $2)",
         )
+        .persistent(false)
         .bind(i32::try_from(days).unwrap_or(i32::MAX))
         .bind(PRUNE_ROWS)
         .execute(&mut *tx)

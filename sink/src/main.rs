@@ -34,9 +34,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let pool = fleet_runtime::db::connect_once(&db).await?;
             fleet_runtime::db::check_schema(&pool).await?;
-            let repos: i64 = sqlx::query_scalar("SELECT count(*) FROM repos WHERE enabled")
-                .fetch_one(&pool)
-                .await?;
+            let repos = sink::report::enabled_repos(&pool).await?;
             let inputs = sink::plan::Inputs {
                 repos: u64::try_from(repos).unwrap_or(0),
                 interval_days: schedule.interval_days,

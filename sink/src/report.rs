@@ -80,9 +80,23 @@ struct ScoreRow {
     work_id: String,
 }
 
+/// How many repositories are scheduled, for `sink plan`.
+pub async fn enabled_repos(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    // In a transaction and unnamed: one server behind a transaction pooler (see `db`).
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query_scalar("SELECT count(*) FROM repos WHERE enabled")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// `sink show REPO`: everything the database knows about one repository, as text.
 pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
     let key = repo.key();
+    // One transaction: a consistent view, and one server behind a transaction pooler.
+    let mut tx = pool.begin().await?;
     let Some(RepoRow {
         id,
         enabled,
@@ -93,8 +107,9 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
         "SELECT id, enabled, next_due_at AS next_due, last_enqueued_at AS last_enqueued,
                 last_scored_at AS last_scored FROM repos WHERE repo_key = $1",
     )
+    .persistent(false)
     .bind(&key)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
     else {
         anyhow::bail!("{repo} is not in the database (import or enqueue it first)");
@@ -110,8 +125,9 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
         "SELECT score::float8 AS score, commit_sha, scorecard_version, scored_at, work_id
          FROM scores WHERE repo_id = $1",
     )
+    .persistent(false)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     match score {
         Some(ScoreRow {
@@ -130,8 +146,9 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
             let checks: Vec<(String, Option<i16>, String)> = sqlx::query_as(
                 "SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name",
             )
+            .persistent(false)
             .bind(id)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
             for (name, score, reason) in checks {
                 let s = score.map_or_else(|| "?".into(), |s| s.to_string());
@@ -147,8 +164,9 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
         "SELECT scored_at, score::float8, scorecard_version, work_id FROM score_history
          WHERE repo_id = $1 ORDER BY scored_at DESC LIMIT 10",
     )
+    .persistent(false)
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     if !history.is_empty() {
         let _ = writeln!(out, "\nhistory (latest 10)");
@@ -165,8 +183,9 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
     let failure: Option<(String, String, i32, i32, DateTime<Utc>, String)> = sqlx::query_as(
         "SELECT class, message, attempts, consecutive, failed_at, work_id FROM work_failures WHERE repo_id = $1",
     )
+    .persistent(false)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some((class, message, attempts, consecutive, at, work)) = failure {
         let _ = writeln!(
@@ -175,5 +194,6 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
             at.to_rfc3339()
         );
     }
+    tx.commit().await?;
     Ok(out)
 }

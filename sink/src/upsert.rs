@@ -111,6 +111,7 @@ async fn ensure_repos(
          SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
          ON CONFLICT (repo_key) DO NOTHING",
     )
+    .persistent(false)
     .bind(&keys)
     .bind(&owners)
     .bind(&names)
@@ -133,6 +134,7 @@ async fn lock_repos(
     let mut ids: Vec<i64> = ids.values().copied().collect();
     ids.sort_unstable();
     sqlx::query("SELECT 1 FROM repos WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .persistent(false)
         .bind(&ids)
         .execute(&mut **tx)
         .await?;
@@ -145,6 +147,7 @@ async fn repo_ids(
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, repo_key FROM repos WHERE repo_key = ANY($1)")
+            .persistent(false)
             .bind(keys)
             .fetch_all(&mut **tx)
             .await?;
@@ -213,6 +216,7 @@ async fn write_results(
                      $6::timestamptz[], $7::int4[], $8::text[]) AS u(w, r, s, c, v, t, e, cs)
          ON CONFLICT (work_id) DO NOTHING",
     )
+    .persistent(false)
     .bind(&all.work_id)
     .bind(&all.repo_id)
     .bind(&all.score)
@@ -241,6 +245,7 @@ async fn write_results(
              work_id = EXCLUDED.work_id, scored_at = EXCLUDED.scored_at, raw_json = EXCLUDED.raw_json
          WHERE (k.scored_at, k.work_id) < (EXCLUDED.scored_at, EXCLUDED.work_id)",
     )
+    .persistent(false)
     .bind(pick(&raw, &all.work_id))
     .bind(raw.iter().map(|&i| all.repo_id[i]).collect::<Vec<_>>())
     .bind(pick(&raw, &all.commit))
@@ -291,6 +296,7 @@ async fn write_results(
          WHERE (s.scored_at, s.work_id) < (EXCLUDED.scored_at, EXCLUDED.work_id)
          RETURNING repo_id, score::float8",
     )
+    .persistent(false)
     .bind(&top.repo_id)
     .bind(&top.work_id)
     .bind(&top.score)
@@ -337,6 +343,7 @@ async fn write_results(
         }
     }
     sqlx::query("DELETE FROM score_checks WHERE repo_id = ANY($1)")
+        .persistent(false)
         .bind(&changed)
         .execute(&mut **tx)
         .await?;
@@ -348,6 +355,7 @@ async fn write_results(
          USING UNNEST($1::int8[], $2::timestamptz[]) AS u(r, t)
          WHERE f.repo_id = u.r AND f.failed_at <= u.t AND u.r = ANY($3)",
     )
+    .persistent(false)
     .bind(&top.repo_id)
     .bind(&top.scored_at)
     .bind(&changed)
@@ -360,6 +368,7 @@ async fn write_results(
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
          WHERE repos.id = u.r AND repos.id = ANY($4)",
     )
+    .persistent(false)
     .bind(&top.repo_id)
     .bind(&top.scored_at)
     .bind(&top.next_due)
@@ -399,6 +408,7 @@ impl<'a> CheckRows<'a> {
                 "INSERT INTO score_checks (repo_id, name, score, reason)
                  SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int2[], $4::text[])",
             )
+            .persistent(false)
             .bind(&self.repo_id)
             .bind(&self.name)
             .bind(&self.score)
@@ -475,6 +485,7 @@ async fn write_failures(
          WHERE f.work_id <> EXCLUDED.work_id AND f.failed_at < EXCLUDED.failed_at
          RETURNING repo_id, class, consecutive, failed_at",
     )
+    .persistent(false)
     .bind(&repo_id)
     .bind(&work_id)
     .bind(&class)
@@ -500,6 +511,7 @@ async fn write_failures(
          FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(r, d)
          WHERE repos.id = u.r",
     )
+    .persistent(false)
     .bind(&ids)
     .bind(&due)
     .execute(&mut **tx)

@@ -117,6 +117,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // The same measurements on replicated streams are rows of their own.
+    let name = if stack.replicas == 1 {
+        "pipeline".to_owned()
+    } else {
+        for row in &mut rows {
+            row.what = format!(
+                "{} — NATS R{} (a {}-server JetStream cluster)",
+                row.what, stack.replicas, stack.replicas
+            );
+        }
+        format!("pipeline-r{}", stack.replicas)
+    };
     let took = started.elapsed();
     println!("\n{}", report::markdown(&rows));
     for row in &rows {
@@ -128,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         load_average()
     );
     let finished = serde_json::json!({ "finished_at": Utc::now().to_rfc3339() });
-    let path = report::write_json("pipeline", &machine, &rows, finished, took)?;
+    let path = report::write_json(&name, &machine, &rows, finished, took)?;
     println!("written to {}", path.display());
     Ok(())
 }

@@ -27,7 +27,10 @@ static ONE_FLEET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
 
 pub struct Fleet {
     _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// What the services connect to: PostgreSQL, or a pooler in front of it.
     pub database_url: String,
+    /// PostgreSQL itself, for migrations and the test's own looks.
+    pub direct_database_url: String,
     pub nats_url: String,
     pub topology: Topology,
     pub ns: TestNamespace,
@@ -85,6 +88,7 @@ impl Fleet {
             logs,
             _turn: turn,
             database_url: database_url.to_owned(),
+            direct_database_url: database_url.to_owned(),
             nats_url: nats_url.to_owned(),
             topology,
             ns,
@@ -97,6 +101,34 @@ impl Fleet {
             children: HashMap::new(),
             http: HashMap::new(),
         }
+    }
+
+    /// Points the services at a transaction pooler in front of the database (and tells them
+    /// so); the test's own looks and migrations still go straight to PostgreSQL.
+    pub fn through_transaction_pooler(&mut self, url: &str) {
+        self.database_url = url.to_owned();
+        self.env
+            .push(("DATABASE_POOLING".to_owned(), "transaction".to_owned()));
+    }
+
+    /// `producer migrate` then `producer import` of `repos`, as an operator would (straight to
+    /// PostgreSQL: migrations take a session lock, which a transaction pooler cannot hold).
+    pub fn import(&self, repos: &[String]) {
+        let file = std::env::temp_dir().join(format!("{}.csv", stack::unique("repos")));
+        std::fs::write(&file, format!("repo,metadata\n{}\n", repos.join(",\n"))).unwrap();
+        for args in [vec!["migrate"], vec!["import", file.to_str().unwrap()]] {
+            let out = Command::new(stack::workspace_binary("producer"))
+                .args(&args)
+                .env("DATABASE_URL", &self.direct_database_url)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "producer {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::remove_file(file).ok();
     }
 
     /// Starts `binary` (with `args`) as process `name`.
@@ -112,6 +144,7 @@ impl Fleet {
             .env("NATS_PREFIX", &t.nats_prefix)
             .env("WORK_ACK_WAIT_SECS", t.work_ack_wait_secs.to_string())
             .env("WORK_MAX_DELIVER", t.work_max_deliver.to_string())
+            .env("NATS_STREAM_REPLICAS", t.stream_replicas.to_string())
             .env("HTTP_ADDR", http.to_string())
             .env("KUBECONFIG", &self.worker_kubeconfig)
             .env("WORKER_NAMESPACE", &self.ns.name)
@@ -195,7 +228,7 @@ impl Fleet {
             "the fleet's streams hold messages to look through"
         );
         let dump = Command::new(crate::pg::tool("pg_dump"))
-            .args(["--data-only", "--dbname", &self.database_url])
+            .args(["--data-only", "--dbname", &self.direct_database_url])
             .output()
             .expect("pg_dump");
         assert!(
@@ -279,6 +312,46 @@ impl Drop for Fleet {
         }
         let _ = std::fs::remove_file(&self.worker_kubeconfig);
     }
+}
+
+/// How long a test waits for its fleet to finish. A scan the stand-in could not end (KWOK
+/// lagging under a loaded CI machine) times out after `JOB_DEADLINE_SECS` and is retried after
+/// TIMEOUT's 5-minute delay: room for such a round; a healthy run settles in a minute or two.
+pub const SETTLE: Duration = Duration::from_secs(900);
+
+/// Settings that make a test fleet finish in seconds.
+pub const FAST: &[(&str, &str)] = &[
+    ("JOB_DEADLINE_SECS", "60"),
+    ("PRODUCER_BACKOFF_CAP_SECS", "1"),
+    ("SINK_BATCH_WAIT_MS", "100"),
+    ("WORKER_MAX_IN_FLIGHT", "40"),
+    ("WORKER_DRAIN_DEADLINE_SECS", "10"),
+    ("WORKER_POLL_MS", "200"),
+];
+
+/// `n` repositories the stand-in always scores.
+pub fn sim_ok(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("github.com/sim-ok-{i}/repo-{i}"))
+        .collect()
+}
+
+pub async fn scored(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM scores")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Waits until at least `n` repositories have a score.
+pub async fn wait_scored(pool: &PgPool, n: i64) {
+    for _ in 0..600 {
+        if scored(pool).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{n} results never arrived");
 }
 
 /// Waits until every repository has a score or a recorded failure and no message is waiting or

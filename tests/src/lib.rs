@@ -4,7 +4,11 @@
 //! - [`kube_support`]: Kubernetes clients (admin, or a ServiceAccount's token) and small waits.
 //! - [`sim`]: the scorecard stand-in: gives a KWOK pod a recorded output as its log and an exit code.
 //! - [`nats_server`]: a private nats-server a fault test may stop and start.
+//! - [`nats_cluster`]: a private three-server JetStream cluster whose servers a test may kill,
+//!   pause and restart.
 //! - [`pg`]: a private PostgreSQL a fault test may stop and start.
+//! - [`pgbouncer`]: Debian's PgBouncer in transaction pooling mode in front of the stack's
+//!   PostgreSQL.
 //! - [`report`]: the benchmark programs' rows, table numbers and JSON.
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
@@ -17,8 +21,10 @@ pub mod api_server;
 pub mod fixtures;
 pub mod fleet;
 pub mod kube_support;
+pub mod nats_cluster;
 pub mod nats_server;
 pub mod pg;
+pub mod pgbouncer;
 pub mod probe;
 pub mod proxy;
 pub mod report;

@@ -26,7 +26,7 @@ pub fn tool(name: &str) -> PathBuf {
     pg_bin().join(name)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -34,17 +34,24 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs a PostgreSQL binary, as the `postgres` user when we are root (it refuses root).
-fn pg(bin: &std::path::Path, tool: &str, args: &[&str]) {
-    let exe = bin.join(tool);
-    let mut cmd = if is_root() {
+/// A command that runs `exe` as the `postgres` user when we are root: PostgreSQL and PgBouncer
+/// refuse to run as root.
+pub(crate) fn as_postgres(exe: &std::path::Path) -> Command {
+    if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c.args(["-u", "postgres", "--"]).arg(exe);
         c
     } else {
-        Command::new(&exe)
-    };
-    let out = cmd.args(args).output().expect("run a PostgreSQL tool");
+        Command::new(exe)
+    }
+}
+
+/// Runs a PostgreSQL binary as [`as_postgres`] does.
+fn pg(bin: &std::path::Path, tool: &str, args: &[&str]) {
+    let out = as_postgres(&bin.join(tool))
+        .args(args)
+        .output()
+        .expect("run a PostgreSQL tool");
     assert!(
         out.status.success(),
         "{tool} {args:?} failed: {}{}",

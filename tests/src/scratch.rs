@@ -16,6 +16,9 @@ pub struct Stack {
     pub server: PgConnectOptions,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// Replicas of every scratch stream: `BENCH_STREAM_REPLICAS` (1), for a run on the
+    /// three-server cluster of `dev/stack up nats-cluster` (`BENCH_NATS_URL`).
+    pub replicas: usize,
 }
 
 /// A migrated database and an ensured NATS topology of one measurement's own.
@@ -30,11 +33,21 @@ impl Stack {
     pub async fn connect() -> anyhow::Result<Self> {
         let server =
             PgConnectOptions::from_str(&stack::database_url()).context("parsing DATABASE_URL")?;
-        let client = async_nats::connect(stack::nats_url())
+        let url = std::env::var("BENCH_NATS_URL").unwrap_or_else(|_| stack::nats_url());
+        let client = async_nats::connect(fleet_runtime::nats::seeds(&url))
             .await
-            .context("connecting to the stack's NATS (dev/stack up postgres nats)")?;
+            .with_context(|| format!("connecting to NATS at {url} (dev/stack up postgres nats)"))?;
         let js = jetstream::new(client.clone());
-        Ok(Self { server, client, js })
+        let replicas = match std::env::var("BENCH_STREAM_REPLICAS") {
+            Ok(n) => n.parse().context("BENCH_STREAM_REPLICAS")?,
+            Err(_) => 1,
+        };
+        Ok(Self {
+            server,
+            client,
+            js,
+            replicas,
+        })
     }
 
     pub async fn admin(&self) -> anyhow::Result<PgConnection> {
@@ -64,6 +77,7 @@ impl Stack {
         let name = stack::unique(&format!("bench-{label}"));
         let args = TopologyArgs {
             nats_prefix: name.clone(),
+            stream_replicas: self.replicas,
             ..args
         };
         let result = match self.create(&name, args).await {
@@ -93,7 +107,7 @@ impl Stack {
             .max_connections(4)
             .connect_with(opts.clone())
             .await?;
-        fleet_runtime::db::migrate(&pool).await?;
+        fleet_runtime::db::migrate(&pool, Default::default()).await?;
         let topology = Topology::new(args)?;
         topology.ensure(&self.js).await?;
         Ok(Scratch {
@@ -110,7 +124,15 @@ impl Stack {
             nats_prefix: name.to_owned(),
             ..Default::default()
         })?;
-        for stream in [t.work_stream(), t.results_stream(), t.dead_stream()] {
+        let scans = format!("KV_{}", t.scans_bucket());
+        for stream in [
+            t.work_stream(),
+            t.results_stream(),
+            t.dead_stream(),
+            t.events_stream(),
+            t.exhausted_stream(),
+            scans,
+        ] {
             if self.js.get_stream(&stream).await.is_ok() {
                 self.js
                     .delete_stream(&stream)

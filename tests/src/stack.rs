@@ -100,7 +100,10 @@ pub fn tool(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.exists())
         .unwrap_or_else(|| {
-            panic!("{name} is not on PATH nor in the build cache (dev/stack up builds it)")
+            panic!(
+                "{name} is not on PATH nor in the build cache (dev/stack up builds the stack's \
+                 tools, dev/web-tools installs chromium and schemathesis; dev/test runs both)"
+            )
         })
 }
 

@@ -947,7 +947,9 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
 async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back() {
     let pg = fleet_tests::pg::PrivatePostgres::start();
     let pool = pg.pool().await;
-    fleet_runtime::db::migrate(&pool).await.unwrap();
+    fleet_runtime::db::migrate(&pool, Default::default())
+        .await
+        .unwrap();
     seed(&pool).await;
     api_server::ensure_login(&pool).await;
     let url = format!(
@@ -986,4 +988,55 @@ async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back()
         !log.contains(api_server::PASSWORD),
         "the password leaked:\n{log}"
     );
+}
+
+/// Behind PgBouncer in transaction pooling mode (`DATABASE_POOLING=transaction`): many reads at
+/// once, each on whichever server connection is free, each answered with its own repository's
+/// score; history, badges, rankings and /status too.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_api_answers_many_reads_at_once_through_pgbouncer_in_transaction_mode(pool: PgPool) {
+    let others = seed(&pool).await;
+    api_server::ensure_login(&pool).await;
+    let bouncer = fleet_tests::pgbouncer::PrivatePgBouncer::start();
+    let api = ApiServer::start(
+        &bouncer.url_as_api_login(&pool),
+        &[
+            ("DATABASE_POOLING", "transaction".into()),
+            ("DATABASE_MAX_CONNECTIONS", "16".into()),
+        ],
+    )
+    .await;
+    let reads = others.iter().cycle().take(600).map(|repo| {
+        let api = &api;
+        async move {
+            let path = format!("/projects/{repo}");
+            let answer = api.get(&path, &[]).await;
+            assert_eq!(answer.status, 200, "{path}: {answer:?}");
+            let shown = answer.json()["repo"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(
+                shown.to_lowercase(),
+                repo.key(),
+                "{path} answered another repository"
+            );
+            let badge = api.get(&format!("/projects/{repo}/badge"), &[]).await;
+            assert_eq!(badge.status, 200, "{badge:?}");
+        }
+    });
+    use futures::StreamExt as _;
+    futures::stream::iter(reads)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let history = api.get(&format!("/projects/{ALPHA}/history"), &[]).await;
+    assert_eq!(history.status, 200, "{history:?}");
+    assert_eq!(history.json()["scans"].as_array().map(Vec::len), Some(3));
+    let status = api.get("/status", &[("accept", "application/json")]).await;
+    assert_eq!(status.status, 200, "{status:?}");
+    let check = api.get("/checks/Maintained?max=10", &[]).await;
+    assert_eq!(check.status, 200, "{check:?}");
+    let log = api.log_text();
+    assert!(!log.contains("ERROR"), "the api logged errors:\n{log}");
 }

@@ -63,7 +63,12 @@ async fn every_overlay_passes_a_server_side_dry_run() {
     for ns in ["scorecard-fleet", "scorecard-scans"] {
         let _ = kubectl(&["create", "namespace", ns], None);
     }
-    for overlay in ["base", "overlays/dev", "overlays/keda"] {
+    for overlay in [
+        "base",
+        "overlays/dev",
+        "overlays/keda",
+        "overlays/production",
+    ] {
         let dir = root().join("deploy").join(overlay);
         let rendered = ok(
             &kubectl(&["kustomize", dir.to_str().unwrap()], None),
@@ -100,6 +105,60 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         )
         .status
         .success()
+    );
+}
+
+/// `key` of the ConfigMap `overlay` renders.
+fn config_value(overlay: &str, key: &str) -> Option<String> {
+    let dir = root().join("deploy").join(overlay);
+    let rendered = ok(
+        &kubectl(&["kustomize", dir.to_str().unwrap()], None),
+        &format!("kustomize {overlay}"),
+    );
+    serde_yaml_ng::Deserializer::from_str(&rendered)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .find(|doc: &serde_yaml_ng::Value| {
+            doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "scorecard-fleet"
+        })
+        .and_then(|config| config["data"][key].as_str().map(str::to_owned))
+}
+
+/// KEDA scales on the stream and consumer the fleet's NATS_PREFIX names: a prefix changed in
+/// one place only would have KEDA read a consumer that does not exist and never scale.
+#[test]
+fn keda_reads_the_consumer_the_configured_prefix_names() {
+    let prefix = config_value("overlays/keda", "NATS_PREFIX").expect("NATS_PREFIX in config");
+    let topology = fleet_runtime::topology::Topology::new(fleet_runtime::topology::TopologyArgs {
+        nats_prefix: prefix,
+        ..Default::default()
+    })
+    .unwrap();
+    let text =
+        std::fs::read_to_string(root().join("deploy/overlays/keda/scaledobject.yaml")).unwrap();
+    let scaled: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let trigger = &scaled["spec"]["triggers"][0]["metadata"];
+    assert_eq!(
+        trigger["stream"].as_str(),
+        Some(topology.work_stream().as_str())
+    );
+    assert_eq!(
+        trigger["consumer"].as_str(),
+        Some(fleet_runtime::topology::WORKER_SCHEDULED)
+    );
+}
+
+/// Production runs every stream with three replicas on a seed list of the three servers; the
+/// values parse as the services parse them.
+#[test]
+fn production_replicates_every_stream_three_times_on_three_seeds() {
+    let replicas = config_value("overlays/production", "NATS_STREAM_REPLICAS");
+    assert_eq!(replicas.as_deref(), Some("3"));
+    let url = config_value("overlays/production", "NATS_URL").unwrap();
+    assert_eq!(fleet_runtime::nats::seeds(&url).len(), 3, "{url}");
+    assert_eq!(
+        config_value("overlays/dev", "NATS_STREAM_REPLICAS"),
+        None,
+        "the dev overlay stays single-node (the default, 1)"
     );
 }
 

@@ -9,9 +9,12 @@ use std::time::Duration;
 use async_nats::jetstream;
 use fleet_proto::v1::FailureClass;
 use fleet_runtime::topology::{Topology, TopologyArgs};
-use fleet_tests::fleet::{Fleet, check_invariant, settle};
+use fleet_tests::fleet::{
+    FAST, Fleet, SETTLE, check_invariant, scored, settle, sim_ok, wait_scored,
+};
 use fleet_tests::nats_server::PrivateNats;
 use fleet_tests::pg::PrivatePostgres;
+use fleet_tests::pgbouncer::PrivatePgBouncer;
 use fleet_tests::results::repo_list;
 use fleet_tests::stack;
 use sqlx::PgPool;
@@ -44,42 +47,6 @@ async fn fleet_on_stack(
     (js, topology, fleet)
 }
 
-/// `producer migrate` then `producer import` of `repos`, as an operator would.
-fn import(fleet: &Fleet, repos: &[String]) {
-    let file = std::env::temp_dir().join(format!("{}.csv", stack::unique("repos")));
-    std::fs::write(&file, format!("repo,metadata\n{}\n", repos.join(",\n"))).unwrap();
-    for args in [vec!["migrate"], vec!["import", file.to_str().unwrap()]] {
-        let out = Command::new(stack::workspace_binary("producer"))
-            .args(&args)
-            .env("DATABASE_URL", &fleet.database_url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "producer {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    std::fs::remove_file(file).ok();
-}
-
-async fn scored(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM scores")
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0)
-}
-
-async fn wait_scored(pool: &PgPool, n: i64) {
-    for _ in 0..600 {
-        if scored(pool).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{n} results never arrived");
-}
-
 /// Failure rows of the `sim-leak` repositories (scans that printed their token).
 async fn leaking_failures(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
@@ -91,29 +58,24 @@ async fn leaking_failures(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-fn sim_ok(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("github.com/sim-ok-{i}/repo-{i}"))
-        .collect()
-}
-
-/// How long a test waits for its fleet to finish. A scan the stand-in could not end (KWOK
-/// lagging under a loaded CI machine) times out after `JOB_DEADLINE_SECS` and is retried after
-/// TIMEOUT's 5-minute delay: room for such a round; a healthy run settles in a minute or two.
-const SETTLE: Duration = Duration::from_secs(900);
-
-const FAST: &[(&str, &str)] = &[
-    ("JOB_DEADLINE_SECS", "60"),
-    ("PRODUCER_BACKOFF_CAP_SECS", "1"),
-    ("SINK_BATCH_WAIT_MS", "100"),
-    ("WORKER_MAX_IN_FLIGHT", "40"),
-    ("WORKER_DRAIN_DEADLINE_SECS", "10"),
-    ("WORKER_POLL_MS", "200"),
-];
-
 #[sqlx::test(migrations = false)]
 async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(pool: PgPool) {
+    real_repo_list(pool, None).await;
+}
+
+/// The same run with the producer and sink behind PgBouncer in transaction pooling mode, as
+/// large deployments run them: nothing prepared by name, no session state.
+#[sqlx::test(migrations = false)]
+async fn a_real_repo_list_through_pgbouncer_in_transaction_mode(pool: PgPool) {
+    let bouncer = PrivatePgBouncer::start();
+    real_repo_list(pool, Some(&bouncer)).await;
+}
+
+async fn real_repo_list(pool: PgPool, pooler: Option<&PrivatePgBouncer>) {
     let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(1, 30), FAST).await;
+    if let Some(pooler) = pooler {
+        fleet.through_transaction_pooler(&pooler.url_of(&pool));
+    }
     let repos: Vec<String> = repo_list()
         .iter()
         .take(250)
@@ -123,7 +85,7 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
     let leaking: Vec<String> = (0..3)
         .map(|i| format!("github.com/sim-leak/prints-its-token-{i}"))
         .collect();
-    import(&fleet, &[repos.clone(), leaking].concat());
+    fleet.import(&[repos.clone(), leaking].concat());
     // Poison in every stream the fleet reads.
     for subject in [
         topo.manual_subject(),
@@ -211,7 +173,7 @@ async fn a_real_repo_list_ends_with_every_outcome_and_poison_in_every_stream(poo
 #[sqlx::test(migrations = false)]
 async fn killed_and_drained_workers_lose_nothing_and_scan_nothing_twice(pool: PgPool) {
     let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 4), FAST).await;
-    import(&fleet, &sim_ok(200));
+    fleet.import(&sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
     fleet.start("worker-2", "worker", &[]);
@@ -241,7 +203,7 @@ async fn a_rolling_restart_and_a_scale_in_lose_nothing_and_scan_nothing_twice(po
     // flight: the test asserts the drain ends well before it.
     env.push(("WORKER_DRAIN_DEADLINE_SECS", "90"));
     let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 30), &env).await;
-    import(&fleet, &sim_ok(1000));
+    fleet.import(&sim_ok(1000));
     fleet.start("sink", "sink", &["run"]);
     for w in ["worker-1", "worker-2", "worker-3"] {
         fleet.start(w, "worker", &[]);
@@ -289,7 +251,7 @@ async fn items_whose_last_delivery_died_end_as_one_failure_row_each(pool: PgPool
     let held: Vec<String> = (0..5)
         .map(|i| format!("github.com/sim-hold/exhaust-{i}"))
         .collect();
-    import(&fleet, &held);
+    fleet.import(&held);
     fleet.start("sink", "sink", &["run"]);
     fleet.start("producer", "producer", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -303,7 +265,7 @@ async fn items_whose_last_delivery_died_end_as_one_failure_row_each(pool: PgPool
         .unwrap();
     }
     fleet.kill("worker-1");
-    import(&fleet, &sim_ok(50));
+    fleet.import(&sim_ok(50));
     fleet.start("worker-2", "worker", &[]);
     settle(&pool, &js, &topo, SETTLE).await;
     fleet.stop_all().await;
@@ -334,7 +296,7 @@ async fn a_killed_producer_and_two_producers_at_once_enqueue_each_item_once(pool
         ("PRODUCER_LEASE_SECS", "20"),
     ]);
     let (js, topo, mut fleet) = fleet_on_stack(&pool, topology(3, 30), &env).await;
-    import(&fleet, &sim_ok(200));
+    fleet.import(&sim_ok(200));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
     fleet.start("producer-1", "producer", &["run"]);
@@ -364,7 +326,7 @@ async fn a_nats_restart_mid_run_loses_nothing(pool: PgPool) {
         FAST,
     )
     .await;
-    import(&fleet, &sim_ok(150));
+    fleet.import(&sim_ok(150));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
     fleet.start("producer", "producer", &["run"]);
@@ -386,7 +348,7 @@ async fn postgres_stopped_while_the_sink_writes_loses_nothing() {
     let topo = topology(3, 30);
     topo.ensure(&js).await.unwrap();
     let mut fleet = Fleet::prepare(&pg.url(), &stack::nats_url(), topo.clone(), FAST).await;
-    import(&fleet, &sim_ok(150));
+    fleet.import(&sim_ok(150));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
     fleet.start("producer", "producer", &["run"]);

@@ -9,6 +9,7 @@ use fleet_proto::{RepoName, timestamp};
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::{self, SINK, Topology, TopologyArgs};
 use fleet_tests::pg::PrivatePostgres;
+use fleet_tests::pgbouncer::PrivatePgBouncer;
 use fleet_tests::results::{repo_list, result_for};
 use fleet_tests::stack;
 use futures::StreamExt;
@@ -316,8 +317,31 @@ async fn failures_are_recorded_once_and_back_off_by_class(pool: PgPool) {
 /// old and new, land in different concurrent transactions beside failures for them, in batches
 /// of 500 (the bulk path) and of a few (the small one). The newest result wins everywhere, every
 /// work id is recorded once, and no write had to be retried (a deadlock would be).
+/// A pool of the test's database through `bouncer` (transaction pooling), or the direct one.
+async fn writers_pool(pool: &PgPool, bouncer: Option<&PrivatePgBouncer>) -> PgPool {
+    match bouncer {
+        Some(b) => sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&b.url_of(pool))
+            .await
+            .expect("connect through pgbouncer"),
+        None => pool.clone(),
+    }
+}
+
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPool) {
+    concurrent_writers(pool, None).await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn concurrent_writers_through_pgbouncer_in_transaction_mode(pool: PgPool) {
+    let bouncer = PrivatePgBouncer::start();
+    concurrent_writers(pool, Some(&bouncer)).await;
+}
+
+async fn concurrent_writers(pool: PgPool, bouncer: Option<&PrivatePgBouncer>) {
+    let writing = writers_pool(&pool, bouncer).await;
     let h = harness(pool.clone()).await;
     let repos: Vec<RepoName> = repo_list().into_iter().take(40).collect();
     let base = at("2026-03-01T00:00:00Z");
@@ -343,7 +367,7 @@ async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPoo
         }
     }
     for (batch_size, writers) in [(500, 2), (3, 4)] {
-        let mut sink = sink_on(&h.js, &h.topology, pool.clone(), &format!("w{writers}")).await;
+        let mut sink = sink_on(&h.js, &h.topology, writing.clone(), &format!("w{writers}")).await;
         sink.batch_size = batch_size;
         sink.writers = writers;
         sqlx::query("TRUNCATE scores, score_history, score_checks, work_failures")
@@ -407,10 +431,21 @@ async fn concurrent_writers_keep_the_newest_score_and_never_deadlock(pool: PgPoo
 /// as neither transaction sees the other's uncommitted row.
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
+    batch_waits(pool, None).await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_batch_waits_for_another_through_pgbouncer_in_transaction_mode(pool: PgPool) {
+    let bouncer = PrivatePgBouncer::start();
+    batch_waits(pool, Some(&bouncer)).await;
+}
+
+async fn batch_waits(pool: PgPool, bouncer: Option<&PrivatePgBouncer>) {
+    let writing = writers_pool(&pool, bouncer).await;
     let r = repo("github.com/ossf/scorecard");
     let old = result_for(&r, "w-old", at("2026-03-01T00:00:00Z"), 0);
     sink::upsert::write_batch(
-        &pool,
+        &writing,
         Default::default(),
         &[Record::Result(old)],
         &schedule(),
@@ -444,7 +479,7 @@ async fn a_batch_waits_for_another_holding_its_repository(pool: PgPool) {
         at("2026-03-02T00:00:00Z"),
     );
     let write = tokio::spawn({
-        let pool = pool.clone();
+        let pool = writing.clone();
         async move {
             sink::upsert::write_batch(
                 &pool,
@@ -610,7 +645,9 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_rest_written(pool: PgPo
 async fn a_postgres_restart_mid_run_loses_nothing_and_duplicates_nothing() {
     let pg = PrivatePostgres::start();
     let pool = pg.pool().await;
-    fleet_runtime::db::migrate(&pool).await.unwrap();
+    fleet_runtime::db::migrate(&pool, Default::default())
+        .await
+        .unwrap();
     let h = harness(pool.clone()).await;
     let repos = repo_list();
     let t = at("2026-06-01T00:00:00Z");
@@ -706,7 +743,9 @@ async fn replaying_the_results_stream_rebuilds_the_same_scores(pool: PgPool) {
     let rebuilt = PgPool::connect(&stack::database_url_for(&rebuilt_name))
         .await
         .unwrap();
-    fleet_runtime::db::migrate(&rebuilt).await.unwrap();
+    fleet_runtime::db::migrate(&rebuilt, Default::default())
+        .await
+        .unwrap();
     let replayer = sink_on(&h.js, &h.topology, rebuilt.clone(), "rebuild").await;
     drain(&replayer).await;
 

@@ -7,10 +7,10 @@ async fn migrations_apply_and_the_schema_check_follows_them(pool: PgPool) {
         db::check_schema(&pool).await,
         Err(SchemaError::Empty)
     ));
-    db::migrate(&pool).await.unwrap();
+    db::migrate(&pool, Default::default()).await.unwrap();
     db::check_schema(&pool).await.unwrap();
     // Applying again is a no-op.
-    db::migrate(&pool).await.unwrap();
+    db::migrate(&pool, Default::default()).await.unwrap();
 
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
