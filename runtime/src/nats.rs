@@ -23,6 +23,10 @@ pub async fn connect(
             // Reconnects after a successful start are the client's job, forever: the fleet is
             // useless without NATS, and each service keeps its in-flight state meanwhile.
             .max_reconnects(None)
+            // A server that stops answering (partitioned, frozen) while its TCP connection
+            // stays up is noticed after two missed pings: 20 s, not the default 4 minutes, so
+            // the client moves to another server of the cluster.
+            .ping_interval(std::time::Duration::from_secs(10))
             .event_callback(|event| async move {
                 tracing::info!(%event, "nats connection event");
             });

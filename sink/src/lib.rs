@@ -38,6 +38,26 @@ use crate::metrics::Metrics;
 /// often, and freshness moves over hours anyway.
 const FRESHNESS_EVERY: Duration = Duration::from_secs(300);
 
+/// Enabled repositories, and how many of them were scored within `interval`: the freshness
+/// gauges' numbers.
+pub async fn freshness_counts(
+    pool: &sqlx::PgPool,
+    interval: chrono::TimeDelta,
+) -> Result<(i64, i64), sqlx::Error> {
+    // In a transaction: one server behind a transaction pooler (see `db`).
+    let mut tx = pool.begin().await?;
+    let counted = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE last_scored_at >= now() - $1::interval)
+         FROM repos WHERE enabled",
+    )
+    .persistent(false)
+    .bind(format!("{} seconds", interval.num_seconds()))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(counted)
+}
+
 /// Keeps the freshness gauges current until `shutdown`.
 async fn freshness(
     pool: sqlx::PgPool,
@@ -46,21 +66,7 @@ async fn freshness(
     shutdown: CancellationToken,
 ) {
     loop {
-        let counted: Result<(i64, i64), sqlx::Error> = async {
-            // In a transaction: one server behind a transaction pooler (see `db`).
-            let mut tx = pool.begin().await?;
-            let counted = sqlx::query_as(
-                "SELECT count(*), count(*) FILTER (WHERE last_scored_at >= now() - $1::interval)
-             FROM repos WHERE enabled",
-            )
-            .persistent(false)
-            .bind(format!("{} seconds", interval.num_seconds()))
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(counted)
-        }
-        .await;
+        let counted = freshness_counts(&pool, interval).await;
         match counted {
             Ok((total, fresh)) => {
                 metrics.repos.set(total);

@@ -24,7 +24,7 @@ use fleet_runtime::http::Readiness;
 use fleet_runtime::publish::work_item;
 use fleet_runtime::topology::{SINK, WORKER_SCHEDULED};
 use fleet_tests::report::{self, Better, Row, number};
-use fleet_tests::results::{repo_list, result_for};
+use fleet_tests::results::{derive_repos, repo_list, result_for};
 use fleet_tests::scratch::{Scratch, Stack};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -160,23 +160,6 @@ fn progress(row: Row) -> Row {
 
 // ---------------------------------------------------------------------------------------------
 // Data.
-
-/// `n` distinct valid repositories from the real list: each name gets `-{i}` appended (cut to
-/// GitHub's 100-character limit first). All distinct, even case-insensitively, because the
-/// text after the last `-` is the unique index.
-fn derive_repos(real: &[RepoName], n: usize) -> Vec<RepoName> {
-    const NAME_MAX: usize = 100;
-    (0..n)
-        .map(|i| {
-            let base = &real[i % real.len()];
-            let suffix = format!("-{i}");
-            let keep = base.name().len().min(NAME_MAX - suffix.len());
-            let name = format!("{}{suffix}", &base.name()[..keep]);
-            RepoName::parse(&format!("github.com/{}/{name}", base.owner()))
-                .unwrap_or_else(|e| panic!("derived name is invalid: {e}"))
-        })
-        .collect()
-}
 
 /// One fixture-shaped result per repository (distinct work ids, a minute apart). Built on
 /// every core: each result re-reads and re-parses its fixture.

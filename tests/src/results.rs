@@ -20,6 +20,23 @@ pub fn repo_list() -> Vec<RepoName> {
         .collect()
 }
 
+/// `n` distinct valid repositories from the real list: each name gets `-{i}` appended (cut to
+/// GitHub's 100-character limit first). All distinct, even case-insensitively, because the
+/// text after the last `-` is the unique index.
+pub fn derive_repos(real: &[RepoName], n: usize) -> Vec<RepoName> {
+    const NAME_MAX: usize = 100;
+    (0..n)
+        .map(|i| {
+            let base = &real[i % real.len()];
+            let suffix = format!("-{i}");
+            let keep = base.name().len().min(NAME_MAX - suffix.len());
+            let name = format!("{}{suffix}", &base.name()[..keep]);
+            RepoName::parse(&format!("github.com/{}/{name}", base.owner()))
+                .unwrap_or_else(|e| panic!("derived name is invalid: {e}"))
+        })
+        .collect()
+}
+
 /// A result for `repo` as if scorecard ran at `scored_at`, built from fixture `variant`.
 pub fn result_for(
     repo: &RepoName,
