@@ -83,7 +83,11 @@ pub fn status(s: &Status) -> String {
         "<section><h1>Scorecard results, kept fresh</h1><p class=\"muted\">Every repository is scored again every {} days. Counted {}.</p>\
 <div class=\"tiles\" id=\"numbers\">",
         s.interval_days,
-        escape(&s.counted_at)
+        if s.estimated {
+            format!("{} (estimated from a sample)", escape(&s.counted_at))
+        } else {
+            escape(&s.counted_at)
+        }
     );
     let pct = format!("{:.1}%", s.fresh_ratio * 100.0);
     for (id, label, value) in [

@@ -112,6 +112,9 @@ pub struct Status {
     pub failures_by_class: BTreeMap<String, i64>,
     /// When these numbers were counted (they are cached for a short while).
     pub counted_at: String,
+    /// The repository counts are estimated from a sample of the table (above 250,000
+    /// repositories); the failures are counted.
+    pub estimated: bool,
 }
 
 /// A scan request, queued on the manual lane.

@@ -682,6 +682,7 @@ async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
         oldest_overdue: s.oldest_overdue.map(|t| t.to_rfc3339()),
         failures_by_class: s.failed_by_class.into_iter().collect::<BTreeMap<_, _>>(),
         counted_at: Utc::now().to_rfc3339(),
+        estimated: s.estimated,
     };
     *app.status.lock().expect("status cache") = Some((Instant::now(), status.clone()));
     Ok(status)

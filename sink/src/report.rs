@@ -49,6 +49,13 @@ pub fn render_status(s: &Status, interval: TimeDelta, now: DateTime<Utc>) -> Str
     for (class, n) in &s.failed_by_class {
         let _ = writeln!(out, "  {class:<15}{n:>10}");
     }
+    if s.estimated {
+        let _ = writeln!(
+            out,
+            "(repository counts estimated from a sample of about {} rows; failures counted)",
+            fleet_runtime::status::SAMPLE_ROWS
+        );
+    }
     out
 }
 

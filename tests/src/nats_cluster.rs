@@ -99,7 +99,11 @@ impl PrivateCluster {
             .connect(self.seeds())
             .await
             .expect("connect to the private NATS cluster");
-        jetstream::new(client)
+        // A cluster just formed, on a machine busy with other clusters, may take more than the
+        // default 5 s to place a stream: the tests' own requests wait longer.
+        jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build(client)
     }
 
     fn spawn(&mut self, i: usize) {

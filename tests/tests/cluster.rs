@@ -16,7 +16,8 @@ use sqlx::PgPool;
 fn topology() -> Topology {
     Topology::new(TopologyArgs {
         nats_prefix: stack::unique("cluster"),
-        work_max_deliver: 3,
+        // Deliveries as in production (ack waits shortened): an outage spends them.
+        work_max_deliver: 5,
         work_ack_wait_secs: 10,
         stream_replicas: 3,
         ..Default::default()

@@ -1357,3 +1357,44 @@ async fn a_sink_killed_in_every_window_emits_each_change_exactly_once(pool: PgPo
         );
     }
 }
+
+/// Above 250,000 repositories the status counts come from a block sample, not a walk of the
+/// whole table: said to be estimates, and close (totals within the spread of a sample of
+/// about 100,000 rows; ratios, which the gauge reports, much closer).
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn status_of_a_large_table_is_estimated_from_a_sample_and_close(pool: PgPool) {
+    // 400,000 repositories: every fourth scored a day ago, every tenth disabled.
+    sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name, enabled, next_due_at, last_scored_at)
+         SELECT 'github.com/o/r' || i, 'github.com', 'o', 'r' || i, i % 10 <> 0,
+                now() + interval '1 day',
+                CASE WHEN i % 4 = 0 THEN now() - interval '1 day' END
+         FROM generate_series(1, 400000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let interval = TimeDelta::days(14);
+    let exact = fleet_runtime::status::status(&pool, interval).await.unwrap();
+    assert!(!exact.estimated, "not analyzed yet: PostgreSQL does not know its size");
+    assert_eq!((exact.repos, exact.fresh), (400_000, 100_000));
+
+    sqlx::query("ANALYZE repos").execute(&pool).await.unwrap();
+    let s = fleet_runtime::status::status(&pool, interval).await.unwrap();
+    assert!(s.estimated);
+    let close = |got: i64, want: f64| (got as f64 - want).abs() / want < 0.15;
+    assert!(close(s.repos, 400_000.0), "{s:?}");
+    assert!(close(s.enabled, 360_000.0), "{s:?}");
+    assert!(close(s.never_scored, 300_000.0), "{s:?}");
+    let ratio = s.fresh as f64 / s.repos as f64;
+    assert!((ratio - 0.25).abs() < 0.01, "{ratio} {s:?}");
+    assert_eq!(s.due_now, 0);
+    let text = sink::report::render_status(&s, interval, Utc::now());
+    assert!(text.contains("estimated from a sample"), "{text}");
+
+    // Enabled and scored: multiples of 4 that are not multiples of 10, 80,000 of 360,000.
+    let (total, fresh) = sink::freshness_counts(&pool, interval).await.unwrap();
+    assert!(close(total, 360_000.0), "{total}");
+    let ratio = fresh as f64 / total as f64;
+    assert!((ratio - 80.0 / 360.0).abs() < 0.01, "{ratio}");
+}

@@ -24,7 +24,9 @@ use worker::consume::{Handled, Settings, Worker};
 use worker::exhausted::Recorded;
 use worker::job::JobSettings;
 use worker::metrics::Metrics;
+use worker::runner::RunResult;
 use worker::runner::kubernetes::KubeRunner;
+use worker::scans::Decision;
 use worker::tokens::TokenPool;
 use worker::watch::JobWatch;
 
@@ -991,6 +993,61 @@ async fn a_failed_ack_after_publishing_keeps_the_job_and_the_redelivery_scans_no
     h.no_jobs_left().await;
 }
 
+/// Two deliveries of one item at once: a redelivery came while the first still ran (its
+/// heartbeats lost to a partition). The second claims the scan in the register and is slow to
+/// create its Job; the first finishes. It must leave the Job, or the second's create would
+/// start a second scan of the same item.
+#[tokio::test]
+async fn a_delivery_that_claimed_a_running_scan_finds_its_job_not_a_fresh_scan() {
+    let h = harness(600, 3, 30).await;
+    let work = item("github.com/sim-hold/claimed-twice");
+    h.enqueue(&work).await;
+    let first = h.step_in_background();
+    h.held(&work.repo).await;
+    // The second delivery's first step: not done yet, so it claims the scan.
+    assert_eq!(
+        h.worker
+            .register
+            .begin(&work, chrono::Utc::now())
+            .await
+            .unwrap(),
+        Decision::Scan
+    );
+    h.sim.release(&work.repo).await.unwrap();
+    let Handled::Published(result) = first.await.unwrap() else {
+        panic!("the result is published")
+    };
+    assert_eq!(h.jobs().await.len(), 1, "the Job is left for the claimant");
+    // Its second step, late. A fresh Job would be held by the stand-in: the timeout says so.
+    let run = tokio::time::timeout(Duration::from_secs(30), h.worker.runner.run(&work))
+        .await
+        .expect("the ended Job is adopted, not a second scan started");
+    let RunResult::Finished { adopted, .. } = run else {
+        panic!("the ended scan is read: {run:?}")
+    };
+    assert!(adopted, "adopted the first delivery's Job");
+    assert_eq!(h.sim.pods_for(&work.repo), 1, "scanned once");
+    assert_eq!(h.results().await, vec![*result], "published once");
+}
+
+/// The result is published and acked, but the scan register cannot record it (NATS trouble):
+/// the Job stays, so a redelivery under way finds the ended scan instead of starting a new one.
+#[tokio::test]
+async fn an_outcome_the_register_could_not_record_keeps_its_job() {
+    let h = harness(600, 3, 30).await;
+    let work = item("github.com/sim-hold/unrecorded");
+    h.enqueue(&work).await;
+    let running = h.step_in_background();
+    h.held(&work.repo).await;
+    h.js.delete_key_value(h.topology.scans_bucket())
+        .await
+        .unwrap();
+    h.sim.release(&work.repo).await.unwrap();
+    assert!(matches!(running.await.unwrap(), Handled::Published(_)));
+    assert_eq!(h.work_left().await, (0, 0), "acked");
+    assert_eq!(h.jobs().await.len(), 1, "the Job is kept");
+}
+
 /// A retry whose Job could not be deleted: the next delivery does not re-read the failed run
 /// (which would spend every delivery on it) but starts a fresh one, with its own pod.
 #[tokio::test]
@@ -1045,7 +1102,14 @@ async fn a_job_left_behind_by_a_failed_cleanup_is_replaced_by_a_fresh_attempt() 
         2,
         "the failed run and a fresh one"
     );
-    h.no_jobs_left().await;
+    // Two deliveries claimed the scan: the ended Job stays for its TTL, for either to find.
+    assert_eq!(h.metrics.jobs_kept.get(), 1);
+    let left = h.jobs().await;
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].status.as_ref().and_then(|s| s.succeeded) == Some(1),
+        "the Job left is the fresh attempt, ended"
+    );
 }
 
 /// The watch never reports the Job (here it watches another namespace): the wait still ends,

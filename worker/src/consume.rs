@@ -28,7 +28,7 @@ use crate::logs::{self, Verdict};
 use crate::metrics::{ClassLabel, Metrics};
 use crate::outcome::{self, Ack, Cleanup, Outcome};
 use crate::runner::{RunResult, Runner};
-use crate::scans::{Decision, Register};
+use crate::scans::{AfterDone, Decision, Register};
 
 /// An ack the server confirms. async-nats' `double_ack` takes any reply for a confirmation,
 /// "no responders" (the consumer is gone) included; a request does not.
@@ -113,8 +113,16 @@ enum Lane {
 /// How long one pull of the reserved manual slots waits for a request before asking again.
 const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
-/// A result or failure republished this soon is dropped by the server's dedup.
-const REPUBLISH_DELAY: Duration = Duration::from_secs(5);
+/// How long a handed-back item waits before its next delivery: 5 s, then three times longer
+/// on each delivery, up to 60 s. A NATS leader election or a partition takes tens of seconds,
+/// and 5 s apart every delivery would be spent in it. Within 60 s plus the attempt, a result
+/// republished is still inside the server's two-minute dedup window.
+fn hand_back_delay(delivered: u64) -> Duration {
+    let exponent = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(8);
+    (Duration::from_secs(5) * 3u32.pow(exponent)).min(Duration::from_secs(60))
+}
 
 impl Worker {
     /// A worker on the topology's consumers and scan register (which must exist: every
@@ -337,17 +345,18 @@ impl Worker {
             .unwrap_or_else(|_| Utc::now());
         match self.register.begin(&item, enqueued).await {
             Ok(Decision::Scan) => {}
-            Ok(Decision::AlreadyDone) => {
+            Ok(Decision::AlreadyDone(after)) => {
                 tracing::info!("outcome already published by an earlier delivery; acking");
                 self.metrics.already_done.inc();
-                self.ack_then_cleanup(message, &item, Ack::Ack).await;
+                self.ack_then_cleanup(message, &item, Ack::Ack, after).await;
                 return Handled::AlreadyDone;
             }
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
                 // An earlier delivery may have left a Job (abandoned at a drain): not needed.
-                self.ack_then_cleanup(message, &item, Ack::Ack).await;
+                self.ack_then_cleanup(message, &item, Ack::Ack, AfterDone::Remove)
+                    .await;
                 return Handled::Covered { by };
             }
             Err(e) => return self.hand_back(message, e.to_string()).await,
@@ -456,12 +465,14 @@ impl Worker {
         outcome: Outcome,
         token_key: Option<&str>,
     ) -> Handled {
-        if outcome.is_final() && self.register.is_done(item).await.unwrap_or(false) {
+        if outcome.is_final()
+            && let Ok(Some(after)) = self.register.done(item).await
+        {
             // Recorded meanwhile by the recorder of exhausted items (this worker had lost its
             // heartbeats): one outcome per item, and that one is out.
             tracing::warn!("this item's outcome was recorded while it ran; dropping this one");
             self.metrics.already_done.inc();
-            self.ack_then_cleanup(message, item, Ack::Ack).await;
+            self.ack_then_cleanup(message, item, Ack::Ack, after).await;
             return Handled::AlreadyDone;
         }
         let handled = match &outcome {
@@ -518,13 +529,6 @@ impl Worker {
                 Handled::DeadLettered(failure.clone())
             }
         };
-        if outcome.is_final()
-            && let Err(e) = self.register.finish(item).await
-        {
-            // A redelivery then finds the ended Job and republishes the same ids, which the
-            // server and the sink drop.
-            tracing::warn!(error = %e, "recording the outcome in the scan register failed");
-        }
         match outcome.cleanup() {
             Cleanup::BeforeAck => {
                 self.runner.cleanup(item).await;
@@ -532,16 +536,38 @@ impl Worker {
                     self.ack_failed(&e);
                 }
             }
-            Cleanup::AfterAck => self.ack_then_cleanup(message, item, outcome.ack()).await,
+            Cleanup::AfterAck => {
+                let after = self.register.finish(item).await.unwrap_or_else(|e| {
+                    // Unrecorded, the outcome lives in the ended Job alone: a redelivery
+                    // finds it there and republishes the same ids, which the server and the
+                    // sink drop.
+                    tracing::warn!(error = %e, "recording the outcome in the scan register failed; keeping the Job");
+                    AfterDone::Keep
+                });
+                self.ack_then_cleanup(message, item, outcome.ack(), after)
+                    .await;
+            }
         }
         handled
     }
 
-    /// Acks, and removes the Job only if the ack went through: after a failed ack the
-    /// redelivery must find the ended Job (and its outcome), not a fresh scan.
-    async fn ack_then_cleanup(&self, message: &Message, item: &WorkItem, ack: Ack) {
+    /// Acks, and removes the Job only if the ack went through and no other delivery may still
+    /// need it: after a failed ack the redelivery must find the ended Job (and its outcome),
+    /// not a fresh scan, and so must a delivery that claimed the scan too (see
+    /// [`AfterDone`]).
+    async fn ack_then_cleanup(
+        &self,
+        message: &Message,
+        item: &WorkItem,
+        ack: Ack,
+        after: AfterDone,
+    ) {
         match self.send_ack(message, ack).await {
-            Ok(()) => self.runner.cleanup(item).await,
+            Ok(()) if after == AfterDone::Remove => self.runner.cleanup(item).await,
+            Ok(()) => {
+                self.metrics.jobs_kept.inc();
+                tracing::info!("another delivery claimed this scan too; its Job stays for its TTL");
+            }
             Err(e) => self.ack_failed(&e),
         }
     }
@@ -596,7 +622,12 @@ impl Worker {
     async fn hand_back(&self, message: &Message, reason: String) -> Handled {
         tracing::warn!(%reason, "handing the item back; the next delivery re-reads the finished scan");
         self.metrics.handed_back.inc();
-        let _ = message.ack_with(AckKind::Nak(Some(REPUBLISH_DELAY))).await;
+        let delivered = message
+            .info()
+            .map_or(1, |i| u64::try_from(i.delivered).unwrap_or(1));
+        let _ = message
+            .ack_with(AckKind::Nak(Some(hand_back_delay(delivered))))
+            .await;
         Handled::HandedBack(reason)
     }
 
@@ -623,5 +654,18 @@ impl Worker {
         self.metrics.poison.inc();
         let _ = message.ack_with(AckKind::Term).await;
         Handled::Poison(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_backs_wait_longer_each_delivery_within_the_dedup_window() {
+        let delays: Vec<u64> = (1..=6).map(|d| hand_back_delay(d).as_secs()).collect();
+        assert_eq!(delays, [5, 15, 45, 60, 60, 60]);
+        assert_eq!(hand_back_delay(0).as_secs(), 5);
+        assert_eq!(hand_back_delay(u64::MAX).as_secs(), 60);
     }
 }

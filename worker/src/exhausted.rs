@@ -23,6 +23,7 @@ use crate::consume::Worker;
 use crate::intake;
 use crate::job;
 use crate::outcome::Outcome;
+use crate::scans::AfterDone;
 
 /// The fields of JetStream's `io.nats.jetstream.advisory.v1.max_deliver` advisory we use.
 #[derive(Debug, Deserialize)]
@@ -158,7 +159,7 @@ impl Worker {
             manual_lane,
         ) {
             Ok(item) => {
-                if self.register.is_done(&item).await.unwrap_or(false) {
+                if let Ok(Some(_)) = self.register.done(&item).await {
                     // Its outcome is out; only the message was left behind.
                     self.delete_work(advisory.stream_seq).await?;
                     return Ok(Recorded::NothingLeft);
@@ -216,13 +217,19 @@ impl Worker {
         }))
     }
 
-    /// The item's outcome is out: mark it done, remove its Job and its message.
+    /// The item's outcome is out: mark it done, remove its Job (unless another delivery may
+    /// still need it, see [`AfterDone`]) and its message.
     async fn close(&self, item: &WorkItem, sequence: u64) -> Result<(), String> {
-        if let Err(e) = self.register.finish(item).await {
-            tracing::warn!(error = %e, "recording the exhausted item in the scan register failed");
+        match self.register.finish(item).await {
+            // Whatever it left running or ended is no longer anyone's.
+            Ok(AfterDone::Remove) => self.runner.cleanup(item).await,
+            Ok(AfterDone::Keep) => {
+                self.metrics.jobs_kept.inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the exhausted item in the scan register failed; keeping its Job");
+            }
         }
-        // Whatever it left running or ended is no longer anyone's.
-        self.runner.cleanup(item).await;
         self.delete_work(sequence).await?;
         self.metrics.exhausted.inc();
         Ok(())

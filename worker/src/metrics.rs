@@ -38,6 +38,7 @@ pub struct Metrics {
     pub abandoned: Counter,
     pub ack_failures: Counter,
     pub fresh_attempts: Counter,
+    pub jobs_kept: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,7 @@ impl Default for Metrics {
             abandoned: Counter::default(),
             ack_failures: Counter::default(),
             fresh_attempts: Counter::default(),
+            jobs_kept: Counter::default(),
         }
     }
 }
@@ -155,6 +157,11 @@ impl Metrics {
             "fresh_attempts",
             "Redeliveries that found a previous attempt's failed Job and started a fresh one",
             m.fresh_attempts.clone(),
+        );
+        r.register(
+            "jobs_kept",
+            "Ended Jobs left for their TTL because more than one delivery claimed the scan",
+            m.jobs_kept.clone(),
         );
         m
     }

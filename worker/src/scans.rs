@@ -6,6 +6,12 @@
 //! (the producer's claim, `producer enqueue`, a hand-written `nats pub`, a replay) and beyond
 //! JetStream's two-minute duplicate window: before a worker starts a Job it asks [`decide`],
 //! a pure function of the record and the item.
+//!
+//! Every decision to scan is a compare-and-set write, never a read alone: reads of a replicated
+//! bucket may be answered by a replica that is behind (a server back from a partition), and only
+//! a write at the revision read proves the record was still what the decision saw. The record
+//! also counts the deliveries that claimed the scan: while a second one may be about to create
+//! the item's Job, the Job must stay (see [`AfterDone`]).
 
 use std::time::Duration;
 
@@ -25,6 +31,36 @@ pub struct ScanRecord {
     /// carried over when the record is marked done (a rewrite has a time of its own).
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    /// Deliveries of this work item that decided to scan it (the first, then each redelivery
+    /// that found it running or ended and not yet published).
+    #[serde(default = "one")]
+    pub claims: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ScanRecord {
+    fn after_done(&self) -> AfterDone {
+        if self.claims <= 1 {
+            AfterDone::Remove
+        } else {
+            AfterDone::Keep
+        }
+    }
+}
+
+/// What becomes of an item's Job once its outcome is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterDone {
+    /// One delivery alone claimed the scan, and it has ended: nobody can be about to create the
+    /// Job again, so it goes now.
+    Remove,
+    /// Several deliveries claimed it (a redelivery while it ran, a retry). One of them may still
+    /// be about to create the Job, and must find it, ended, rather than start a second scan:
+    /// the Job stays for its TTL (`JOB_TTL_SECS` after it ended).
+    Keep,
 }
 
 /// What to do with a work item, given the register.
@@ -33,7 +69,7 @@ pub enum Decision {
     /// Run it (first scan, a retry, or a redelivery that adopts the running Job).
     Scan,
     /// Its outcome is already published: ack, scan nothing.
-    AlreadyDone,
+    AlreadyDone(AfterDone),
     /// Another work item's scan, started late enough to answer this one, covers it.
     Covered { by: String },
 }
@@ -64,7 +100,7 @@ pub fn decide(
     };
     if record.work_id == item.id {
         return if record.done {
-            Decision::AlreadyDone
+            Decision::AlreadyDone(record.after_done())
         } else {
             Decision::Scan
         };
@@ -199,22 +235,28 @@ impl Register {
                 current.as_ref().map(|(r, _, at)| (r, *at)),
                 slack,
             );
-            match (&decision, &current) {
-                (Decision::Scan, Some((r, _, _))) if r.work_id == item.id => return Ok(decision),
-                (Decision::Scan, _) => {
-                    let mine = ScanRecord {
-                        work_id: item.id.clone(),
-                        done: false,
-                        started_at: None,
-                    };
-                    if self
-                        .write(&key, &mine, current.map(|(_, rev, _)| rev))
-                        .await?
-                    {
-                        return Ok(decision);
-                    }
-                }
-                _ => return Ok(decision),
+            if decision != Decision::Scan {
+                return Ok(decision);
+            }
+            let mine = match &current {
+                // A redelivery of a scan that is running or ended unpublished: one claim more.
+                Some((r, _, started)) if r.work_id == item.id => ScanRecord {
+                    claims: r.claims.saturating_add(1),
+                    started_at: Some(*started),
+                    ..r.clone()
+                },
+                _ => ScanRecord {
+                    work_id: item.id.clone(),
+                    done: false,
+                    started_at: None,
+                    claims: 1,
+                },
+            };
+            if self
+                .write(&key, &mine, current.map(|(_, rev, _)| rev))
+                .await?
+            {
+                return Ok(decision);
             }
         }
         Err(self.err(format!(
@@ -225,29 +267,45 @@ impl Register {
 
     /// Whether `item`'s outcome is already recorded (by the recorder of exhausted items, while
     /// this delivery had lost its heartbeats): then this delivery's outcome must not be published.
-    pub async fn is_done(&self, item: &WorkItem) -> Result<bool, RegisterError> {
+    /// A done record is final (no claim follows it), so a stale read errs only towards "not yet".
+    pub async fn done(&self, item: &WorkItem) -> Result<Option<AfterDone>, RegisterError> {
         let key = Self::key(&item.repo);
-        Ok(matches!(self.read(&key).await?, Some((r, _, _)) if r.work_id == item.id && r.done))
+        Ok(match self.read(&key).await? {
+            Some((r, _, _)) if r.work_id == item.id && r.done => Some(r.after_done()),
+            _ => None,
+        })
     }
 
-    /// Records that `item`'s outcome is published, unless a newer scan took the record.
-    pub async fn finish(&self, item: &WorkItem) -> Result<(), RegisterError> {
+    /// Records that `item`'s outcome is published, and says whether its Job may go. A newer
+    /// scan that took the record leaves this item's claims unknown: its Job stays.
+    pub async fn finish(&self, item: &WorkItem) -> Result<AfterDone, RegisterError> {
         let key = Self::key(&item.repo);
         for _ in 0..CAS_ATTEMPTS {
             let current = self.read(&key).await?;
-            let (revision, started_at) = match &current {
-                Some((r, _, _)) if r.work_id != item.id => return Ok(()),
-                Some((r, _, _)) if r.done => return Ok(()),
-                Some((_, rev, started)) => (Some(*rev), Some(*started)),
-                None => (None, None),
-            };
-            let done = ScanRecord {
-                work_id: item.id.clone(),
-                done: true,
-                started_at,
+            let (revision, done) = match current {
+                Some((r, _, _)) if r.work_id != item.id => return Ok(AfterDone::Keep),
+                Some((r, _, _)) if r.done => return Ok(r.after_done()),
+                Some((r, rev, started)) => (
+                    Some(rev),
+                    ScanRecord {
+                        done: true,
+                        started_at: Some(started),
+                        ..r
+                    },
+                ),
+                // Its record was lost (a bucket recreated): whoever else claimed it is unknown.
+                None => (
+                    None,
+                    ScanRecord {
+                        work_id: item.id.clone(),
+                        done: true,
+                        started_at: None,
+                        claims: u32::MAX,
+                    },
+                ),
             };
             if self.write(&key, &done, revision).await? {
-                return Ok(());
+                return Ok(done.after_done());
             }
         }
         Err(self.err(format!("could not record {} as done", item.id)))
@@ -276,6 +334,7 @@ mod tests {
             work_id: id.into(),
             done,
             started_at: None,
+            claims: 1,
         }
     }
 
@@ -298,8 +357,29 @@ mod tests {
         let done = record("w", true);
         assert_eq!(
             decide(&i, at(0), Some((&done, at(5))), HOUR),
-            Decision::AlreadyDone
+            Decision::AlreadyDone(AfterDone::Remove)
         );
+    }
+
+    #[test]
+    fn a_job_that_several_deliveries_claimed_stays_after_the_outcome() {
+        let i = item("w", WorkReason::Scheduled);
+        let shared = ScanRecord {
+            claims: 2,
+            ..record("w", true)
+        };
+        assert_eq!(
+            decide(&i, at(0), Some((&shared, at(5))), HOUR),
+            Decision::AlreadyDone(AfterDone::Keep)
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_claims_were_counted_reads_as_one_claim() {
+        let old: ScanRecord =
+            serde_json::from_str(r#"{"work_id":"w","done":true,"started_at":null}"#).unwrap();
+        assert_eq!(old.claims, 1);
+        assert_eq!(old.after_done(), AfterDone::Remove);
     }
 
     #[test]
@@ -349,6 +429,7 @@ mod tests {
             work_id: "w".into(),
             done: true,
             started_at: Some(at(0)),
+            claims: 2,
         };
         let back: ScanRecord = serde_json::from_slice(&serde_json::to_vec(&done).unwrap()).unwrap();
         assert_eq!(back, done);
