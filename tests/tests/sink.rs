@@ -1375,12 +1375,19 @@ async fn status_of_a_large_table_is_estimated_from_a_sample_and_close(pool: PgPo
     .await
     .unwrap();
     let interval = TimeDelta::days(14);
-    let exact = fleet_runtime::status::status(&pool, interval).await.unwrap();
-    assert!(!exact.estimated, "not analyzed yet: PostgreSQL does not know its size");
+    let exact = fleet_runtime::status::status(&pool, interval)
+        .await
+        .unwrap();
+    assert!(
+        !exact.estimated,
+        "not analyzed yet: PostgreSQL does not know its size"
+    );
     assert_eq!((exact.repos, exact.fresh), (400_000, 100_000));
 
     sqlx::query("ANALYZE repos").execute(&pool).await.unwrap();
-    let s = fleet_runtime::status::status(&pool, interval).await.unwrap();
+    let s = fleet_runtime::status::status(&pool, interval)
+        .await
+        .unwrap();
     assert!(s.estimated);
     let close = |got: i64, want: f64| (got as f64 - want).abs() / want < 0.15;
     assert!(close(s.repos, 400_000.0), "{s:?}");
