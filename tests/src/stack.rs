@@ -59,12 +59,30 @@ pub fn database_url_of(pool: &sqlx::PgPool) -> String {
     )
 }
 
-/// A TCP port free on 127.0.0.1 right now, for a private server a test starts.
+/// A TCP port free on 127.0.0.1 right now, for a private server a test starts. Taken below
+/// the kernel's ephemeral range (Linux: 32768 and up), where no outgoing connection can be
+/// given it between this check and the server's own bind (port 0 hands out one of exactly
+/// those: a worker once found its port taken that way); each port at most once per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Processes that follow one another start apart, clear of each other's lingering ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port =
+            u16::try_from(LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 pub fn nats_url() -> String {

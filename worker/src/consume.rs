@@ -566,7 +566,7 @@ impl Worker {
             Ok(()) if after == AfterDone::Remove => self.runner.cleanup(item).await,
             Ok(()) => {
                 self.metrics.jobs_kept.inc();
-                tracing::info!("another delivery claimed this scan too; its Job stays for its TTL");
+                tracing::info!("the Job stays for its TTL: another delivery may still come for it");
             }
             Err(e) => self.ack_failed(&e),
         }
