@@ -19,6 +19,16 @@ use crate::copy::{BinaryCopy, pg_text};
 use crate::decode::{Record, failure_repo};
 use crate::schedule::Schedule;
 
+/// The scored repositories' row update: when each was scored, and when it is due next (a
+/// repository with a failure row keeps the due time the failure set). `$1` ids, `$2` scored
+/// times, `$3` next due times, `$4` the ids whose latest result changed. Public for the bloat
+/// benchmark, which drives this very statement.
+pub const REPOS_SCORED: &str = "UPDATE repos SET last_scored_at = u.t, pending_work_id = NULL,
+         next_due_at = CASE WHEN EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = u.r)
+                            THEN repos.next_due_at ELSE u.d END
+     FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
+     WHERE repos.id = u.r AND repos.id = ANY($4)";
+
 /// What a committed batch changed; duplicates and stale records count as seen, not written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -361,20 +371,14 @@ async fn write_results(
     .bind(&changed)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "UPDATE repos SET last_scored_at = u.t, pending_work_id = NULL,
-             next_due_at = CASE WHEN EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = u.r)
-                                THEN repos.next_due_at ELSE u.d END
-         FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
-         WHERE repos.id = u.r AND repos.id = ANY($4)",
-    )
-    .persistent(false)
-    .bind(&top.repo_id)
-    .bind(&top.scored_at)
-    .bind(&top.next_due)
-    .bind(&changed)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(REPOS_SCORED)
+        .persistent(false)
+        .bind(&top.repo_id)
+        .bind(&top.scored_at)
+        .bind(&top.next_due)
+        .bind(&changed)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
