@@ -53,7 +53,7 @@ pub async fn claim(
     )
     .persistent(false)
     .bind(limit)
-    .bind(format!("{} seconds", lease.num_seconds()))
+    .bind(db::interval_text(lease))
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

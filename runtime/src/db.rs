@@ -375,6 +375,11 @@ pub fn describe(e: &sqlx::Error) -> String {
     }
 }
 
+/// An interval as PostgreSQL's `interval` text, for a `$n::interval` parameter.
+pub fn interval_text(interval: chrono::TimeDelta) -> String {
+    format!("{} seconds", interval.num_seconds())
+}
+
 #[cfg(test)]
 mod error_tests {
     use super::*;

@@ -58,7 +58,7 @@ pub async fn request_scans(
         .bind(&keys)
         .bind(&owners)
         .bind(&names)
-        .bind(format!("{} seconds", lease.num_seconds()))
+        .bind(crate::db::interval_text(lease))
         .execute(&mut *tx)
         .await?;
     tx.commit().await

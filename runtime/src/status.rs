@@ -98,7 +98,7 @@ pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::
         read.from_repos("r")
     )))
     .persistent(false)
-    .bind(interval_text(interval))
+    .bind(crate::db::interval_text(interval))
     .fetch_one(&mut *tx)
     .await?;
     // The due index's first entry: exact, and one index probe at any size.
@@ -126,10 +126,6 @@ pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::
         failed_by_class,
         estimated: read.estimated(),
     })
-}
-
-fn interval_text(interval: TimeDelta) -> String {
-    format!("{} seconds", interval.num_seconds())
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub async fn freshness_counts(
         read.from_repos("r")
     )))
     .persistent(false)
-    .bind(format!("{} seconds", interval.num_seconds()))
+    .bind(fleet_runtime::db::interval_text(interval))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -135,7 +135,7 @@ async fn cycle(
     import::write(&s.pool, repos).await?;
     sqlx::query("VACUUM ANALYZE repos").execute(&s.pool).await?;
     let before = sizes(s).await?;
-    let vacuums_before = autovacuums(s).await?;
+    let (_, vacuums_before) = dead_and_vacuums(s).await?;
     let t = Instant::now();
     for c in 1..=cycles {
         let claimed = claim_all(s).await?;
@@ -222,10 +222,6 @@ async fn sizes(s: &Scratch) -> anyhow::Result<Vec<i64>> {
         out.push(size(s, r).await?);
     }
     Ok(out)
-}
-
-async fn autovacuums(s: &Scratch) -> anyhow::Result<i64> {
-    Ok(dead_and_vacuums(s).await?.1)
 }
 
 async fn dead_and_vacuums(s: &Scratch) -> anyhow::Result<(i64, i64)> {

@@ -386,7 +386,7 @@ async fn naive_claim_publish_one(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(format!("{} seconds", lease.num_seconds()))
+    .bind(fleet_runtime::db::interval_text(lease))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
