@@ -44,7 +44,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let client = nats::connect(&args.nats, "scorecard-fleet-producer", &shutdown).await?;
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.nats.topology.clone())?;
-    topology.ensure(&js).await?;
+    topology.ensure_until_ready(&js, &shutdown).await?;
     let consumer = js
         .get_stream(topology.work_stream())
         .await

@@ -1,6 +1,7 @@
 //! Waiting for a dependency at start-up: attempts with capped, jittered exponential backoff
 //! until one succeeds or shutdown is asked for, instead of a crash loop.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -22,11 +23,28 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
+    while_transient(what, shutdown, attempt, |_| true).await
+}
+
+/// Like [`until_ready`], but an error `transient` does not accept is returned at once: a
+/// setting that is wrong stays wrong, and retrying it only hides it in the logs.
+pub async fn while_transient<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    attempt: F,
+    transient: impl FnMut(&E) -> bool,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error> + Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let retrying = attempt
         .retry(ExponentialBuilder::default().with_jitter().with_max_delay(BACKOFF_CAP).without_max_times())
+        .when(transient)
         .notify(|e, after| tracing::warn!(error = %format!("{e:#}"), retry_in = ?after, "{what} not reachable"));
     tokio::select! {
-        ready = retrying => ready,
+        ready = retrying => ready.map_err(Into::into),
         () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
     }
 }
@@ -49,6 +67,30 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((got, tries.load(Ordering::Relaxed)), (7, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_error_is_returned_at_once() {
+        let tries = AtomicU32::new(0);
+        let err = while_transient(
+            "thing",
+            &CancellationToken::new(),
+            || async {
+                let n = tries.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(anyhow::Error::msg(if n == 0 {
+                    "timed out"
+                } else {
+                    "mismatch"
+                }))
+            },
+            |e| e.to_string() == "timed out",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (err.to_string(), tries.load(Ordering::Relaxed)),
+            ("mismatch".to_owned(), 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]

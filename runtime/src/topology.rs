@@ -128,6 +128,13 @@ pub enum TopologyError {
     Nats { what: String, message: String },
 }
 
+impl TopologyError {
+    /// A request that failed may succeed when tried again; the other errors are settings.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TopologyError::Nats { .. })
+    }
+}
+
 /// The fleet's names and settings.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -421,6 +428,24 @@ impl Topology {
         }
         self.ensure_scans_bucket(js).await?;
         Ok(())
+    }
+
+    /// [`Topology::ensure`] for a service starting up: a request that fails or times out is
+    /// tried again (a cluster electing a metadata leader answers nothing for seconds, and a
+    /// busy one can take longer to place a stream than a request waits); a setting that
+    /// differs is returned at once.
+    pub async fn ensure_until_ready(
+        &self,
+        js: &async_nats::jetstream::Context,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        crate::retry::while_transient(
+            "NATS JetStream",
+            shutdown,
+            || self.ensure(js),
+            TopologyError::is_transient,
+        )
+        .await
     }
 
     /// Creates or verifies the scan records' bucket and opens it.

@@ -165,7 +165,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     nats::watch_connection(client.clone(), readiness.clone(), shutdown.clone());
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.nats.topology.clone())?;
-    topology.ensure(&js).await?;
+    topology.ensure_until_ready(&js, &shutdown).await?;
     let consumer_config = topology.sink_consumer(&args.consumer);
     topology::ensure_consumer(&js, &topology.results_stream(), consumer_config).await?;
     let consumer = js

@@ -34,7 +34,9 @@ async fn fleet_on_cluster(
     let cluster = PrivateCluster::start().await;
     let js = cluster.jetstream().await;
     let topo = topology();
-    topo.ensure(&js).await.unwrap();
+    topo.ensure_until_ready(&js, &Default::default())
+        .await
+        .unwrap();
     let mut fleet = Fleet::prepare(
         &stack::database_url_of(pool),
         &cluster.url(),
@@ -124,27 +126,70 @@ async fn a_stream_with_other_replicas_is_a_clear_error_and_left_alone() {
         ..Default::default()
     })
     .unwrap();
-    one.ensure(&js).await.unwrap();
+    one.ensure_until_ready(&js, &Default::default())
+        .await
+        .unwrap();
     let three = Topology::new(TopologyArgs {
         stream_replicas: 3,
         ..one.args().clone()
     })
     .unwrap();
-    let err = three.ensure(&js).await.unwrap_err();
-    match &err {
-        TopologyError::Mismatch {
+    let err = three
+        .ensure_until_ready(&js, &Default::default())
+        .await
+        .unwrap_err();
+    match err.downcast_ref::<TopologyError>() {
+        Some(TopologyError::Mismatch {
             setting,
             found,
             wanted,
             ..
-        } => assert_eq!(
+        }) => assert_eq!(
             (*setting, found.as_str(), wanted.as_str()),
             ("replicas", "1", "3")
         ),
-        other => panic!("expected a replicas mismatch, got {other}"),
+        _ => panic!("expected a replicas mismatch, got {err:#}"),
     }
     let mut work = js.get_stream(one.work_stream()).await.unwrap();
     assert_eq!(work.info().await.unwrap().config.num_replicas, 1);
+}
+
+/// A service starting while the cluster has no quorum (two of three servers down: JetStream
+/// answers nothing) waits for one instead of exiting, and sets up its streams once it is back.
+#[tokio::test]
+async fn a_service_starting_without_a_quorum_waits_for_one() {
+    let mut cluster = PrivateCluster::start().await;
+    let client = async_nats::ConnectOptions::new()
+        .max_reconnects(None)
+        .connect(cluster.seeds())
+        .await
+        .unwrap();
+    // Requests give up quickly, so a start-up that did not retry would be over at once.
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client);
+    cluster.kill(1);
+    cluster.kill(2);
+    let topo = topology();
+    let starting = tokio::spawn({
+        let (topo, js) = (topo.clone(), js.clone());
+        async move { topo.ensure_until_ready(&js, &Default::default()).await }
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        !starting.is_finished(),
+        "start-up gave up without a quorum: {:?}",
+        starting.await
+    );
+    cluster.restart(1).await;
+    cluster.restart(2).await;
+    tokio::time::timeout(Duration::from_secs(120), starting)
+        .await
+        .expect("set up within 120 s of the quorum's return")
+        .unwrap()
+        .unwrap();
+    let mut work = js.get_stream(topo.work_stream()).await.unwrap();
+    assert_eq!(work.info().await.unwrap().config.num_replicas, 3);
 }
 
 /// A service given every seed reaches the cluster while the first seed is down.

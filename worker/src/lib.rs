@@ -119,7 +119,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     nats::watch_connection(client.clone(), readiness.clone(), stopped.clone());
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(cli.nats.topology.clone())?;
-    topology.ensure(&js).await?;
+    topology.ensure_until_ready(&js, &shutdown).await?;
 
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
