@@ -235,6 +235,11 @@ impl Topology {
     pub fn scans_bucket(&self) -> String {
         format!("{}SCORECARD_SCANS", self.stream_prefix)
     }
+    /// The key-value bucket of GitHub credential budgets: per credential, what the fleet may
+    /// still start on it (see the worker's `budget`).
+    pub fn budget_bucket(&self) -> String {
+        format!("{}SCORECARD_BUDGET", self.stream_prefix)
+    }
     pub fn scheduled_subject(&self) -> String {
         self.subject("work.scheduled")
     }
@@ -347,6 +352,18 @@ impl Topology {
         }
     }
 
+    pub fn budget_bucket_config(&self) -> kv::Config {
+        kv::Config {
+            bucket: self.budget_bucket(),
+            description: "scorecard-fleet: what each GitHub credential may still start".into(),
+            // Compare-and-set needs the latest value only.
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: self.args.stream_replicas,
+            ..Default::default()
+        }
+    }
+
     /// The durable consumers, as they must be, with the stream each belongs to.
     pub fn consumers(&self) -> Vec<(String, pull::Config)> {
         let ack_wait = Duration::from_secs(self.args.work_ack_wait_secs);
@@ -453,39 +470,15 @@ impl Topology {
         &self,
         js: &async_nats::jetstream::Context,
     ) -> Result<kv::Store, TopologyError> {
-        let want = self.scans_bucket_config();
-        let name = want.bucket.clone();
-        let nats_err = |e: &dyn std::fmt::Display| TopologyError::Nats {
-            what: format!("key-value bucket {name}"),
-            message: e.to_string(),
-        };
-        let store = match js.get_key_value(&name).await {
-            Ok(store) => store,
-            Err(_) => match js.create_key_value(want.clone()).await {
-                Ok(store) => {
-                    tracing::info!(bucket = %name, "created key-value bucket");
-                    return Ok(store);
-                }
-                Err(_) => js.get_key_value(&name).await.map_err(|e| nats_err(&e))?,
-            },
-        };
-        let found = store.status().await.map_err(|e| nats_err(&e))?;
-        let mismatch = |setting, found: String, wanted: String| TopologyError::Mismatch {
-            kind: "key-value bucket",
-            name: name.clone(),
-            setting,
-            found,
-            wanted,
-        };
-        check("history", &found.history(), &want.history, mismatch)?;
-        check("max_age", &found.max_age(), &want.max_age, mismatch)?;
-        check(
-            "replicas",
-            &replicas(found.info.config.num_replicas),
-            &want.num_replicas,
-            mismatch,
-        )?;
-        Ok(store)
+        ensure_bucket(js, self.scans_bucket_config()).await
+    }
+
+    /// Creates or verifies the credential budgets' bucket and opens it.
+    pub async fn ensure_budget_bucket(
+        &self,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<kv::Store, TopologyError> {
+        ensure_bucket(js, self.budget_bucket_config()).await
     }
 
     async fn ensure_stream(
@@ -657,6 +650,45 @@ fn check<T: PartialEq + Debug>(
 fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), GetStreamErrorKind::JetStream(j)
         if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Creates the key-value bucket `want` describes, or verifies the one there, and opens it.
+async fn ensure_bucket(
+    js: &async_nats::jetstream::Context,
+    want: kv::Config,
+) -> Result<kv::Store, TopologyError> {
+    let name = want.bucket.clone();
+    let nats_err = |e: &dyn std::fmt::Display| TopologyError::Nats {
+        what: format!("key-value bucket {name}"),
+        message: e.to_string(),
+    };
+    let store = match js.get_key_value(&name).await {
+        Ok(store) => store,
+        Err(_) => match js.create_key_value(want.clone()).await {
+            Ok(store) => {
+                tracing::info!(bucket = %name, "created key-value bucket");
+                return Ok(store);
+            }
+            Err(_) => js.get_key_value(&name).await.map_err(|e| nats_err(&e))?,
+        },
+    };
+    let found = store.status().await.map_err(|e| nats_err(&e))?;
+    let mismatch = |setting, found: String, wanted: String| TopologyError::Mismatch {
+        kind: "key-value bucket",
+        name: name.clone(),
+        setting,
+        found,
+        wanted,
+    };
+    check("history", &found.history(), &want.history, mismatch)?;
+    check("max_age", &found.max_age(), &want.max_age, mismatch)?;
+    check(
+        "replicas",
+        &replicas(found.info.config.num_replicas),
+        &want.num_replicas,
+        mismatch,
+    )?;
+    Ok(store)
 }
 
 #[cfg(test)]

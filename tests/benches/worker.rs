@@ -42,6 +42,7 @@ use kube::{Client, ResourceExt};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
+use worker::budget::Pool;
 use worker::consume::{Settings, Worker};
 use worker::job::{self, CONTAINER, JobSettings, SELECTOR};
 use worker::logs::Finished;
@@ -249,10 +250,6 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
             Arc::new(KubeRunner::new(
                 scratch.client.clone(),
                 settings,
-                Arc::new(TokenPool::new(
-                    vec![TOKEN_KEY.into()],
-                    Duration::from_secs(60),
-                )),
                 watch,
                 // The worker's default: no pending checks in a healthy run.
                 Duration::from_secs(600),
@@ -273,6 +270,10 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
             scratch.js.clone(),
             scratch.topology.clone(),
             runner,
+            Arc::new(Pool::RoundRobin(TokenPool::new(
+                vec![TOKEN_KEY.into()],
+                Duration::from_secs(60),
+            ))),
             metrics.clone(),
             Settings {
                 max_in_flight: IN_FLIGHT,
@@ -542,13 +543,15 @@ impl PerJobWatchRunner {
 
 /// `Runner` is an `async_trait`; written out by hand, as this crate does not depend on it.
 impl Runner for PerJobWatchRunner {
-    fn run<'life0, 'life1, 'async_trait>(
+    fn run<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
         item: &'life1 WorkItem,
+        _credential: Option<&'life2 str>,
     ) -> Pin<Box<dyn Future<Output = RunResult> + Send + 'async_trait>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
+        'life2: 'async_trait,
         Self: 'async_trait,
     {
         Box::pin(self.run_item(item))
@@ -1320,6 +1323,7 @@ fn job_settings(ns: &str) -> JobSettings {
         memory_request: "64Mi".into(),
         memory_limit: "1Gi".into(),
         tmp_size_limit: "1Gi".into(),
+        checks: Vec::new(),
     }
 }
 

@@ -69,7 +69,11 @@ impl Fleet {
                 name: Some("scorecard-github-tokens".into()),
                 ..Default::default()
             },
-            string_data: Some([("token-0".to_owned(), "simulated".to_owned())].into()),
+            string_data: Some(
+                (0..4)
+                    .map(|i| (format!("token-{i}"), "simulated".to_owned()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         Api::<Secret>::namespaced(admin.clone(), &ns.name)
@@ -149,6 +153,8 @@ impl Fleet {
             .env("KUBECONFIG", &self.worker_kubeconfig)
             .env("WORKER_NAMESPACE", &self.ns.name)
             .env("TOKEN_KEYS", "token-0")
+            // The stand-in spends no quota unless a test gives it one (`Simulator::limit`).
+            .env("GITHUB_TOKEN_CALLS_PER_WINDOW", "1000000000")
             .env("LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -188,13 +194,18 @@ impl Fleet {
             assert!(!holds(&log), "{} holds the secret", path.display());
         }
         let t = &self.topology;
-        let streams = [
+        let mut streams = vec![
             t.work_stream(),
             t.results_stream(),
             t.dead_stream(),
             t.exhausted_stream(),
             format!("KV_{}", t.scans_bucket()),
         ];
+        // The workers' credential budgets, when they ran with one.
+        let budget = format!("KV_{}", t.budget_bucket());
+        if js.get_stream(&budget).await.is_ok() {
+            streams.push(budget);
+        }
         let mut read = 0;
         for name in streams {
             let mut stream = js
@@ -247,6 +258,21 @@ impl Fleet {
             .open(self.logs.join(format!("{name}.log")))
             .expect("a log file");
         Stdio::from(file)
+    }
+
+    /// Process `name`'s `/metrics`.
+    pub async fn metrics(&self, name: &str) -> String {
+        let addr = self.http[name];
+        let (status, body) = crate::probe::get(addr, "/metrics")
+            .await
+            .unwrap_or_else(|| panic!("{name} serves /metrics at {addr}"));
+        assert_eq!(status, 200, "{name} /metrics");
+        body
+    }
+
+    /// Process `name`'s log so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// The last lines of every process's log, for a failing test's output.

@@ -27,6 +27,7 @@ pub mod pg;
 pub mod pgbouncer;
 pub mod probe;
 pub mod proxy;
+pub mod quota;
 pub mod report;
 pub mod results;
 pub mod scratch;

@@ -125,7 +125,9 @@ impl Stack {
             ..Default::default()
         })?;
         let scans = format!("KV_{}", t.scans_bucket());
+        let budget = format!("KV_{}", t.budget_bucket());
         for stream in [
+            budget,
             t.work_stream(),
             t.results_stream(),
             t.dead_stream(),

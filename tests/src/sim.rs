@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -14,6 +14,9 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, LogParams, Patch, PatchPar
 use kube::discovery::ApiResource;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+
+use crate::quota::{Charge, Ledger};
+pub use crate::quota::{Quota, Window, calls_for};
 
 /// The annotation KWOK's `pod-exit` stage waits for.
 pub const EXIT_CODE_ANNOTATION: &str = "sim.scorecard-fleet.dev/exit-code";
@@ -265,6 +268,97 @@ pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, 
     }
 }
 
+/// The credential a scan pod runs with: the token Secret key its env references, or
+/// `app:<installation>` (the worker's pool keys).
+pub fn credential_of(pod: &Pod) -> String {
+    let env = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    for var in &env {
+        match var.name.as_str() {
+            "GITHUB_AUTH_TOKEN" => {
+                if let Some(key) = var
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                {
+                    return key.key.clone();
+                }
+            }
+            "GITHUB_APP_INSTALLATION_ID" => {
+                return format!("app:{}", var.value.clone().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    String::new()
+}
+
+/// What GitHub's quota did to the scans, once [`Simulator::limit`] gave it one.
+#[derive(Debug, Default)]
+struct Quotas {
+    quota: Option<Quota>,
+    ledger: Ledger,
+    /// Scans that waited for a reset.
+    stalled: u64,
+    /// Each scan's credential and start, in order.
+    starts: Vec<(String, Instant)>,
+    /// Credentials GitHub answers "Bad credentials" for.
+    revoked: HashSet<String>,
+}
+
+/// What scorecard prints when GitHub rejects its token: exit 1, no JSON.
+fn bad_credentials(repo: &str) -> (i32, Vec<(Stream, String)>) {
+    (
+        1,
+        vec![
+            (Stream::Stderr, format!("Starting scorecard for {repo}")),
+            (
+                Stream::Stderr,
+                format!(
+                    "Error: RepoUnreachable: GET https://api.github.com/repos/{}: 401 Bad credentials []",
+                    repo.trim_start_matches("github.com/")
+                ),
+            ),
+        ],
+    )
+}
+
+/// Spends `calls` of `credential`'s quota, waiting out resets as scorecard does; how long it
+/// waited, if it had to.
+async fn spend(
+    quotas: &Mutex<Quotas>,
+    quota: Quota,
+    credential: &str,
+    calls: u32,
+) -> Option<Duration> {
+    let began = Instant::now();
+    let mut owed = calls;
+    let mut stalled = false;
+    loop {
+        let charge = quotas
+            .lock()
+            .unwrap()
+            .ledger
+            .charge(quota, credential, owed, Instant::now());
+        match charge {
+            Charge::Done => break,
+            Charge::Stall { reset, rest } => {
+                if !stalled {
+                    quotas.lock().unwrap().stalled += 1;
+                    stalled = true;
+                }
+                owed = rest;
+                tokio::time::sleep_until(reset.into()).await;
+            }
+        }
+    }
+    stalled.then(|| began.elapsed())
+}
+
 /// The scorecard stand-in for a namespace: watches the fleet's pods and plays each scan back
 /// as [`behavior_for`] its repository says. Counts pods per repository, so tests can check
 /// that a work item was never scanned twice.
@@ -272,6 +366,7 @@ pub struct Simulator {
     pods: Arc<Mutex<HashMap<String, Vec<String>>>>,
     by_work: Arc<Mutex<HashMap<String, usize>>>,
     held: Arc<Mutex<HashMap<String, Pod>>>,
+    quotas: Arc<Mutex<Quotas>>,
     client: Client,
     task: tokio::task::JoinHandle<()>,
 }
@@ -286,9 +381,15 @@ impl Simulator {
         let pods: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
         let by_work: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let held: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
+        let quotas: Arc<Mutex<Quotas>> = Arc::default();
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let (pods2, held2, client2, by_work2) =
-            (pods.clone(), held.clone(), client.clone(), by_work.clone());
+        let (pods2, held2, client2, by_work2, quotas2) = (
+            pods.clone(),
+            held.clone(),
+            client.clone(),
+            by_work.clone(),
+            quotas.clone(),
+        );
         let task = tokio::spawn(async move {
             let config =
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=scorecard-fleet");
@@ -346,12 +447,63 @@ impl Simulator {
                     held2.lock().unwrap().insert(repo, pod);
                     continue;
                 }
-                let Some((code, lines)) = scan_output(&repo, behavior) else {
+                let credential = credential_of(&pod);
+                let (quota, revoked) = {
+                    let mut q = quotas2.lock().unwrap();
+                    q.starts.push((credential.clone(), Instant::now()));
+                    (q.quota, q.revoked.contains(&credential))
+                };
+                // With a quota, rate limits and long scans come from the quota itself.
+                let behavior = match behavior {
+                    Behavior::RateLimited | Behavior::Hang if quota.is_some() => {
+                        Behavior::Succeed {
+                            variant: 0,
+                            exit_code: 0,
+                        }
+                    }
+                    other => other,
+                };
+                let played = if revoked {
+                    // GitHub turned the scan away at its first request: nothing was scanned,
+                    // and the retry with another credential is not a second scan.
+                    if let Some(n) = by_work2.lock().unwrap().get_mut(&work_id) {
+                        *n = n.saturating_sub(1);
+                    }
+                    Some(bad_credentials(&repo))
+                } else {
+                    scan_output(&repo, behavior)
+                };
+                let Some((code, lines)) = played else {
                     continue;
                 };
                 let client = client2.clone();
                 let by_work = by_work2.clone();
+                let quotas = quotas2.clone();
                 tokio::spawn(async move {
+                    let mut lines = lines;
+                    if let Some(quota) = quota.filter(|_| !revoked) {
+                        let calls = match behavior {
+                            Behavior::Succeed { .. } => calls_for(&repo),
+                            _ => 5,
+                        };
+                        if let Some(waited) = spend(&quotas, quota, &credential, calls).await {
+                            // scorecard's rate-limit transport, word for word.
+                            lines.insert(
+                                1,
+                                (
+                                    Stream::Stderr,
+                                    format!(
+                                        "Rate limit exceeded. Waiting {}s to retry...",
+                                        waited.as_secs()
+                                    ),
+                                ),
+                            );
+                            lines.insert(
+                                2,
+                                (Stream::Stderr, "Rate limit exceeded. Retrying...".into()),
+                            );
+                        }
+                    }
                     let lines: Vec<(Stream, &str)> =
                         lines.iter().map(|(s, l)| (*s, l.as_str())).collect();
                     if let Err(e) = finish_pod(&client, &pod, code, &lines).await {
@@ -370,9 +522,41 @@ impl Simulator {
             pods,
             by_work,
             held,
+            quotas,
             client,
             task,
         }
+    }
+
+    /// From now on each credential has `quota`: scans spend calls ([`calls_for`]) and wait
+    /// for the reset when a window runs dry. Rate-limit and hang outcomes of the mix become
+    /// results: the quota decides who waits.
+    pub fn limit(&self, quota: Quota) {
+        self.quotas.lock().unwrap().quota = Some(quota);
+    }
+
+    /// From now on GitHub rejects `credential` ("Bad credentials").
+    pub fn revoke(&self, credential: &str) {
+        self.quotas
+            .lock()
+            .unwrap()
+            .revoked
+            .insert(credential.to_owned());
+    }
+
+    /// Scans that waited for a quota reset.
+    pub fn stalled(&self) -> u64 {
+        self.quotas.lock().unwrap().stalled
+    }
+
+    /// Each scan's credential and start, in order.
+    pub fn starts(&self) -> Vec<(String, Instant)> {
+        self.quotas.lock().unwrap().starts.clone()
+    }
+
+    /// The quota's windows so far, per credential in order.
+    pub fn windows(&self) -> Vec<Window> {
+        self.quotas.lock().unwrap().ledger.windows()
     }
 
     /// Pods that ran for `repo` so far.

@@ -278,6 +278,7 @@ fn scan_settings(ns: &str) -> worker::job::JobSettings {
         memory_request: "64Mi".into(),
         memory_limit: "1Gi".into(),
         tmp_size_limit: "1Gi".into(),
+        checks: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use worker::budget::Pool;
 use worker::consume::{Handled, Settings, Worker};
 use worker::exhausted::Recorded;
 use worker::job::JobSettings;
@@ -56,6 +57,7 @@ fn job_settings(ns: &str, deadline_secs: i64) -> JobSettings {
         memory_request: "64Mi".into(),
         memory_limit: "1Gi".into(),
         tmp_size_limit: "1Gi".into(),
+        checks: Vec::new(),
     }
 }
 
@@ -177,10 +179,6 @@ async fn harness_with(opts: Opts) -> Harness {
     let runner = KubeRunner::new(
         client,
         job_settings(&ns.name, deadline_secs),
-        Arc::new(TokenPool::new(
-            vec!["token-0".into()],
-            Duration::from_secs(60),
-        )),
         watch,
         Duration::from_secs(pending_timeout_secs),
         4 << 20,
@@ -191,6 +189,10 @@ async fn harness_with(opts: Opts) -> Harness {
             js.clone(),
             topology.clone(),
             Arc::new(runner),
+            Arc::new(Pool::RoundRobin(TokenPool::new(
+                vec!["token-0".into()],
+                Duration::from_secs(60),
+            ))),
             metrics.clone(),
             Settings {
                 max_in_flight: 10,
@@ -1019,9 +1021,12 @@ async fn a_delivery_that_claimed_a_running_scan_finds_its_job_not_a_fresh_scan()
     };
     assert_eq!(h.jobs().await.len(), 1, "the Job is left for the claimant");
     // Its second step, late. A fresh Job would be held by the stand-in: the timeout says so.
-    let run = tokio::time::timeout(Duration::from_secs(30), h.worker.runner.run(&work))
-        .await
-        .expect("the ended Job is adopted, not a second scan started");
+    let run = tokio::time::timeout(
+        Duration::from_secs(30),
+        h.worker.runner.run(&work, Some("token-0")),
+    )
+    .await
+    .expect("the ended Job is adopted, not a second scan started");
     let RunResult::Finished { adopted, .. } = run else {
         panic!("the ended scan is read: {run:?}")
     };

@@ -16,6 +16,16 @@ pub enum RunnerKind {
     Process,
 }
 
+/// How scans get their GitHub credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetKind {
+    /// A fleet-wide budget per credential, shared in JetStream: a scan starts only when its
+    /// credential has room.
+    Fleet,
+    /// Each replica alone, round-robin, a rest after a rate limit (the benchmark's baseline).
+    Off,
+}
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "worker",
@@ -98,6 +108,33 @@ pub struct Cli {
     #[arg(long, env = "GITHUB_APP_INSTALLATIONS", value_delimiter = ',')]
     pub github_app_installations: Vec<String>,
 
+    /// How credentials are handed out.
+    #[arg(long, env = "CREDENTIAL_BUDGET", value_enum, default_value_t = BudgetKind::Fleet)]
+    pub credential_budget: BudgetKind,
+
+    /// Estimated GitHub API calls one scan makes: a credential's budget starts at its calls
+    /// per window over this, and shrinks when scans meet its rate limit.
+    #[arg(long, env = "SCAN_COST_CALLS", default_value_t = 70, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scan_cost_calls: u32,
+
+    /// GitHub API calls a personal access token may make per quota window.
+    #[arg(long, env = "GITHUB_TOKEN_CALLS_PER_WINDOW", default_value_t = 5000)]
+    pub token_calls_per_window: u32,
+
+    /// GitHub API calls an App installation may make per window (5,000 at least; more for
+    /// large organizations, 15,000 on Enterprise Cloud).
+    #[arg(long, env = "GITHUB_APP_CALLS_PER_WINDOW", default_value_t = 5000)]
+    pub app_calls_per_window: u32,
+
+    /// Seconds of GitHub's quota window (an hour).
+    #[arg(long, env = "GITHUB_WINDOW_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub github_window_secs: u64,
+
+    /// scorecard checks to run, comma-separated (all when empty): `--checks=` of every scan.
+    /// Leaving out the costliest (CI-Tests, Contributors, SAST) saves most of a scan's calls.
+    #[arg(long, env = "SCORECARD_CHECKS", value_delimiter = ',')]
+    pub scorecard_checks: Vec<String>,
+
     /// Seconds a token rests after its scan met GitHub's rate limit.
     #[arg(long, env = "TOKEN_COOLDOWN_SECS", default_value_t = 900)]
     pub token_cooldown_secs: u64,
@@ -164,6 +201,22 @@ impl Cli {
             memory_request: self.memory_request.clone(),
             memory_limit: self.memory_limit.clone(),
             tmp_size_limit: self.tmp_size.clone(),
+            checks: self
+                .scorecard_checks
+                .iter()
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        }
+    }
+
+    pub fn budget_settings(&self) -> crate::budget::Settings {
+        crate::budget::Settings {
+            window: Duration::from_secs(self.github_window_secs),
+            token_calls: self.token_calls_per_window,
+            app_calls: self.app_calls_per_window,
+            scan_cost: self.scan_cost_calls,
+            rest_after_limit: self.cooldown(),
         }
     }
 

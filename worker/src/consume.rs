@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::budget::{self, Lease, Pool, Signal};
 use crate::intake;
 use crate::logs::{self, Verdict};
 use crate::metrics::{ClassLabel, Metrics};
@@ -97,8 +98,17 @@ pub struct Worker {
     pub exhausted: PullConsumer,
     pub register: Register,
     pub runner: Arc<dyn Runner>,
+    /// Where scans get their GitHub credential.
+    pub pool: Arc<Pool>,
     pub metrics: Metrics,
     pub settings: Settings,
+}
+
+/// The credential a finished scan used, and what it said about its quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub key: String,
+    pub signal: Option<Signal>,
 }
 
 /// Where a pull loop takes its work from.
@@ -131,6 +141,7 @@ impl Worker {
         js: Context,
         topology: Topology,
         runner: Arc<dyn Runner>,
+        pool: Arc<Pool>,
         metrics: Metrics,
         settings: Settings,
         job_deadline: Duration,
@@ -145,6 +156,7 @@ impl Worker {
             js,
             topology,
             runner,
+            pool,
             metrics,
             settings,
         })
@@ -196,8 +208,9 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// Runs `lane`'s work `slots` at a time until `shutdown`: a permit is taken before a message
-    /// is pulled, so no more than `slots` run at once.
+    /// Runs `lane`'s work `slots` at a time until `shutdown`: a permit and a credential with
+    /// room are taken before a message is pulled, so no more than `slots` run at once and a
+    /// spent credential pool holds no message.
     async fn run_lane(
         self: Arc<Self>,
         lane: Lane,
@@ -212,15 +225,25 @@ impl Worker {
                 () = shutdown.cancelled() => return,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
+            let credit = match lane {
+                Lane::Any => budget::Lane::Scheduled,
+                Lane::ManualOnly => budget::Lane::Manual,
+            };
+            let Some(lease) = self.pool.take(credit, &shutdown).await else {
+                return;
+            };
             let message = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    self.pool.give_back(&lease).await;
+                    return;
+                }
                 message = self.next_in(lane) => message,
             };
             let worker = self.clone();
             let abandon = abandon.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                worker.handle(message, &abandon).await;
+                worker.handle_leased(message, lease, &abandon).await;
             });
         }
     }
@@ -301,8 +324,26 @@ impl Worker {
         }
     }
 
-    /// Runs one message to its end: the step tests drive.
+    /// Runs one message to its end, taking a credential for it first: the step tests drive.
     pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Handled {
+        let credit = if message.subject.as_str() == self.topology.manual_subject() {
+            budget::Lane::Manual
+        } else {
+            budget::Lane::Scheduled
+        };
+        let Some(lease) = self.pool.take(credit, abandon).await else {
+            return Handled::Abandoned;
+        };
+        self.handle_leased(message, lease, abandon).await
+    }
+
+    /// Runs one message to its end with the credential `lease`, given back if no scan starts.
+    async fn handle_leased(
+        &self,
+        message: Message,
+        lease: Lease,
+        abandon: &CancellationToken,
+    ) -> Handled {
         let (stream, sequence, delivered) = match message.info() {
             Ok(i) => (
                 i.stream.to_owned(),
@@ -321,13 +362,14 @@ impl Worker {
         ) {
             Ok(item) => item,
             Err(reason) => {
+                self.pool.give_back(&lease).await;
                 return self
                     .poison(&message, &stream, sequence, delivered, reason)
                     .await;
             }
         };
         let span = tracing::info_span!("work", work_id = %item.id, repo = %item.repo, delivered);
-        self.handle_item(&message, item, delivered, abandon)
+        self.handle_item(&message, item, delivered, &lease, abandon)
             .instrument(span)
             .await
     }
@@ -337,13 +379,18 @@ impl Worker {
         message: &Message,
         item: WorkItem,
         delivered: u64,
+        lease: &Lease,
         abandon: &CancellationToken,
     ) -> Handled {
         let enqueued = message
             .info()
             .map(|i| time_to_chrono(i.published))
             .unwrap_or_else(|_| Utc::now());
-        match self.register.begin(&item, enqueued).await {
+        let decision = self.register.begin(&item, enqueued).await;
+        if !matches!(decision, Ok(Decision::Scan)) {
+            self.pool.give_back(lease).await;
+        }
+        match decision {
             Ok(Decision::Scan) => {}
             Ok(Decision::AlreadyDone(after)) => {
                 tracing::info!("outcome already published by an earlier delivery; acking");
@@ -363,7 +410,12 @@ impl Worker {
         }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let mut scanned = self.scan(message, &item, abandon).await;
+        let credential = lease.key.as_deref();
+        let mut scanned = self.scan(message, &item, credential, abandon).await;
+        if let Some(RunResult::Finished { adopted: true, .. }) = &scanned {
+            // The Job an earlier delivery started spent its own credential's slot.
+            self.pool.give_back(lease).await;
+        }
         if let Some(RunResult::Finished {
             ended_before: true, ..
         }) = &scanned
@@ -381,7 +433,7 @@ impl Worker {
                         "a previous attempt's failed Job was left behind; starting a fresh one"
                     );
                     self.metrics.fresh_attempts.inc();
-                    scanned = self.scan(message, &item, abandon).await;
+                    scanned = self.scan(message, &item, credential, abandon).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's Job"),
             }
@@ -395,9 +447,15 @@ impl Worker {
         self.metrics
             .job_seconds
             .observe(started.elapsed().as_secs_f64());
-        let (outcome, token_key) = self.judge(&item, result, delivered);
-        self.apply(message, &item, outcome, token_key.as_deref())
-            .await
+        let (outcome, usage) = self.judge(&item, result, delivered);
+        if let Some(Usage {
+            key,
+            signal: Some(signal),
+        }) = &usage
+        {
+            self.pool.learn(key, *signal).await;
+        }
+        self.apply(message, &item, outcome).await
     }
 
     /// Runs the scan with progress acks until it ends, or `None` if `abandon` came first.
@@ -405,9 +463,10 @@ impl Worker {
         &self,
         message: &Message,
         item: &WorkItem,
+        credential: Option<&str>,
         abandon: &CancellationToken,
     ) -> Option<RunResult> {
-        let run = self.runner.run(item);
+        let run = self.runner.run(item, credential);
         tokio::pin!(run);
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.tick().await;
@@ -424,17 +483,22 @@ impl Worker {
         }
     }
 
-    /// The outcome of a run, and the token it used.
+    /// The outcome of a run, and the credential it used.
     pub(crate) fn judge(
         &self,
         item: &WorkItem,
         result: RunResult,
         delivered: u64,
-    ) -> (Outcome, Option<String>) {
-        let (verdict, job_name, token_key) = match result {
+    ) -> (Outcome, Option<Usage>) {
+        let (verdict, job_name, usage) = match result {
             RunResult::Finished { run, adopted, .. } => {
                 tracing::debug!(adopted, exit_code = ?run.exit_code, "scan ended");
-                (logs::interpret(item, &run), run.job_name, run.token_key)
+                let verdict = logs::interpret(item, &run);
+                let usage = run.token_key.clone().map(|key| Usage {
+                    key,
+                    signal: logs::quota_signal(&run, &verdict),
+                });
+                (verdict, run.job_name, usage)
             }
             RunResult::Infra { message, job_name } => (
                 Verdict::Failure {
@@ -453,18 +517,12 @@ impl Worker {
             self.settings.max_deliver,
             &job_name,
         );
-        (outcome, token_key)
+        (outcome, usage)
     }
 
     /// Makes the outcome durable, then acks as the table says, with the cleanup where the
     /// table puts it.
-    async fn apply(
-        &self,
-        message: &Message,
-        item: &WorkItem,
-        outcome: Outcome,
-        token_key: Option<&str>,
-    ) -> Handled {
+    async fn apply(&self, message: &Message, item: &WorkItem, outcome: Outcome) -> Handled {
         if outcome.is_final()
             && let Ok(Some(after)) = self.register.done(item).await
         {
@@ -495,11 +553,6 @@ impl Worker {
             }
             Outcome::Retry { after, failure } => {
                 let class = FailureClass::try_from(failure.class).unwrap_or_default();
-                if class == FailureClass::RateLimited
-                    && let Some(key) = token_key
-                {
-                    self.runner.rate_limited(key);
-                }
                 self.metrics
                     .retried
                     .get_or_create(&ClassLabel {

@@ -72,6 +72,8 @@ pub struct JobSettings {
     pub memory_request: String,
     pub memory_limit: String,
     pub tmp_size_limit: String,
+    /// scorecard's `--checks=`; empty, every check runs.
+    pub checks: Vec<String>,
 }
 
 /// `sc-<hash of the work id>`: deterministic, so a redelivered item finds the Job it already
@@ -100,13 +102,54 @@ fn work_id_label(work_id: &str) -> String {
     }
 }
 
-/// scorecard's command line for an item.
-pub fn scorecard_args(item: &WorkItem) -> Vec<String> {
+/// scorecard's checks (v5), the names `--checks=` takes.
+pub const CHECKS: [&str; 20] = [
+    "Binary-Artifacts",
+    "Branch-Protection",
+    "CI-Tests",
+    "CII-Best-Practices",
+    "Code-Review",
+    "Contributors",
+    "Dangerous-Workflow",
+    "Dependency-Update-Tool",
+    "Fuzzing",
+    "License",
+    "Maintained",
+    "Packaging",
+    "Pinned-Dependencies",
+    "SAST",
+    "SBOM",
+    "Security-Policy",
+    "Signed-Releases",
+    "Token-Permissions",
+    "Vulnerabilities",
+    "Webhooks",
+];
+
+/// `checks` if each is one of scorecard's; otherwise which is not, for a person.
+pub fn check_names(checks: &[String]) -> Result<(), String> {
+    match checks
+        .iter()
+        .find(|c| !CHECKS.iter().any(|k| k.eq_ignore_ascii_case(c)))
+    {
+        Some(unknown) => Err(format!(
+            "SCORECARD_CHECKS: {unknown:?} is not a scorecard check; the checks are {}",
+            CHECKS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// scorecard's command line for an item, running `checks` only (all when empty).
+pub fn scorecard_args(item: &WorkItem, checks: &[String]) -> Vec<String> {
     let mut args = vec![
         format!("--repo={}", item.repo),
         "--format=json".to_owned(),
         "--show-details".to_owned(),
     ];
+    if !checks.is_empty() {
+        args.push(format!("--checks={}", checks.join(",")));
+    }
     if let Some(commit) = item.commit.as_deref().filter(|c| !c.is_empty()) {
         args.push(format!("--commit={commit}"));
     }
@@ -220,7 +263,7 @@ pub fn build(item: &WorkItem, settings: &JobSettings, token_key: &str) -> Job {
         name: CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        args: Some(scorecard_args(item)),
+        args: Some(scorecard_args(item, &settings.checks)),
         env: Some(env),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -317,6 +360,7 @@ mod tests {
             memory_request: "256Mi".into(),
             memory_limit: "1Gi".into(),
             tmp_size_limit: "2Gi".into(),
+            checks: Vec::new(),
         }
     }
 
@@ -490,11 +534,29 @@ mod tests {
             commit: Some("abc123".into()),
             ..item()
         };
-        assert_eq!(scorecard_args(&with).last().unwrap(), "--commit=abc123");
+        assert_eq!(
+            scorecard_args(&with, &[]).last().unwrap(),
+            "--commit=abc123"
+        );
         let empty = WorkItem {
             commit: Some(String::new()),
             ..item()
         };
-        assert_eq!(scorecard_args(&empty).len(), 3);
+        assert_eq!(scorecard_args(&empty, &[]).len(), 3);
+    }
+
+    #[test]
+    fn chosen_checks_are_passed_on_and_unknown_ones_refused() {
+        let checks = vec!["Code-Review".to_owned(), "Maintained".to_owned()];
+        assert!(
+            scorecard_args(&item(), &checks)
+                .contains(&"--checks=Code-Review,Maintained".to_owned())
+        );
+        assert!(check_names(&checks).is_ok());
+        let wrong = check_names(&["Code-Reviews".to_owned()]).unwrap_err();
+        assert!(
+            wrong.contains("\"Code-Reviews\" is not a scorecard check"),
+            "{wrong}"
+        );
     }
 }

@@ -5,8 +5,10 @@
 //! - [`intake`]: a work message to a validated work item (protobuf, JSON or a bare name), or poison.
 //! - [`job`]: the Job for a work item, as a pure function.
 //! - [`policy`]: the scans' admission policy parameters, checked against the Job settings.
-//! - [`tokens`]: the GitHub credential pool (tokens and App installations; round-robin,
-//!   cooldown after a rate limit).
+//! - [`budget`]: the fleet-wide GitHub budget per credential (tokens and App installations),
+//!   shared through JetStream; a scan starts only when its credential has room.
+//! - [`tokens`]: the per-replica round-robin with a cooldown after a rate limit (the budget's
+//!   baseline, `CREDENTIAL_BUDGET=off`).
 //! - [`watch`]: the one shared Job watch per process.
 //! - [`runner`]: the Kubernetes and process runners behind one trait.
 //! - [`logs`]: a finished run's log and exit status into a result or a classified failure.
@@ -16,6 +18,7 @@
 //! - [`exhausted`]: work that ran out of deliveries, dead-lettered from JetStream's advisory.
 //! - [`metrics`]: what `/metrics` exports.
 
+pub mod budget;
 pub mod config;
 pub mod consume;
 pub mod exhausted;
@@ -39,7 +42,8 @@ use fleet_runtime::nats;
 use fleet_runtime::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, RunnerKind};
+use crate::budget::{Budget, Pool};
+use crate::config::{BudgetKind, Cli, RunnerKind};
 use crate::consume::{Settings, Worker};
 use crate::metrics::Metrics;
 use crate::runner::Runner;
@@ -121,6 +125,34 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topology = Topology::new(cli.nats.topology.clone())?;
     topology.ensure_until_ready(&js, &shutdown).await?;
 
+    job::check_names(&cli.job_settings().checks).map_err(anyhow::Error::msg)?;
+    let pool = match (cli.runner, cli.credential_budget) {
+        (RunnerKind::Process, _) => Pool::Unmanaged,
+        (RunnerKind::Kubernetes, BudgetKind::Off) => {
+            Pool::RoundRobin(TokenPool::new(cli.token_keys()?, cli.cooldown()))
+        }
+        (RunnerKind::Kubernetes, BudgetKind::Fleet) => {
+            let store = topology.ensure_budget_bucket(&js).await?;
+            let budget = Budget::new(
+                store,
+                cli.token_keys()?,
+                cli.budget_settings(),
+                metrics.clone(),
+            );
+            let revoked: Vec<String> = budget
+                .snapshot()
+                .await
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .filter(|(_, a)| a.revoked.is_some())
+                .map(|(k, _)| k)
+                .collect();
+            if !revoked.is_empty() {
+                tracing::error!(credentials = ?revoked, "GitHub rejected these credentials earlier; they stay out of the pool until replaced and their budget keys deleted");
+            }
+            Pool::Budget(Box::new(budget))
+        }
+    };
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
             let client = kube_client(cli.kubeconfig.as_deref()).await?;
@@ -141,11 +173,9 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
                 () = watch.synced() => {}
                 () = shutdown.cancelled() => return Ok(()),
             }
-            let tokens = Arc::new(TokenPool::new(cli.token_keys()?, cli.cooldown()));
             Arc::new(KubeRunner::new(
                 client,
                 cli.job_settings(),
-                tokens,
                 watch,
                 Duration::from_secs(cli.pending_timeout_secs),
                 cli.log_limit_bytes,
@@ -157,12 +187,23 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             timeout: Duration::from_secs(u64::try_from(cli.job_deadline_secs).unwrap_or(3600)),
             token: cli.github_token.clone(),
             log_limit_bytes: usize::try_from(cli.log_limit_bytes).unwrap_or(4 << 20),
+            checks: cli.job_settings().checks,
         }),
     };
     let settings = settings(&cli, &topology);
     let job_deadline = Duration::from_secs(u64::try_from(cli.job_deadline_secs).unwrap_or(3600));
-    let worker =
-        Arc::new(Worker::open(js, topology, runner, metrics, settings, job_deadline).await?);
+    let worker = Arc::new(
+        Worker::open(
+            js,
+            topology,
+            runner,
+            Arc::new(pool),
+            metrics,
+            settings,
+            job_deadline,
+        )
+        .await?,
+    );
     readiness.set(true);
     tracing::info!(runner = ?cli.runner, max_in_flight = worker.settings.max_in_flight, "worker running");
     worker.run(shutdown.clone(), readiness.clone()).await;

@@ -11,6 +11,13 @@ use fleet_proto::RepoName;
 use fleet_proto::scorecard::{RunInfo, parse_result};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkItem};
 
+use crate::budget::Signal;
+
+/// GitHub's answer to a revoked or invalid credential (HTTP 401).
+pub const BAD_CREDENTIALS: &str = "Bad credentials";
+/// What scorecard logs before it sleeps until a token's quota resets.
+pub const RATE_LIMIT_WAIT: &str = "Rate limit exceeded. Waiting";
+
 /// Bytes of log kept with a failure: enough for the last few dozen lines.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
@@ -99,6 +106,14 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
             format!("scorecard's output did not parse: {e}"),
         );
     }
+    if run.log.contains(BAD_CREDENTIALS) {
+        // Not the repository's fault: another credential's delivery will scan it.
+        return fail(
+            FailureClass::Infra,
+            "GitHub rejected the scan's credential (Bad credentials); it is taken out of the pool"
+                .into(),
+        );
+    }
     let lower = run.log.to_ascii_lowercase();
     if lower.contains("rate limit") {
         let line = run
@@ -140,6 +155,20 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
             FailureClass::NoOutput,
             "the scan ended without an exit code or a result".into(),
         ),
+    }
+}
+
+/// What a finished scan says about its credential's quota, for the budget.
+pub fn quota_signal(run: &Finished, verdict: &Verdict) -> Option<Signal> {
+    let failed_with = |c| matches!(verdict, Verdict::Failure { class, .. } if *class == c);
+    if failed_with(FailureClass::Infra) && run.log.contains(BAD_CREDENTIALS) {
+        Some(Signal::Revoked)
+    } else if failed_with(FailureClass::RateLimited) {
+        Some(Signal::RateLimited)
+    } else if run.log.contains(RATE_LIMIT_WAIT) {
+        Some(Signal::Waited)
+    } else {
+        None
     }
 }
 
@@ -257,6 +286,31 @@ mod tests {
         assert!(
             matches!(&crashed, Verdict::Failure { class: FailureClass::PodFailed, message, .. } if message.contains("exited 2"))
         );
+    }
+
+    #[test]
+    fn what_a_scan_says_about_its_credential() {
+        let signal = |exit, log: &str| {
+            let run = run(exit, log.to_owned());
+            quota_signal(&run, &interpret(&item(), &run))
+        };
+        let revoked =
+            "Error: RepoUnreachable: GET https://api.github.com/repos/o/n: 401 Bad credentials []";
+        assert_eq!(signal(1, revoked), Some(Signal::Revoked));
+        let r = run(1, revoked.to_owned());
+        assert_eq!(class(&interpret(&item(), &r)), FailureClass::Infra);
+        assert_eq!(
+            signal(0, "Skipping github.com/o/n: 403 API rate limit exceeded"),
+            Some(Signal::RateLimited)
+        );
+        let waited = format!(
+            "Rate limit exceeded. Waiting 41m2s to retry...\nRate limit exceeded. Retrying...\n{}",
+            fixture()
+        );
+        assert_eq!(signal(0, &waited), Some(Signal::Waited));
+        let r = run(0, waited);
+        assert!(matches!(interpret(&item(), &r), Verdict::Result(_)));
+        assert_eq!(signal(0, &fixture()), None);
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub struct VerbLabel {
     pub verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabel {
+    pub credential: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub in_flight: Gauge,
@@ -39,6 +44,11 @@ pub struct Metrics {
     pub ack_failures: Counter,
     pub fresh_attempts: Counter,
     pub jobs_kept: Counter,
+    /// Times a slot waited because no credential had room.
+    pub budget_waits: Counter,
+    pub budget_scans_per_window: Family<CredentialLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub scans_stalled: Family<CredentialLabel, Counter>,
+    pub credentials_revoked: Family<CredentialLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -64,6 +74,10 @@ impl Default for Metrics {
             ack_failures: Counter::default(),
             fresh_attempts: Counter::default(),
             jobs_kept: Counter::default(),
+            budget_waits: Counter::default(),
+            budget_scans_per_window: Family::default(),
+            scans_stalled: Family::default(),
+            credentials_revoked: Family::default(),
         }
     }
 }
@@ -142,6 +156,26 @@ impl Metrics {
             "handed_back",
             "Work items handed back because their outcome could not be recorded (NATS trouble)",
             m.handed_back.clone(),
+        );
+        r.register(
+            "budget_waits",
+            "Times a slot waited for a GitHub credential with room (no message is held meanwhile)",
+            m.budget_waits.clone(),
+        );
+        r.register(
+            "budget_scans_per_window",
+            "Scans per quota window each credential is allowed now (learned from rate limits)",
+            m.budget_scans_per_window.clone(),
+        );
+        r.register(
+            "scans_stalled",
+            "Scans that waited for a credential's quota to reset, by credential",
+            m.scans_stalled.clone(),
+        );
+        r.register(
+            "credentials_revoked",
+            "1 for a credential GitHub rejected (Bad credentials): out of the pool until replaced",
+            m.credentials_revoked.clone(),
         );
         r.register(
             "abandoned",

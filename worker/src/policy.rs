@@ -92,6 +92,7 @@ mod tests {
             memory_request: "1Gi".into(),
             memory_limit: "1Gi".into(),
             tmp_size_limit: "1Gi".into(),
+            checks: Vec::new(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! The Kubernetes runner. Per work item it makes four API requests (create, pod list, log get,
 //! delete) and waits through the process's one shared Job watch, by the Job's uid.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,7 +14,6 @@ use super::{RunResult, Runner};
 use crate::job::{self, CONTAINER, JobSettings};
 use crate::logs::Finished;
 use crate::metrics::Metrics;
-use crate::tokens::TokenPool;
 use crate::watch::{JobView, JobWatch};
 
 pub struct KubeRunner {
@@ -24,7 +22,6 @@ pub struct KubeRunner {
     /// The Job controller's events: why a Job's pod could not be created.
     pub events: Api<Event>,
     pub settings: JobSettings,
-    pub tokens: Arc<TokenPool>,
     pub watch: JobWatch,
     /// A pod not Ready this long after its Job was created is stuck (image pull,
     /// scheduling): an INFRA failure, with the reason Kubernetes gives.
@@ -49,7 +46,6 @@ impl KubeRunner {
     pub fn new(
         client: Client,
         settings: JobSettings,
-        tokens: Arc<TokenPool>,
         watch: JobWatch,
         pending_timeout: Duration,
         log_limit_bytes: i64,
@@ -60,7 +56,6 @@ impl KubeRunner {
             pods: Api::namespaced(client.clone(), &settings.namespace),
             events: Api::namespaced(client, &settings.namespace),
             settings,
-            tokens,
             watch,
             pending_timeout,
             log_limit_bytes,
@@ -77,8 +72,13 @@ impl KubeRunner {
     }
 
     /// Creates the Job, or finds the one a previous delivery created.
-    async fn create_or_adopt(&self, item: &WorkItem, name: &str) -> Result<Started, String> {
-        let job = job::build(item, &self.settings, &self.tokens.pick());
+    async fn create_or_adopt(
+        &self,
+        item: &WorkItem,
+        name: &str,
+        credential: &str,
+    ) -> Result<Started, String> {
+        let job = job::build(item, &self.settings, credential);
         match self
             .api("create", self.jobs.create(&PostParams::default(), &job))
             .await
@@ -348,13 +348,16 @@ const DISCARD_WAIT: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
 impl Runner for KubeRunner {
-    async fn run(&self, item: &WorkItem) -> RunResult {
+    async fn run(&self, item: &WorkItem, credential: Option<&str>) -> RunResult {
         let name = job::job_name(&item.id);
         let infra = |message: String| RunResult::Infra {
             message,
             job_name: name.clone(),
         };
-        let started = match self.create_or_adopt(item, &name).await {
+        let Some(credential) = credential else {
+            return infra("no GitHub credential was given for the scan".into());
+        };
+        let started = match self.create_or_adopt(item, &name, credential).await {
             Ok(started) => started,
             Err(message) => return infra(message),
         };
@@ -415,10 +418,6 @@ impl Runner for KubeRunner {
             adopted: true,
             ended_before: true,
         })
-    }
-
-    fn rate_limited(&self, token_key: &str) {
-        self.tokens.cool(token_key);
     }
 }
 

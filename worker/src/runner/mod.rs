@@ -24,9 +24,10 @@ pub enum RunResult {
 
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
-    /// Starts the scan (or re-attaches to the one a previous delivery started) and waits for
-    /// its end. Dropping the future leaves the scan running: the next delivery adopts it.
-    async fn run(&self, item: &WorkItem) -> RunResult;
+    /// Starts the scan with `credential` (a key of the credential pool; the process runner
+    /// uses its own token) or re-attaches to the one a previous delivery started, and waits
+    /// for its end. Dropping the future leaves the scan running: the next delivery adopts it.
+    async fn run(&self, item: &WorkItem, credential: Option<&str>) -> RunResult;
 
     /// Removes what the scan left behind, once its outcome is durable (published) or the item
     /// is handed back for a fresh try. A failure is logged: the Job's TTL is the backstop.
@@ -44,7 +45,4 @@ pub trait Runner: Send + Sync {
     async fn ended(&self, _item: &WorkItem) -> Option<RunResult> {
         None
     }
-
-    /// A scan met GitHub's rate limit with this token: rest it.
-    fn rate_limited(&self, _token_key: &str) {}
 }

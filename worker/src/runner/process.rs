@@ -22,6 +22,8 @@ pub struct ProcessRunner {
     pub token: Option<Secret>,
     /// Most bytes kept of each output stream (the end is what matters).
     pub log_limit_bytes: usize,
+    /// scorecard's `--checks=` (all when empty).
+    pub checks: Vec<String>,
 }
 
 async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
@@ -44,10 +46,10 @@ async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
 
 #[async_trait::async_trait]
 impl Runner for ProcessRunner {
-    async fn run(&self, item: &WorkItem) -> RunResult {
+    async fn run(&self, item: &WorkItem, _credential: Option<&str>) -> RunResult {
         let started = Utc::now();
         let mut cmd = Command::new(&self.binary);
-        cmd.args(scorecard_args(item))
+        cmd.args(scorecard_args(item, &self.checks))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,251 @@
+//! The fleet-wide GitHub budget on the local stack, with the real worker binaries as processes:
+//! replicas together keep to a credential's budget, a credential GitHub rejects leaves the
+//! pool for every replica, and a spent pool holds no message while a person's request still
+//! starts at once.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_SCHEDULED};
+use fleet_tests::fleet::{FAST, Fleet, SETTLE, check_invariant, settle, sim_ok, wait_scored};
+use fleet_tests::stack;
+use sqlx::PgPool;
+
+async fn fleet(pool: &PgPool, env: &[(&str, &str)]) -> (jetstream::Context, Topology, Fleet) {
+    let topology = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("budget"),
+        work_max_deliver: 5,
+        work_ack_wait_secs: 30,
+        ..Default::default()
+    })
+    .unwrap();
+    let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
+    topology.ensure(&js).await.unwrap();
+    let env: Vec<(&str, &str)> = FAST.iter().chain(env).copied().collect();
+    let fleet = Fleet::prepare(
+        &stack::database_url_of(pool),
+        &stack::nats_url(),
+        topology.clone(),
+        &env,
+    )
+    .await;
+    (js, topology, fleet)
+}
+
+/// The most scan starts of `credential` within any `window`.
+fn most_in_any_window(starts: &[(String, Instant)], credential: &str, window: Duration) -> usize {
+    let times: Vec<Instant> = starts
+        .iter()
+        .filter(|(c, _)| c == credential)
+        .map(|(_, t)| *t)
+        .collect();
+    times
+        .iter()
+        .map(|&from| {
+            times
+                .iter()
+                .filter(|&&t| t >= from && t < from + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_workers_together_never_start_more_than_a_credentials_budget(pool: PgPool) {
+    // 700 calls per 10 s window at 70 a scan: 10 scans a window, one a second.
+    let (js, topo, mut fleet) = fleet(
+        &pool,
+        &[
+            ("GITHUB_TOKEN_CALLS_PER_WINDOW", "700"),
+            ("GITHUB_WINDOW_SECS", "10"),
+            ("SCAN_COST_CALLS", "70"),
+        ],
+    )
+    .await;
+    fleet.import(&sim_ok(30));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("worker-2", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    settle(&pool, &js, &topo, SETTLE).await;
+    let w1 = fleet.metrics("worker-1").await;
+    let waits: f64 = w1
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("budget_waits_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(waits > 0.0, "worker-1 never waited for the budget: {w1}");
+    fleet.stop_all().await;
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert_eq!(out.scored.len(), 30);
+
+    let starts = fleet.sim.starts();
+    assert!(starts.iter().all(|(c, _)| c == "token-0"), "{starts:?}");
+    // Ten a window, and one more where a window's edges meet two paced starts; a pod's start
+    // is seen a moment after its Job's, which shifts a start by far less than a second.
+    let most = most_in_any_window(&starts, "token-0", Duration::from_secs(10));
+    assert!(
+        most <= 11,
+        "{most} scans started within 10 s on a budget of 10"
+    );
+    let span = starts.last().unwrap().1 - starts.first().unwrap().1;
+    assert!(
+        span >= Duration::from_secs(26),
+        "30 scans at one a second started within {span:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_revoked_credential_leaves_the_pool_of_every_worker_with_an_alert(pool: PgPool) {
+    // One scan at a time, so the first rejection is learned before the next scan starts.
+    let (js, topo, mut fleet) = fleet(
+        &pool,
+        &[
+            ("TOKEN_KEYS", "token-0,token-1"),
+            ("WORKER_MAX_IN_FLIGHT", "1"),
+            ("WORKER_MANUAL_IN_FLIGHT", "0"),
+        ],
+    )
+    .await;
+    fleet.sim.revoke("token-1");
+    fleet.import(&sim_ok(12));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+    settle(&pool, &js, &topo, SETTLE).await;
+
+    let on = |fleet: &Fleet, credential: &str| {
+        fleet
+            .sim
+            .starts()
+            .iter()
+            .filter(|(c, _)| c == credential)
+            .count()
+    };
+    assert_eq!(
+        on(&fleet, "token-1"),
+        1,
+        "the revoked token ran one scan, then none"
+    );
+    let metrics = fleet.metrics("worker-1").await;
+    assert!(
+        metrics.lines().any(|l| l.contains("credentials_revoked")
+            && l.contains("token-1")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let log = fleet.log("worker-1");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("token-1") && l.contains("Bad credentials")),
+        "{log}"
+    );
+    let budget = js.get_key_value(topo.budget_bucket()).await.unwrap();
+    let entry = budget.get("token-1").await.unwrap().expect("an entry");
+    assert!(
+        String::from_utf8_lossy(&entry).contains("Bad credentials"),
+        "{entry:?}"
+    );
+
+    // A replica started later knows it too: its scans go to token-0 only.
+    fleet.terminate("worker-1").await;
+    fleet.start("worker-2", "worker", &[]);
+    js.publish(
+        topo.manual_subject(),
+        r#"{"repo":"github.com/sim-ok/after-restart"}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_scored(&pool, 13).await;
+    assert_eq!(on(&fleet, "token-1"), 1);
+    assert_eq!(
+        on(&fleet, "token-0"),
+        13,
+        "12 scheduled, the one token-1 failed, one by hand"
+    );
+    let log = fleet.log("worker-2");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("token-1")),
+        "{log}"
+    );
+    settle(&pool, &js, &topo, SETTLE).await;
+    fleet.stop_all().await;
+    let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_spent_pool_holds_no_message_and_a_persons_request_still_starts_at_once(pool: PgPool) {
+    // 420 calls a minute at 70 a scan: six scans a minute, one every 10 s.
+    let (js, topo, mut fleet) = fleet(
+        &pool,
+        &[
+            ("GITHUB_TOKEN_CALLS_PER_WINDOW", "420"),
+            ("GITHUB_WINDOW_SECS", "60"),
+            ("SCAN_COST_CALLS", "70"),
+        ],
+    )
+    .await;
+    fleet.import(&sim_ok(20));
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("worker-2", "worker", &[]);
+    fleet.start("producer", "producer", &["run"]);
+
+    let mut scheduled: jetstream::consumer::PullConsumer = js
+        .get_stream(topo.work_stream())
+        .await
+        .unwrap()
+        .get_consumer(WORKER_SCHEDULED)
+        .await
+        .unwrap();
+    let watched = Instant::now();
+    let mut most_held = 0;
+    let mut pending = 0;
+    while watched.elapsed() < Duration::from_secs(25) {
+        let info = scheduled.info().await.unwrap();
+        most_held = most_held.max(info.num_ack_pending);
+        pending = info.num_pending;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // One scan a slot, and a slot's scan ends in a second or two: never more than two
+    // messages held, while 100 slots of two workers stand idle.
+    assert!(most_held <= 2, "{most_held} messages held by a spent pool");
+    assert!(pending >= 15, "only {pending} of 20 items still queued");
+
+    let asked = Instant::now();
+    js.publish(
+        topo.manual_subject(),
+        r#"{"repo":"github.com/sim-ok/by-hand"}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let by_hand = async {
+        loop {
+            let scored: Option<i64> = sqlx::query_scalar(
+                "SELECT count(*) FROM scores s JOIN repos r ON r.id = s.repo_id
+                 WHERE r.owner = 'sim-ok' AND r.name = 'by-hand'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if scored.unwrap_or(0) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(8), by_hand)
+        .await
+        .expect("the request was scored within 8 s, ahead of the paced scheduled work");
+    eprintln!("request scored {:?} after it was asked", asked.elapsed());
+    let still = scheduled.info().await.unwrap().num_pending;
+    assert!(still >= 10, "scheduled work was not behind: {still} left");
+    fleet.stop_all().await;
+}
