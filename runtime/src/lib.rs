@@ -1,5 +1,6 @@
 //! What every scorecard-fleet service runs on; each binary's `main` is a few calls into here.
 //!
+//! - [`budget`]: a GitHub credential's shared budget: its record and the rules that pace and learn it.
 //! - [`config`]: the clap pieces every binary shares (NATS, database, logs, HTTP) and [`config::Secret`].
 //! - [`telemetry`]: `tracing` set-up, plain or JSON.
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal aborts.
@@ -14,6 +15,7 @@
 //! - [`retry`]: waiting for a dependency at start-up without a crash loop.
 //! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
 
+pub mod budget;
 pub mod config;
 pub mod db;
 pub mod dead;

@@ -34,13 +34,16 @@ pub enum Command {
         schedule: ScheduleArgs,
     },
     /// Capacity planning: GitHub tokens, scans in flight and worker replicas needed to score
-    /// every enabled repository once per interval.
+    /// every enabled repository once per interval, and when the whole database will be
+    /// fresh at today's rate. Reads the workers' credential budget from NATS when it can.
     Plan {
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
         schedule: ScheduleArgs,
-        /// GitHub API calls one scan costs.
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// GitHub API calls one scan costs, when the workers' budget has no measured figure.
         #[arg(long, default_value_t = 70.0)]
         calls_per_scan: f64,
         /// A token's hourly API quota.

@@ -27,24 +27,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Plan {
             db,
             schedule,
+            nats,
             calls_per_scan,
             calls_per_token_hour,
             scan_minutes,
             in_flight_per_worker,
         } => {
-            let pool = fleet_runtime::db::connect_once(&db).await?;
-            fleet_runtime::db::check_schema(&pool).await?;
-            let repos = sink::report::enabled_repos(&pool).await?;
-            let inputs = sink::plan::Inputs {
-                repos: u64::try_from(repos).unwrap_or(0),
-                interval_days: schedule.interval_days,
+            let flags = sink::plan::Flags {
                 calls_per_scan,
                 calls_per_token_hour,
                 scan_minutes,
+                in_flight_per_worker,
             };
             print!(
                 "{}",
-                sink::plan::render(&inputs, &sink::plan::plan(&inputs), in_flight_per_worker)
+                sink::plan::command(&db, &schedule, &nats, flags).await?
             );
             Ok(())
         }

@@ -87,18 +87,6 @@ struct ScoreRow {
     work_id: String,
 }
 
-/// How many repositories are scheduled, for `sink plan`.
-pub async fn enabled_repos(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    // In a transaction and unnamed: one server behind a transaction pooler (see `db`).
-    let mut tx = pool.begin().await?;
-    let n = sqlx::query_scalar("SELECT count(*) FROM repos WHERE enabled")
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
 /// `sink show REPO`: everything the database knows about one repository, as text.
 pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
     let key = repo.key();

@@ -3,6 +3,7 @@
 //! pool for every replica, and a spent pool holds no message while a person's request still
 //! starts at once.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -176,6 +177,30 @@ async fn a_revoked_credential_leaves_the_pool_of_every_worker_with_an_alert(pool
     fleet.stop_all().await;
     let out = check_invariant(&pool, &js, &topo, &fleet.sim).await;
     assert!(out.failed.is_empty(), "{:?}", out.failed);
+
+    // `sink plan` plans with the pool the workers know.
+    let plan = Command::new(stack::workspace_binary("sink"))
+        .arg("plan")
+        .env("DATABASE_URL", stack::database_url_of(&pool))
+        .env("NATS_URL", stack::nats_url())
+        .env("NATS_PREFIX", &topo.args().nats_prefix)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        text.contains("1 in the pool, 1 rejected by GitHub (token-1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("13 scores in the last 24 hours; 13 of 13"),
+        "{text}"
+    );
+    assert!(text.contains("all fresh             now"), "{text}");
 }
 
 #[sqlx::test(migrations = false)]

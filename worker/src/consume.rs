@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::budget::{self, Lease, Pool, Signal};
+use crate::budget::{Lease, Pool};
 use crate::intake;
 use crate::logs::{self, Verdict};
 use crate::metrics::{ClassLabel, Metrics};
 use crate::outcome::{self, Ack, Cleanup, Outcome};
 use crate::runner::{RunResult, Runner};
 use crate::scans::{AfterDone, Decision, Register};
+use fleet_runtime::budget::{self, Signal};
 
 /// An ack the server confirms. async-nats' `double_ack` takes any reply for a confirmation,
 /// "no responders" (the consumer is gone) included; a request does not.

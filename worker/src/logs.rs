@@ -11,7 +11,7 @@ use fleet_proto::RepoName;
 use fleet_proto::scorecard::{RunInfo, parse_result};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkItem};
 
-use crate::budget::Signal;
+use fleet_runtime::budget::Signal;
 
 /// GitHub's answer to a revoked or invalid credential (HTTP 401).
 pub const BAD_CREDENTIALS: &str = "Bad credentials";

@@ -1,0 +1,262 @@
+//! GitHub's quota as the limit: 3 worker replicas and 4 credentials score 2,000 real
+//! repositories against the stand-in's quota (5,000 calls per credential per accelerated hour
+//! of 60 s, scans drawing ~70 calls from a realistic spread, a scan past the quota waiting for
+//! the reset as scorecard does). The fleet-wide budget against today's round-robin with a
+//! cooldown (`CREDENTIAL_BUDGET=off`), in the same run: scans per credential-window against
+//! the physical limit (calls per window ÷ mean calls per scan), stalled scans, TIMEOUTs, and
+//! the wall time until every repository has a score or a final failure.
+//!
+//! Run with `dev/bench`, or `cargo build --release --workspace --bins && cargo bench -p
+//! fleet-tests --bench quota` once `dev/stack up` is up (~20 min). `QUOTA_ITEMS=` changes the
+//! repository count. Prints a table and writes `target/bench-quota.json`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use fleet_runtime::topology::TopologyArgs;
+use fleet_tests::fleet::{Fleet, settle};
+use fleet_tests::report::{self, Better, Row, number};
+use fleet_tests::results::repo_list;
+use fleet_tests::scratch::{Scratch, Stack};
+use fleet_tests::sim::{Quota, Window};
+use fleet_tests::stack;
+use producer::import;
+
+const WORKERS: usize = 3;
+const QUOTA: Quota = Quota {
+    calls_per_window: 5_000,
+    window: Duration::from_secs(60),
+};
+/// A fleet that has not finished by then is stuck.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+
+/// Both runs: four credentials, the quota's window as GitHub's hour, scans given one window
+/// (as production gives them an hour), transient failures retried.
+const COMMON: [(&str, &str); 11] = [
+    ("TOKEN_KEYS", "token-0,token-1,token-2,token-3"),
+    ("GITHUB_TOKEN_CALLS_PER_WINDOW", "5000"),
+    ("GITHUB_WINDOW_SECS", "60"),
+    ("SCAN_COST_CALLS", "70"),
+    ("TOKEN_COOLDOWN_SECS", "15"),
+    ("JOB_DEADLINE_SECS", "60"),
+    ("WORKER_MAX_IN_FLIGHT", "50"),
+    ("PRODUCER_BACKOFF_CAP_SECS", "1"),
+    ("SINK_BATCH_WAIT_MS", "200"),
+    ("WORKER_POLL_MS", "200"),
+    ("LOG", "warn"),
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let stack = Stack::connect().await?;
+    let machine = report::host();
+    println!("# scorecard-fleet quota bench\n");
+    for (k, v) in &machine {
+        println!("- {k}: {v}");
+    }
+    println!();
+    let items: usize = std::env::var("QUOTA_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let repos: Vec<_> = repo_list().into_iter().take(items).collect();
+    ensure!(
+        repos.len() == items,
+        "the fixture list has {} repositories",
+        repos.len()
+    );
+
+    let baseline = run(&stack, "quota-rr", &repos, "off").await?;
+    eprintln!("round-robin: {}", baseline.text());
+    let budget = run(&stack, "quota", &repos, "fleet").await?;
+    eprintln!("budget: {}", budget.text());
+
+    let what = |m: &str| {
+        format!(
+            "{m}: {WORKERS} workers, 4 credentials, {} real repositories, {} calls per \
+             credential per {} s window",
+            number(items as f64),
+            number(f64::from(QUOTA.calls_per_window)),
+            QUOTA.window.as_secs()
+        )
+    };
+    let how = "today's round-robin with a cooldown after a rate limit, the same run".to_owned();
+    let rows = vec![
+        Row {
+            what: what("scans per credential-window, share of the physical limit"),
+            unit: "%",
+            value: budget.efficiency() * 100.0,
+            baseline: baseline.efficiency() * 100.0,
+            baseline_how: how.clone(),
+            better: Better::Higher,
+            target: Some(90.0),
+            notes: format!(
+                "budget: {}; round-robin: {}",
+                budget.text(),
+                baseline.text()
+            ),
+        },
+        Row {
+            what: what("scans that waited for a quota reset"),
+            unit: "%",
+            value: budget.stalled_share() * 100.0,
+            baseline: baseline.stalled_share() * 100.0,
+            baseline_how: how.clone(),
+            better: Better::Lower,
+            target: Some(1.0),
+            notes: String::new(),
+        },
+        Row {
+            what: what("TIMEOUTs (scans past their deadline, retried or final)"),
+            unit: "scans",
+            value: budget.timeouts,
+            baseline: baseline.timeouts,
+            baseline_how: how.clone(),
+            better: Better::Lower,
+            target: None,
+            notes: String::new(),
+        },
+        Row {
+            what: what("wall time until every repository has a score or a final failure"),
+            unit: "s",
+            value: budget.took.as_secs_f64(),
+            baseline: baseline.took.as_secs_f64(),
+            baseline_how: how,
+            better: Better::Lower,
+            target: None,
+            notes: String::new(),
+        },
+    ];
+    let took = started.elapsed();
+    println!("{}", report::markdown(&rows));
+    for r in &rows {
+        if !r.notes.is_empty() {
+            println!("- {}: {}", r.what, r.notes);
+        }
+    }
+    let path = report::write_json("quota", &machine, &rows, serde_json::json!({}), took)?;
+    println!(
+        "\nwhole bench: {:.0} s; written to {}",
+        took.as_secs_f64(),
+        path.display()
+    );
+    Ok(())
+}
+
+struct Run {
+    windows: Vec<Window>,
+    scans: u64,
+    stalled: u64,
+    timeouts: f64,
+    took: Duration,
+}
+
+impl Run {
+    /// Windows in which the credential had work all along: each credential's last one ends
+    /// when the work did.
+    fn full_windows(&self) -> Vec<&Window> {
+        let mut full = Vec::new();
+        for (i, w) in self.windows.iter().enumerate() {
+            let last = self
+                .windows
+                .get(i + 1)
+                .is_none_or(|next| next.credential != w.credential);
+            if !last {
+                full.push(w);
+            }
+        }
+        full
+    }
+
+    /// Mean scans per full credential-window over the physical limit.
+    fn efficiency(&self) -> f64 {
+        let full = self.full_windows();
+        let calls: u64 = self.windows.iter().map(|w| u64::from(w.calls)).sum();
+        let scans: u64 = self.windows.iter().map(|w| u64::from(w.scans)).sum();
+        if full.is_empty() || scans == 0 {
+            return 0.0;
+        }
+        let per_scan = calls as f64 / scans as f64;
+        let limit = f64::from(QUOTA.calls_per_window) / per_scan;
+        let mean = full.iter().map(|w| f64::from(w.scans)).sum::<f64>() / full.len() as f64;
+        mean / limit
+    }
+
+    fn stalled_share(&self) -> f64 {
+        self.stalled as f64 / self.scans.max(1) as f64
+    }
+
+    fn text(&self) -> String {
+        let full = self.full_windows();
+        format!(
+            "{} scans in {:.0} s, {} full credential-windows at {:.1}% of the limit, {} stalled, {} TIMEOUTs",
+            self.scans,
+            self.took.as_secs_f64(),
+            full.len(),
+            self.efficiency() * 100.0,
+            self.stalled,
+            self.timeouts
+        )
+    }
+}
+
+/// Sum of a counter's series whose labels contain `label`.
+fn counter(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn run(
+    stack: &Stack,
+    label: &str,
+    repos: &[fleet_proto::RepoName],
+    budget: &str,
+) -> anyhow::Result<Run> {
+    let args = TopologyArgs {
+        work_max_deliver: 5,
+        work_ack_wait_secs: 60,
+        ..Default::default()
+    };
+    stack
+        .scratch_with(label, args, async |s: &Scratch| {
+            import::write(&s.pool, repos).await?;
+            let db = s.opts.get_database().unwrap_or_default().to_owned();
+            let mut env: Vec<(&str, &str)> = COMMON.to_vec();
+            env.push(("CREDENTIAL_BUDGET", budget));
+            let mut fleet = Fleet::prepare(
+                &stack::database_url_for(&db),
+                &stack::nats_url(),
+                s.topology.clone(),
+                &env,
+            )
+            .await;
+            fleet.sim.limit(QUOTA);
+            let started = Instant::now();
+            fleet.start("sink", "sink", &["run"]);
+            for i in 1..=WORKERS {
+                fleet.start(&format!("worker-{i}"), "worker", &[]);
+            }
+            fleet.start("producer", "producer", &["run"]);
+            settle(&s.pool, &s.js, &s.topology, SETTLE_TIMEOUT).await;
+            let took = started.elapsed();
+            let mut timeouts = 0.0;
+            for i in 1..=WORKERS {
+                let m = fleet.metrics(&format!("worker-{i}")).await;
+                timeouts += counter(&m, "worker_retried", "class=\"TIMEOUT\"")
+                    + counter(&m, "worker_failed", "class=\"TIMEOUT\"");
+            }
+            fleet.stop_all().await;
+            Ok(Run {
+                windows: fleet.sim.windows(),
+                scans: fleet.sim.starts().len() as u64,
+                stalled: fleet.sim.stalled(),
+                timeouts,
+                took,
+            })
+        })
+        .await
+}
