@@ -167,7 +167,15 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let topology = Topology::new(args.nats.topology.clone())?;
     topology.ensure_until_ready(&js, &shutdown).await?;
     let consumer_config = topology.sink_consumer(&args.consumer);
-    topology::ensure_consumer(&js, &topology.results_stream(), consumer_config).await?;
+    // A just-formed cluster may time out on it as on the streams: the same patience.
+    let results_stream = topology.results_stream();
+    fleet_runtime::retry::while_transient(
+        "the sink's consumer",
+        &shutdown,
+        || topology::ensure_consumer(&js, &results_stream, consumer_config.clone()),
+        topology::TopologyError::is_transient,
+    )
+    .await?;
     let consumer = js
         .get_stream(topology.results_stream())
         .await

@@ -20,6 +20,25 @@ use crate::tokens::TokenPool;
 const RECHECK: Duration = Duration::from_secs(5);
 /// Compare-and-set attempts before a take starts over from fresh reads.
 const CAS_ATTEMPTS: usize = 8;
+/// How long a take whose every write lost to other replicas waits before it tries again.
+const CONTENDED_PAUSE: Duration = Duration::from_millis(5);
+
+/// Why a change to a credential's record was not written.
+#[derive(Debug)]
+enum Unwritten {
+    Nats(String),
+    /// Other replicas wrote first, every time.
+    Contended,
+}
+
+impl std::fmt::Display for Unwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unwritten::Nats(e) => f.write_str(e),
+            Unwritten::Contended => f.write_str("other replicas kept changing it"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -174,24 +193,27 @@ impl Budget {
         }
     }
 
-    /// Applies `change` to `key`'s entry with compare-and-set; what `change` returned, or an
-    /// error once NATS keeps failing or other replicas keep winning.
+    /// Applies `change` to `key`'s entry with compare-and-set; what `change` returned, or why
+    /// not: NATS failed, or other replicas kept writing first.
     async fn update<T>(
         &self,
         key: &str,
         mut change: impl FnMut(&mut Allowance, i64) -> T,
-    ) -> Result<T, String> {
+    ) -> Result<T, Unwritten> {
         for _ in 0..CAS_ATTEMPTS {
-            let (mut allowance, revision) = self.read(key).await?;
+            let (mut allowance, revision) = self.read(key).await.map_err(Unwritten::Nats)?;
             let before = allowance.clone();
             let out = change(&mut allowance, now_ms());
-            if allowance == before || self.write(key, &allowance, revision).await? {
+            if allowance == before
+                || self
+                    .write(key, &allowance, revision)
+                    .await
+                    .map_err(Unwritten::Nats)?
+            {
                 return Ok(out);
             }
         }
-        Err(format!(
-            "the budget of {key} kept changing under {CAS_ATTEMPTS} attempts"
-        ))
+        Err(Unwritten::Contended)
     }
 
     async fn take(&self, lane: Lane, shutdown: &CancellationToken) -> Option<String> {
@@ -238,10 +260,12 @@ impl Budget {
                 Ok(Ok(())) => return Ok(key.clone()),
                 Ok(Err(Some(wait))) => soonest = soonest.min(wait),
                 Ok(Err(None)) => {}
-                Err(e) => tracing::warn!(error = %e, "budget unwritable"),
+                // Busy, not spent: look again at once.
+                Err(Unwritten::Contended) => soonest = soonest.min(CONTENDED_PAUSE),
+                Err(Unwritten::Nats(e)) => tracing::warn!(error = %e, "budget unwritable"),
             }
         }
-        Err(soonest.max(Duration::from_millis(10)))
+        Err(soonest.max(Duration::from_millis(1)))
     }
 
     async fn give_back(&self, key: &str) {

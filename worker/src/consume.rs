@@ -413,8 +413,10 @@ impl Worker {
         let started = Instant::now();
         let credential = lease.key.as_deref();
         let mut scanned = self.scan(message, &item, credential, abandon).await;
-        if let Some(RunResult::Finished { adopted: true, .. }) = &scanned {
-            // The Job an earlier delivery started spent its own credential's slot.
+        if let Some(RunResult::Finished { adopted: true, .. } | RunResult::Infra { .. }) = &scanned
+        {
+            // The Job an earlier delivery started spent its own credential's slot; a scan the
+            // cluster could not run spent none.
             self.pool.give_back(lease).await;
         }
         if let Some(RunResult::Finished {

@@ -132,7 +132,13 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             Pool::RoundRobin(TokenPool::new(cli.token_keys()?, cli.cooldown()))
         }
         (RunnerKind::Kubernetes, BudgetKind::Fleet) => {
-            let store = topology.ensure_budget_bucket(&js).await?;
+            let store = fleet_runtime::retry::while_transient(
+                "the credential budget bucket",
+                &shutdown,
+                || topology.ensure_budget_bucket(&js),
+                fleet_runtime::topology::TopologyError::is_transient,
+            )
+            .await?;
             let budget = Budget::new(
                 store,
                 cli.token_keys()?,

@@ -1,7 +1,8 @@
-//! The GitHub credential pool: keys of the token Secret and App installations (as
-//! [`crate::job::Credential`] keys), handed out round-robin; a credential whose scan hit a
-//! rate limit cools down before it is handed out again. The view is per worker process: each
-//! replica learns of a rate limit when one of its own scans meets it.
+//! Round-robin over the credential keys (tokens and App installations, as
+//! [`crate::job::Credential`] keys); a credential whose scan hit a rate limit cools down
+//! before it is handed out again. The view is per worker process: each replica learns of a
+//! rate limit only when one of its own scans meets it. `CREDENTIAL_BUDGET=off`, the budget's
+//! baseline (see [`crate::budget`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
