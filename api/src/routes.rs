@@ -538,32 +538,11 @@ pub struct RankQuery {
     after: Option<String>,
 }
 
-/// scorecard's check names, so `/checks/code-review` finds `Code-Review`.
-const CHECKS: &[&str] = &[
-    "Binary-Artifacts",
-    "Branch-Protection",
-    "CI-Tests",
-    "CII-Best-Practices",
-    "Code-Review",
-    "Contributors",
-    "Dangerous-Workflow",
-    "Dependency-Update-Tool",
-    "Fuzzing",
-    "License",
-    "Maintained",
-    "Packaging",
-    "Pinned-Dependencies",
-    "SAST",
-    "SBOM",
-    "Security-Policy",
-    "Signed-Releases",
-    "Token-Permissions",
-    "Vulnerabilities",
-    "Webhooks",
-];
-
 fn check_name(name: &str) -> Result<String, Failure> {
-    if let Some(known) = CHECKS.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+    if let Some(known) = fleet_proto::scorecard::CHECKS
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(name))
+    {
         return Ok((*known).to_owned());
     }
     if name.is_empty()

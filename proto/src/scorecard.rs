@@ -6,6 +6,30 @@ use serde::Deserialize;
 use crate::v1::{Check, ScoreResult};
 use crate::{RepoName, timestamp};
 
+/// scorecard's checks (v5): the names `--checks=` takes and results carry.
+pub const CHECKS: &[&str] = &[
+    "Binary-Artifacts",
+    "Branch-Protection",
+    "CI-Tests",
+    "CII-Best-Practices",
+    "Code-Review",
+    "Contributors",
+    "Dangerous-Workflow",
+    "Dependency-Update-Tool",
+    "Fuzzing",
+    "License",
+    "Maintained",
+    "Packaging",
+    "Pinned-Dependencies",
+    "SAST",
+    "SBOM",
+    "Security-Policy",
+    "Signed-Releases",
+    "Token-Permissions",
+    "Vulnerabilities",
+    "Webhooks",
+];
+
 /// What a finished run tells about itself besides its JSON; the runner fills this in.
 #[derive(Debug, Clone, Default)]
 pub struct RunInfo {

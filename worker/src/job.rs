@@ -102,39 +102,16 @@ fn work_id_label(work_id: &str) -> String {
     }
 }
 
-/// scorecard's checks (v5), the names `--checks=` takes.
-pub const CHECKS: [&str; 20] = [
-    "Binary-Artifacts",
-    "Branch-Protection",
-    "CI-Tests",
-    "CII-Best-Practices",
-    "Code-Review",
-    "Contributors",
-    "Dangerous-Workflow",
-    "Dependency-Update-Tool",
-    "Fuzzing",
-    "License",
-    "Maintained",
-    "Packaging",
-    "Pinned-Dependencies",
-    "SAST",
-    "SBOM",
-    "Security-Policy",
-    "Signed-Releases",
-    "Token-Permissions",
-    "Vulnerabilities",
-    "Webhooks",
-];
-
 /// `checks` if each is one of scorecard's; otherwise which is not, for a person.
 pub fn check_names(checks: &[String]) -> Result<(), String> {
-    match checks
-        .iter()
-        .find(|c| !CHECKS.iter().any(|k| k.eq_ignore_ascii_case(c)))
-    {
+    match checks.iter().find(|c| {
+        !fleet_proto::scorecard::CHECKS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(c))
+    }) {
         Some(unknown) => Err(format!(
             "SCORECARD_CHECKS: {unknown:?} is not a scorecard check; the checks are {}",
-            CHECKS.join(", ")
+            fleet_proto::scorecard::CHECKS.join(", ")
         )),
         None => Ok(()),
     }
