@@ -142,18 +142,24 @@ impl Allowance {
             Lane::Scheduled => 0,
             Lane::Manual => (pace.window_ms as f64 * MANUAL_RESERVE) as i64,
         };
-        let ahead = self.next_ms - now_ms - tolerance;
+        let ahead = self
+            .next_ms
+            .saturating_sub(now_ms)
+            .saturating_sub(tolerance);
         if ahead > 0 {
             return Err(Some(std::time::Duration::from_millis(ahead.unsigned_abs())));
         }
-        self.next_ms = self.next_ms.max(now_ms) + self.interval_ms(pace);
+        self.next_ms = self
+            .next_ms
+            .max(now_ms)
+            .saturating_add(self.interval_ms(pace));
         self.started += 1;
         Ok(())
     }
 
     /// Gives back a scan taken but not started (its message needed no scan).
     pub fn give_back(&mut self, pace: &Pace) {
-        self.next_ms -= self.interval_ms(pace);
+        self.next_ms = self.next_ms.saturating_sub(self.interval_ms(pace));
         self.started = self.started.saturating_sub(1);
     }
 
@@ -170,7 +176,9 @@ impl Allowance {
                     self.limited = true;
                 }
                 if signal == Signal::RateLimited {
-                    self.next_ms = self.next_ms.max(now_ms + pace.rest_after_limit_ms);
+                    self.next_ms = self
+                        .next_ms
+                        .max(now_ms.saturating_add(pace.rest_after_limit_ms));
                 }
             }
         }

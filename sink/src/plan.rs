@@ -48,8 +48,8 @@ pub struct Pool {
     /// Credentials in the pool, and the ones GitHub rejected.
     pub active: Vec<String>,
     pub revoked: Vec<String>,
-    /// Mean learned calls per scan over the active credentials.
-    pub calls_per_scan: f64,
+    /// Mean learned calls per scan over the active credentials; none without one.
+    pub calls_per_scan: Option<f64>,
     /// Scans an hour the active credentials allow together now.
     pub scans_per_hour: f64,
 }
@@ -61,9 +61,10 @@ impl Pool {
         if active.is_empty() && revoked.is_empty() {
             return None;
         }
-        let n = active.len().max(1) as f64;
+        let n = active.len() as f64;
         Some(Self {
-            calls_per_scan: active.iter().map(|(_, a)| a.calls_per_scan()).sum::<f64>() / n,
+            calls_per_scan: (!active.is_empty())
+                .then(|| active.iter().map(|(_, a)| a.calls_per_scan()).sum::<f64>() / n),
             scans_per_hour: active
                 .iter()
                 .map(|(_, a)| a.scans_per_window * 3600.0 / a.window_secs.max(1) as f64)
@@ -239,7 +240,8 @@ pub async fn command(
         interval_days: schedule.interval_days,
         calls_per_scan: pool
             .as_ref()
-            .map_or(flags.calls_per_scan, |p| p.calls_per_scan),
+            .and_then(|p| p.calls_per_scan)
+            .unwrap_or(flags.calls_per_scan),
         calls_per_token_hour: flags.calls_per_token_hour,
         scan_minutes: flags.scan_minutes,
     };
@@ -342,9 +344,13 @@ mod tests {
         assert_eq!(pool.active, ["app:7", "token-0"]);
         assert_eq!(pool.revoked, ["token-1"]);
         // 100 and 80 calls a scan; 112.5 scans an hour together.
-        assert!((pool.calls_per_scan - 90.0).abs() < 1e-9);
+        assert!((pool.calls_per_scan.unwrap() - 90.0).abs() < 1e-9);
         assert!((pool.scans_per_hour - 112.5).abs() < 1e-9);
         assert_eq!(Pool::of(&[]), None);
+        // With every credential rejected nothing was learned: the flag's estimate stands.
+        let all_revoked = Pool::of(&entries[2..]).unwrap();
+        assert_eq!(all_revoked.calls_per_scan, None);
+        assert_eq!(all_revoked.scans_per_hour, 0.0);
     }
 
     #[test]

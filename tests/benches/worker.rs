@@ -432,18 +432,19 @@ struct PerJobWatchRunner {
 impl PerJobWatchRunner {
     async fn run_item(&self, item: &WorkItem) -> RunResult {
         let name = job::job_name(&item.id);
-        let infra = |message: String| RunResult::Infra {
+        let infra = |message: String, created: bool| RunResult::Infra {
             message,
             job_name: name.clone(),
+            created,
         };
         self.metrics.kube("create");
         let job = job::build(item, &self.settings, TOKEN_KEY);
         if let Err(e) = self.jobs.create(&PostParams::default(), &job).await {
-            return infra(format!("creating Job {name}: {e}"));
+            return infra(format!("creating Job {name}: {e}"), false);
         }
         let view = match self.wait(&name).await {
             Ok(view) => view,
-            Err(message) => return infra(message),
+            Err(message) => return infra(message, true),
         };
         match self.finished(&name, &view).await {
             Ok(run) => RunResult::Finished {
@@ -451,7 +452,7 @@ impl PerJobWatchRunner {
                 adopted: false,
                 ended_before: false,
             },
-            Err(message) => infra(message),
+            Err(message) => infra(message, true),
         }
     }
 

@@ -295,6 +295,12 @@ impl Fleet {
     }
 
     /// SIGKILL: no drain, no goodbye.
+    /// Whether process `name` is still running (a service that gave up has exited).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        let child = self.children.get_mut(name).expect("a started process");
+        child.try_wait().unwrap().is_none()
+    }
+
     pub fn kill(&mut self, name: &str) {
         let mut child = self.children.remove(name).expect("a running process");
         child.kill().unwrap();

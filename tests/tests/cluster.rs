@@ -192,6 +192,41 @@ async fn a_service_starting_without_a_quorum_waits_for_one() {
     assert_eq!(work.info().await.unwrap().config.num_replicas, 3);
 }
 
+/// A worker started while the cluster has no quorum (no stream, consumer or budget bucket can
+/// be made or read) waits for one and then works: it neither exits nor stays stuck.
+#[sqlx::test(migrations = false)]
+async fn a_worker_starting_without_a_quorum_waits_and_then_scans(pool: PgPool) {
+    let mut cluster = PrivateCluster::start().await;
+    let js = cluster.jetstream().await;
+    let topo = topology();
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &cluster.url(),
+        topo.clone(),
+        FAST,
+    )
+    .await;
+    fleet.import(&sim_ok(30));
+    cluster.kill(1);
+    cluster.kill(2);
+    fleet.start("worker-1", "worker", &[]);
+    fleet.start("worker-2", "worker", &[]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for worker in ["worker-1", "worker-2"] {
+        assert!(
+            fleet.is_running(worker),
+            "{worker} gave up: {}",
+            fleet.log(worker)
+        );
+    }
+    cluster.restart(1).await;
+    cluster.restart(2).await;
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("producer", "producer", &["run"]);
+    wait_scored(&pool, 30).await;
+    finish(&pool, &js, &topo, fleet).await;
+}
+
 /// A service given every seed reaches the cluster while the first seed is down.
 #[tokio::test]
 async fn a_service_connects_through_any_live_seed() {

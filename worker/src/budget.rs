@@ -164,19 +164,26 @@ impl Budget {
     /// wrote first.
     async fn write(&self, key: &str, allowance: &Allowance, revision: u64) -> Result<bool, String> {
         let value = serde_json::to_vec(allowance).expect("an allowance serializes");
+        // A create that found a key, or an update that found a newer revision: lost the race.
         let written = if revision == 0 {
-            self.store
-                .create(bucket_key(key), value.into())
-                .await
-                .map_err(|e| e.to_string())
+            match self.store.create(bucket_key(key), value.into()).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
         } else {
-            self.store
+            match self
+                .store
                 .update(bucket_key(key), value.into(), revision)
                 .await
-                .map_err(|e| e.to_string())
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
         };
         match written {
-            Ok(_) => {
+            Ok(true) => {
                 self.metrics
                     .budget_scans_per_window
                     .get_or_create(&CredentialLabel {
@@ -185,10 +192,7 @@ impl Budget {
                     .set(allowance.scans_per_window);
                 Ok(true)
             }
-            // A create that found a key, or an update that found a newer revision.
-            Err(e) if e.contains("wrong last sequence") || e.contains("already exists") => {
-                Ok(false)
-            }
+            Ok(false) => Ok(false),
             Err(e) => Err(format!("writing the budget of {key}: {e}")),
         }
     }
@@ -226,9 +230,12 @@ impl Budget {
                         self.metrics.budget_waits.inc();
                         waited = true;
                     }
+                    // Up to a tenth more, so replicas waiting on one credential do not all
+                    // try it in the same millisecond.
+                    let jitter = pause.mul_f64(fastrand::f64() / 10.0);
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep(pause + jitter) => {}
                     }
                 }
             }

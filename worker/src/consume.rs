@@ -124,6 +124,9 @@ enum Lane {
 /// How long one pull of the reserved manual slots waits for a request before asking again.
 const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
+/// How long a lane holds a credential while its queue is empty before giving it back.
+const LEASE_IDLE: Duration = Duration::from_secs(30);
+
 /// How long a handed-back item waits before its next delivery: 5 s, then three times longer
 /// on each delivery, up to 60 s. A NATS leader election or a partition takes tens of seconds,
 /// and 5 s apart every delivery would be spent in it. Within 60 s plus the attempt, a result
@@ -233,12 +236,18 @@ impl Worker {
             let Some(lease) = self.pool.take(credit, &shutdown).await else {
                 return;
             };
+            let idle_until = Instant::now() + LEASE_IDLE;
             let message = tokio::select! {
-                () = shutdown.cancelled() => {
-                    self.pool.give_back(&lease).await;
+                () = shutdown.cancelled() => None,
+                message = self.next_before(lane, Some(idle_until)) => message,
+            };
+            let Some(message) = message else {
+                // A credential held through a quiet queue would start late and out of pace.
+                self.pool.give_back(&lease).await;
+                if shutdown.is_cancelled() {
                     return;
                 }
-                message = self.next_in(lane) => message,
+                continue;
             };
             let worker = self.clone();
             let abandon = abandon.clone();
@@ -256,6 +265,11 @@ impl Worker {
 
     /// The next message of `lane`, pulling again (with backoff after errors) until one comes.
     async fn next_in(&self, lane: Lane) -> Message {
+        self.next_before(lane, None).await.expect("no deadline")
+    }
+
+    /// [`Self::next_in`], or `None` once a pull comes back empty after `deadline`.
+    async fn next_before(&self, lane: Lane, deadline: Option<Instant>) -> Option<Message> {
         let policy = || {
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
@@ -271,7 +285,8 @@ impl Worker {
                 Lane::ManualOnly => self.pull_manual().await,
             };
             match pulled {
-                Ok(Some(message)) => return message,
+                Ok(Some(message)) => return Some(message),
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
                 Ok(None) => backoff = policy(),
                 Err(e) => {
                     let pause = backoff.next().unwrap_or(Duration::from_secs(10));
@@ -413,12 +428,6 @@ impl Worker {
         let started = Instant::now();
         let credential = lease.key.as_deref();
         let mut scanned = self.scan(message, &item, credential, abandon).await;
-        if let Some(RunResult::Finished { adopted: true, .. } | RunResult::Infra { .. }) = &scanned
-        {
-            // The Job an earlier delivery started spent its own credential's slot; a scan the
-            // cluster could not run spent none.
-            self.pool.give_back(lease).await;
-        }
         if let Some(RunResult::Finished {
             ended_before: true, ..
         }) = &scanned
@@ -442,6 +451,9 @@ impl Worker {
             }
         }
         self.metrics.in_flight.dec();
+        if scanned.as_ref().is_some_and(|r| !r.spent_credential()) {
+            self.pool.give_back(lease).await;
+        }
         let Some(result) = scanned else {
             tracing::info!("left running for the next delivery");
             self.metrics.abandoned.inc();
@@ -503,7 +515,9 @@ impl Worker {
                 });
                 (verdict, run.job_name, usage)
             }
-            RunResult::Infra { message, job_name } => (
+            RunResult::Infra {
+                message, job_name, ..
+            } => (
                 Verdict::Failure {
                     class: FailureClass::Infra,
                     message,

@@ -145,16 +145,19 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
                 cli.budget_settings(),
                 metrics.clone(),
             );
-            let revoked: Vec<String> = budget
-                .snapshot()
-                .await
-                .map_err(anyhow::Error::msg)?
-                .into_iter()
-                .filter(|(_, a)| a.revoked.is_some())
-                .map(|(k, _)| k)
-                .collect();
-            if !revoked.is_empty() {
-                tracing::error!(credentials = ?revoked, "GitHub rejected these credentials earlier; they stay out of the pool until replaced and their budget keys deleted");
+            // Only for the log and `/metrics`: every take reads the bucket again.
+            match budget.snapshot().await {
+                Ok(entries) => {
+                    let revoked: Vec<String> = entries
+                        .into_iter()
+                        .filter(|(_, a)| a.revoked.is_some())
+                        .map(|(k, _)| k)
+                        .collect();
+                    if !revoked.is_empty() {
+                        tracing::error!(credentials = ?revoked, "GitHub rejected these credentials earlier; they stay out of the pool until replaced and their budget keys deleted");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the credential budget yet"),
             }
             Pool::Budget(Box::new(budget))
         }

@@ -350,20 +350,22 @@ const DISCARD_WAIT: Duration = Duration::from_secs(30);
 impl Runner for KubeRunner {
     async fn run(&self, item: &WorkItem, credential: Option<&str>) -> RunResult {
         let name = job::job_name(&item.id);
-        let infra = |message: String| RunResult::Infra {
+        let infra = |message: String, created: bool| RunResult::Infra {
             message,
             job_name: name.clone(),
+            created,
         };
         let Some(credential) = credential else {
-            return infra("no GitHub credential was given for the scan".into());
+            return infra("no GitHub credential was given for the scan".into(), false);
         };
         let started = match self.create_or_adopt(item, &name, credential).await {
             Ok(started) => started,
-            Err(message) => return infra(message),
+            Err(message) => return infra(message, false),
         };
+        let created = !started.adopted;
         let view = match self.wait(&started, &name).await {
             Ok(view) => view,
-            Err(message) => return infra(message),
+            Err(message) => return infra(message, created),
         };
         match self.finished(item, &name, &view).await {
             Ok(run) => RunResult::Finished {
@@ -371,7 +373,7 @@ impl Runner for KubeRunner {
                 adopted: started.adopted,
                 ended_before: started.ended,
             },
-            Err(message) => infra(message),
+            Err(message) => infra(message, created),
         }
     }
 

@@ -19,7 +19,23 @@ pub enum RunResult {
         ended_before: bool,
     },
     /// The scan could not be run (API errors, image pulls, scheduling): an INFRA failure.
-    Infra { message: String, job_name: String },
+    /// `created`: this delivery had created the Job, so its pod may have called GitHub.
+    Infra {
+        message: String,
+        job_name: String,
+        created: bool,
+    },
+}
+
+impl RunResult {
+    /// Whether this delivery's credential was spent: a Job it created ran (or may have), not
+    /// one an earlier delivery started, nor a scan that never got a Job.
+    pub fn spent_credential(&self) -> bool {
+        match self {
+            RunResult::Finished { adopted, .. } => !adopted,
+            RunResult::Infra { created, .. } => *created,
+        }
+    }
 }
 
 #[async_trait::async_trait]

@@ -63,6 +63,7 @@ impl Runner for ProcessRunner {
                 return RunResult::Infra {
                     message: format!("starting {}: {e}", self.binary.display()),
                     job_name: String::new(),
+                    created: false,
                 };
             }
         };
@@ -80,6 +81,7 @@ impl Runner for ProcessRunner {
                 return RunResult::Infra {
                     message: format!("waiting for scorecard: {e}"),
                     job_name: String::new(),
+                    created: true,
                 };
             }
             Err(_) => (String::new(), None, true),
