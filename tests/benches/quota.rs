@@ -249,6 +249,20 @@ async fn run(
                 timeouts += counter(&m, "worker_retried", "class=\"TIMEOUT\"")
                     + counter(&m, "worker_failed", "class=\"TIMEOUT\"");
             }
+            if budget == "fleet" {
+                // What an operator sees: the pool as the workers learned it.
+                let plan = std::process::Command::new(stack::workspace_binary("sink"))
+                    .arg("plan")
+                    .env("DATABASE_URL", stack::database_url_for(&db))
+                    .env("NATS_URL", stack::nats_url())
+                    .env("NATS_PREFIX", &s.topology.args().nats_prefix)
+                    .output()?;
+                println!(
+                    "`sink plan` after the budget run:\n\n{}{}",
+                    String::from_utf8_lossy(&plan.stdout),
+                    String::from_utf8_lossy(&plan.stderr)
+                );
+            }
             fleet.stop_all().await;
             Ok(Run {
                 windows: fleet.sim.windows(),

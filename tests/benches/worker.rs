@@ -851,6 +851,8 @@ async fn scale_in(scratch: &Scratch, worker_binary: &Path) -> anyhow::Result<Sca
             .env("TOKEN_KEYS", TOKEN_KEY)
             // The stand-in spends no GitHub quota: a budget the bench cannot spend.
             .env("GITHUB_TOKEN_CALLS_PER_WINDOW", "1000000000")
+            // A replayed rate-limit failure is the recording's, not the stand-in's quota.
+            .env("TOKEN_COOLDOWN_SECS", "1")
             .env("HTTP_ADDR", addr.to_string())
             .env("WORKER_MAX_IN_FLIGHT", HELD.to_string())
             .env("WORKER_POLL_MS", "200")

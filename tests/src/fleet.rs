@@ -155,6 +155,9 @@ impl Fleet {
             .env("TOKEN_KEYS", "token-0")
             // The stand-in spends no quota unless a test gives it one (`Simulator::limit`).
             .env("GITHUB_TOKEN_CALLS_PER_WINDOW", "1000000000")
+            // A replayed rate-limit failure is the recording's, not the stand-in's quota: a
+            // rest of a second, not the production 15 minutes that would stall the test.
+            .env("TOKEN_COOLDOWN_SECS", "1")
             .env("LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -595,6 +595,8 @@ fn spawn_worker_with(
         .env("TOKEN_KEYS", "token-0")
         // The stand-in spends no GitHub quota: a budget no test here can spend.
         .env("GITHUB_TOKEN_CALLS_PER_WINDOW", "1000000000")
+        // A replayed rate-limit failure is the recording's, not the stand-in's quota.
+        .env("TOKEN_COOLDOWN_SECS", "1")
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("WORKER_DRAIN_DEADLINE_SECS", drain_secs.to_string())
         .env("WORKER_POLL_MS", "200")
