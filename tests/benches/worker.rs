@@ -282,6 +282,7 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
                 drain_deadline: Duration::from_secs(10),
                 max_deliver: 3,
                 poll: Duration::from_millis(200),
+                quota_window: Duration::from_secs(3600),
             },
             Duration::from_secs(600),
         )

@@ -201,6 +201,7 @@ async fn harness_with(opts: Opts) -> Harness {
                 drain_deadline: Duration::from_secs(5),
                 max_deliver: u64::try_from(max_deliver).unwrap(),
                 poll: Duration::from_millis(200),
+                quota_window: Duration::from_secs(3600),
             },
             Duration::from_secs(u64::try_from(deadline_secs).unwrap()),
         )

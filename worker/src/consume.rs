@@ -66,6 +66,8 @@ pub struct Settings {
     pub max_deliver: u64,
     /// How long one pull waits for scheduled work before the manual lane is asked again.
     pub poll: Duration,
+    /// GitHub's quota window (`GITHUB_WINDOW_SECS`): rate-limited retries wait a quarter.
+    pub quota_window: Duration,
 }
 
 /// What became of one message.
@@ -533,6 +535,7 @@ impl Worker {
             delivered,
             self.settings.max_deliver,
             &job_name,
+            self.settings.quota_window,
         );
         (outcome, usage)
     }

@@ -103,6 +103,7 @@ pub fn settings(cli: &Cli, topology: &Topology) -> Settings {
         drain_deadline: Duration::from_secs(cli.drain_deadline_secs),
         max_deliver: u64::try_from(topology.args().work_max_deliver).unwrap_or(1),
         poll: Duration::from_millis(cli.poll_ms.max(10)),
+        quota_window: Duration::from_secs(cli.github_window_secs.max(1)),
     }
 }
 

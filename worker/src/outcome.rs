@@ -64,13 +64,18 @@ impl Outcome {
 
 /// How long to wait before another delivery of a failed item, or `None` when another try in
 /// this round cannot help (the sink schedules the next round by class).
-pub fn retry_delay(class: FailureClass, delivered: u64) -> Option<Duration> {
+/// `quota_window` is GitHub's (an hour): a rate-limited item waits a quarter of it.
+pub fn retry_delay(
+    class: FailureClass,
+    delivered: u64,
+    quota_window: Duration,
+) -> Option<Duration> {
     let nth = u32::try_from(delivered.saturating_sub(1))
         .unwrap_or(u32::MAX)
         .min(6);
     match class {
         // A token's quota refills within the hour; a quarter of it usually finds one that did.
-        FailureClass::RateLimited => Some(Duration::from_secs(15 * 60)),
+        FailureClass::RateLimited => Some(quota_window / 4),
         // A timeout is slow to repeat and often a rate-limit sleep: give it room.
         FailureClass::Timeout => Some(Duration::from_secs(5 * 60)),
         // The cluster's or the pod's trouble, usually brief: 30 s doubling, at most 10 min.
@@ -94,6 +99,7 @@ pub fn decide(
     delivered: u64,
     max_deliver: u64,
     job_name: &str,
+    quota_window: Duration,
 ) -> Outcome {
     let (class, message, log_tail) = match verdict {
         Verdict::Result(result) => return Outcome::Done(result),
@@ -116,7 +122,7 @@ pub fn decide(
         repo: item.repo.clone(),
         ..Default::default()
     });
-    match retry_delay(class, delivered) {
+    match retry_delay(class, delivered, quota_window) {
         Some(after) if delivered < max_deliver => Outcome::Retry { after, failure },
         _ => Outcome::Dead(failure),
     }
@@ -125,6 +131,8 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     fn failure(class: FailureClass) -> Verdict {
         Verdict::Failure {
@@ -144,17 +152,17 @@ mod tests {
 
     #[test]
     fn the_ack_table() {
-        let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j");
+        let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j", HOUR);
         assert_eq!(
             (done.ack(), done.cleanup(), done.is_final()),
             (Ack::Ack, Cleanup::AfterAck, true)
         );
-        let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j");
+        let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j", HOUR);
         assert_eq!(
             (retry.ack(), retry.cleanup(), retry.is_final()),
             (Ack::Nak(Duration::from_secs(30)), Cleanup::BeforeAck, false)
         );
-        let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j");
+        let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j", HOUR);
         assert_eq!(
             (dead.ack(), dead.cleanup(), dead.is_final()),
             (Ack::Term, Cleanup::AfterAck, true)
@@ -165,21 +173,21 @@ mod tests {
     fn transient_failures_retry_with_growing_delays_until_the_last_delivery() {
         let delays: Vec<_> = (1..=4)
             .map(
-                |n| match decide(&item(), failure(FailureClass::PodFailed), n, 5, "j") {
+                |n| match decide(&item(), failure(FailureClass::PodFailed), n, 5, "j", HOUR) {
                     Outcome::Retry { after, .. } => after.as_secs(),
                     other => panic!("{other:?}"),
                 },
             )
             .collect();
         assert_eq!(delays, [30, 60, 120, 240]);
-        let last = decide(&item(), failure(FailureClass::PodFailed), 5, 5, "j");
+        let last = decide(&item(), failure(FailureClass::PodFailed), 5, 5, "j", HOUR);
         let Outcome::Dead(f) = last else {
             panic!("the last delivery dead-letters")
         };
         assert_eq!((f.attempts, f.class), (5, FailureClass::PodFailed as i32));
         assert_eq!(f.item.as_ref().unwrap().id, "w");
         assert_eq!(
-            retry_delay(FailureClass::NoOutput, 40),
+            retry_delay(FailureClass::NoOutput, 40, HOUR),
             Some(Duration::from_secs(600))
         );
     }
@@ -192,13 +200,21 @@ mod tests {
             FailureClass::Poison,
         ] {
             assert!(
-                matches!(decide(&item(), failure(class), 1, 5, "j"), Outcome::Dead(_)),
+                matches!(
+                    decide(&item(), failure(class), 1, 5, "j", HOUR),
+                    Outcome::Dead(_)
+                ),
                 "{class:?}"
             );
         }
         assert_eq!(
-            retry_delay(FailureClass::RateLimited, 1),
+            retry_delay(FailureClass::RateLimited, 1, HOUR),
             Some(Duration::from_secs(900))
+        );
+        // An accelerated hour (the quota bench's) keeps the ratio.
+        assert_eq!(
+            retry_delay(FailureClass::RateLimited, 1, Duration::from_secs(60)),
+            Some(Duration::from_secs(15))
         );
     }
 }
