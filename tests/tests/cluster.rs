@@ -25,6 +25,17 @@ fn topology() -> Topology {
     .unwrap()
 }
 
+/// A fleet on `cluster`'s seeds with the test database, nothing started yet.
+async fn prepare(pool: &PgPool, cluster: &PrivateCluster, topo: &Topology) -> Fleet {
+    Fleet::prepare(
+        &stack::database_url_of(pool),
+        &cluster.url(),
+        topo.clone(),
+        FAST,
+    )
+    .await
+}
+
 /// A cluster, its topology with three replicas, and a fleet of `items` repositories on it:
 /// the sink, two workers and the producer running.
 async fn fleet_on_cluster(
@@ -37,13 +48,7 @@ async fn fleet_on_cluster(
     topo.ensure_until_ready(&js, &Default::default())
         .await
         .unwrap();
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(pool),
-        &cluster.url(),
-        topo.clone(),
-        FAST,
-    )
-    .await;
+    let mut fleet = prepare(pool, &cluster, &topo).await;
     fleet.import(&sim_ok(items));
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
@@ -199,13 +204,7 @@ async fn a_worker_starting_without_a_quorum_waits_and_then_scans(pool: PgPool) {
     let mut cluster = PrivateCluster::start().await;
     let js = cluster.jetstream().await;
     let topo = topology();
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &cluster.url(),
-        topo.clone(),
-        FAST,
-    )
-    .await;
+    let mut fleet = prepare(&pool, &cluster, &topo).await;
     fleet.import(&sim_ok(30));
     cluster.kill(1);
     cluster.kill(2);

@@ -165,7 +165,7 @@ impl Budget {
     async fn write(&self, key: &str, allowance: &Allowance, revision: u64) -> Result<bool, String> {
         let value = serde_json::to_vec(allowance).expect("an allowance serializes");
         // A create that found a key, or an update that found a newer revision: lost the race.
-        let written = if revision == 0 {
+        let won = if revision == 0 {
             match self.store.create(bucket_key(key), value.into()).await {
                 Ok(_) => Ok(true),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
@@ -181,20 +181,17 @@ impl Budget {
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
                 Err(e) => Err(e.to_string()),
             }
-        };
-        match written {
-            Ok(true) => {
-                self.metrics
-                    .budget_scans_per_window
-                    .get_or_create(&CredentialLabel {
-                        credential: key.to_owned(),
-                    })
-                    .set(allowance.scans_per_window);
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(e) => Err(format!("writing the budget of {key}: {e}")),
         }
+        .map_err(|e| format!("writing the budget of {key}: {e}"))?;
+        if won {
+            self.metrics
+                .budget_scans_per_window
+                .get_or_create(&CredentialLabel {
+                    credential: key.to_owned(),
+                })
+                .set(allowance.scans_per_window);
+        }
+        Ok(won)
     }
 
     /// Applies `change` to `key`'s entry with compare-and-set; what `change` returned, or why
