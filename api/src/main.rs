@@ -3,7 +3,11 @@ use api::config::{Cli, Command};
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    fleet_runtime::exit::status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fleet_runtime::telemetry::init(&cli.log)?;
     match cli.command {

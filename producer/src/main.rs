@@ -13,7 +13,11 @@ use producer::{import, replay};
 const SHOW_REJECTED: usize = 50;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    fleet_runtime::exit::status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fleet_runtime::telemetry::init(&cli.log)?;
     match cli.command {

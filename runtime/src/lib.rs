@@ -3,6 +3,7 @@
 //! - [`budget`]: a GitHub credential's shared budget: its record and the rules that pace and learn it.
 //! - [`config`]: the clap pieces every binary shares (NATS, database, logs, HTTP) and [`config::Secret`].
 //! - [`telemetry`]: `tracing` set-up, plain or JSON.
+//! - [`exit`]: a binary's exit status: user errors as one message, a stop while waiting as success.
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal aborts.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`topology`]: every NATS stream, subject and consumer, created or verified at start-up.
@@ -19,6 +20,7 @@ pub mod budget;
 pub mod config;
 pub mod db;
 pub mod dead;
+pub mod exit;
 pub mod http;
 pub mod manual;
 pub mod nats;

@@ -12,6 +12,12 @@ use tokio_util::sync::CancellationToken;
 /// dependency that is restarting is not hammered.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
+/// Shutdown was asked for before the dependency was reached. Nothing was started, so this is
+/// a clean stop, not a failure: [`crate::exit`] ends the process with success.
+#[derive(Debug, thiserror::Error)]
+#[error("shut down while waiting for {0}")]
+pub struct StoppedWaiting(String);
+
 /// Runs `attempt` until it succeeds; `what` names the dependency in logs and in the error
 /// returned on shutdown (it must hold no secret).
 pub async fn until_ready<T, F, Fut>(
@@ -45,7 +51,7 @@ where
         .notify(|e, after| tracing::warn!(error = %format!("{e:#}"), retry_in = ?after, "{what} not reachable"));
     tokio::select! {
         ready = retrying => ready.map_err(Into::into),
-        () = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
+        () = shutdown.cancelled() => Err(StoppedWaiting(what.to_owned()).into()),
     }
 }
 
@@ -106,5 +112,6 @@ mod tests {
             err.to_string(),
             "shut down while waiting for PostgreSQL at db:5432"
         );
+        assert!(err.is::<StoppedWaiting>());
     }
 }

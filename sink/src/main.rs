@@ -4,7 +4,11 @@ use fleet_proto::RepoName;
 use sink::config::{Cli, Command};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    fleet_runtime::exit::status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fleet_runtime::telemetry::init(&cli.log)?;
     match cli.command {

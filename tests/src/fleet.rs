@@ -273,6 +273,11 @@ impl Fleet {
         body
     }
 
+    /// Waits until process `name` says on `/readyz` that it is through its start-up.
+    pub async fn wait_ready(&self, name: &str, timeout: Duration) {
+        crate::probe::readyz_until(self.http[name], 200, "", timeout).await;
+    }
+
     /// Process `name`'s log so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()

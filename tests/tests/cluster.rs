@@ -220,6 +220,11 @@ async fn a_worker_starting_without_a_quorum_waits_and_then_scans(pool: PgPool) {
     }
     cluster.restart(1).await;
     cluster.restart(2).await;
+    // Each worker must get through its own start-up: the other one doing all the work would
+    // hide one that is stuck (a stop while waiting exits cleanly, so the end cannot tell).
+    for worker in ["worker-1", "worker-2"] {
+        fleet.wait_ready(worker, Duration::from_secs(90)).await;
+    }
     fleet.start("sink", "sink", &["run"]);
     fleet.start("producer", "producer", &["run"]);
     wait_scored(&pool, 30).await;
