@@ -2,6 +2,7 @@
 //! commands (import, enqueue, replay, migrate).
 //!
 //! - [`config`]: the command line.
+//! - [`commands`]: each command, run from `main` (the service is [`run()`]).
 //! - [`import`]: parse and validate repository lists; write them in large batches.
 //! - [`claim`]: claim due repositories under a lease (`FOR UPDATE SKIP LOCKED`).
 //! - [`run`]: the control loop (high-water mark, backoff).
@@ -10,15 +11,15 @@
 //! - [`metrics`]: what `/metrics` exports.
 
 pub mod claim;
+pub mod commands;
 pub mod config;
 pub mod import;
 pub mod metrics;
 pub mod replay;
 pub mod run;
 
-use anyhow::Context as _;
 use fleet_runtime::http;
-use fleet_runtime::topology::{Topology, WORKER_SCHEDULED};
+use fleet_runtime::topology::{Topology, WORKER_SCHEDULED, pull_consumer};
 use fleet_runtime::{db, nats};
 use tokio_util::sync::CancellationToken;
 
@@ -45,13 +46,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.nats.topology.clone())?;
     topology.ensure_until_ready(&js, &shutdown).await?;
-    let consumer = js
-        .get_stream(topology.work_stream())
-        .await
-        .context("opening the work stream")?
-        .get_consumer(WORKER_SCHEDULED)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening consumer {WORKER_SCHEDULED}: {e}"))?;
+    let consumer = pull_consumer(&js, &topology.work_stream(), WORKER_SCHEDULED).await?;
     nats::watch_connection(js.client(), readiness.clone(), shutdown.clone());
     readiness.set(true);
     let settings = args.settings();
@@ -71,7 +66,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     Ok(())
 }
 
-/// Connects to NATS for a one-shot command: errors at once instead of waiting for a server.
+/// Connects to NATS for a one-shot command: errors at once instead of waiting for a server,
+/// and checks only that the fleet's streams are there.
 pub async fn connect_nats_once(
     args: &fleet_runtime::config::NatsArgs,
 ) -> anyhow::Result<(async_nats::jetstream::Context, Topology)> {
@@ -88,6 +84,6 @@ pub async fn connect_nats_once(
         })??;
     let js = async_nats::jetstream::new(client);
     let topology = Topology::new(args.topology.clone())?;
-    topology.ensure(&js).await?;
+    topology.check_streams(&js).await?;
     Ok((js, topology))
 }

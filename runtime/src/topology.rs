@@ -124,6 +124,11 @@ pub enum TopologyError {
         found: String,
         wanted: String,
     },
+    #[error(
+        "stream {0} does not exist: the fleet's services create it when they start \
+         (start one first, or check NATS_PREFIX)"
+    )]
+    Missing(String),
     #[error("NATS JetStream request for {what} failed: {message}")]
     Nats { what: String, message: String },
 }
@@ -447,6 +452,28 @@ impl Topology {
         Ok(())
     }
 
+    /// For a command that only publishes and reads (`producer enqueue`, `producer replay`):
+    /// every stream is there. Settings are the services' to own and verify, and a command
+    /// run with other defaults than theirs must not refuse a healthy fleet.
+    pub async fn check_streams(
+        &self,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<(), TopologyError> {
+        for want in self.streams() {
+            match js.get_stream(&want.name).await {
+                Ok(_) => {}
+                Err(e) if stream_missing(&e) => return Err(TopologyError::Missing(want.name)),
+                Err(e) => {
+                    return Err(TopologyError::Nats {
+                        what: format!("stream {}", want.name),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Topology::ensure`] for a service starting up: a request that fails or times out is
     /// tried again (a cluster electing a metadata leader answers nothing for seconds, and a
     /// busy one can take longer to place a stream than a request waits); a setting that
@@ -645,6 +672,20 @@ fn check<T: PartialEq + Debug>(
             format!("{wanted:?}"),
         ))
     }
+}
+
+/// Opens durable pull consumer `name` of `stream`, which [`Topology::ensure`] made.
+pub async fn pull_consumer(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    js.get_stream(stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening stream {stream}: {e}"))?
+        .get_consumer(name)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening consumer {name} of stream {stream}: {e}"))
 }
 
 fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {

@@ -1,6 +1,7 @@
 //! The sink: results and failures from NATS JetStream into PostgreSQL.
 //!
-//! - [`config`]: the command line (`run`, `status`, `show`).
+//! - [`config`]: the command line (`run`, `status`, `plan`, `show`).
+//! - [`commands`]: each command, run from `main` (the service is [`run()`]).
 //! - [`decode`]: a JetStream message to a record, or the reason it is poison.
 //! - [`upsert`]: one batch of records in one transaction, idempotently.
 //! - [`events`]: change events, through an outbox written in the batch's transaction.
@@ -11,6 +12,7 @@
 //! - [`report`]: `status` and `show`, for operators.
 //! - [`metrics`]: what `/metrics` exports.
 
+pub mod commands;
 pub mod config;
 pub mod consume;
 pub mod copy;
@@ -24,7 +26,6 @@ pub mod upsert;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use fleet_runtime::http;
 use fleet_runtime::topology::{self, Topology};
 use fleet_runtime::{db, nats};
@@ -176,13 +177,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         topology::TopologyError::is_transient,
     )
     .await?;
-    let consumer = js
-        .get_stream(topology.results_stream())
-        .await
-        .context("opening the results stream")?
-        .get_consumer(&args.consumer)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening consumer {}: {e}", args.consumer))?;
+    let consumer = topology::pull_consumer(&js, &results_stream, &args.consumer).await?;
     readiness.set(true);
     tracing::info!(consumer = %args.consumer, batch_size = args.batch_size, "sink running");
 

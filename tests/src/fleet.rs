@@ -449,33 +449,51 @@ pub async fn unacked(js: &jetstream::Context, topology: &Topology) -> Option<u64
     Some(total)
 }
 
+/// Every message of `subject`. A cluster just through a restart may not have placed the
+/// reader's consumer yet (503, no responders): the read starts over until it is.
 async fn read_all(
     js: &jetstream::Context,
     stream: String,
     subject: String,
 ) -> Vec<(String, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_read_all(js, &stream, &subject).await {
+            Ok(all) => return all,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reading {subject} again: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("reading {subject}: {e}"),
+        }
+    }
+}
+
+async fn try_read_all(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let reader = js
         .get_stream(stream)
-        .await
-        .unwrap()
+        .await?
         .create_consumer(pull::Config {
-            filter_subject: subject,
+            filter_subject: subject.to_owned(),
             ack_policy: jetstream::consumer::AckPolicy::None,
             ..Default::default()
         })
-        .await
-        .unwrap();
+        .await?;
     let mut out = Vec::new();
     loop {
-        let mut batch = reader.fetch().max_messages(1000).messages().await.unwrap();
+        let mut batch = reader.fetch().max_messages(1000).messages().await?;
         let mut got = 0;
         while let Some(m) = batch.next().await {
-            let m = m.unwrap();
+            let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
             out.push((m.subject.to_string(), m.payload.to_vec()));
             got += 1;
         }
         if got == 0 {
-            return out;
+            return Ok(out);
         }
     }
 }

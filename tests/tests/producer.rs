@@ -617,3 +617,63 @@ async fn readyz_names_postgres_or_nats_while_it_is_down() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// `producer enqueue` and `producer replay` only publish and read: they need the fleet's names,
+/// not its settings. Against a fleet whose services run another ack wait than the command's
+/// defaults they work; against a prefix no service has set up they say so.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn one_shot_commands_need_the_names_not_the_services_settings(pool: PgPool) {
+    let js = js_at(&stack::nats_url()).await;
+    let t = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("oneshot"),
+        work_ack_wait_secs: 30,
+        ..Default::default()
+    })
+    .unwrap();
+    t.ensure(&js).await.unwrap();
+    let producer = |prefix: &str, args: &[&str]| {
+        std::process::Command::new(stack::workspace_binary("producer"))
+            .args(args)
+            .env("DATABASE_URL", stack::database_url_of(&pool))
+            .env("NATS_URL", stack::nats_url())
+            .env("NATS_PREFIX", prefix)
+            .env_remove("WORK_ACK_WAIT_SECS")
+            .output()
+            .unwrap()
+    };
+    let prefix = t.args().nats_prefix.clone();
+    let enqueued = producer(&prefix, &["enqueue", "github.com/ossf/scorecard"]);
+    assert!(
+        enqueued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enqueued.stderr)
+    );
+    let manual = queued(&consumer(&js, &t, WORKER_MANUAL).await, 10).await;
+    assert_eq!(manual.len(), 1);
+    let replayed = producer(&prefix, &["replay", "--dry-run"]);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+
+    let nowhere = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("nowhere"),
+        ..Default::default()
+    })
+    .unwrap();
+    let refused = producer(
+        &nowhere.args().nats_prefix,
+        &["enqueue", "github.com/ossf/scorecard"],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains(&nowhere.work_stream()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        js.get_stream(nowhere.work_stream()).await.is_err(),
+        "a one-shot command creates nothing"
+    );
+}

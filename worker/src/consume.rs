@@ -15,7 +15,9 @@ use chrono::Utc;
 use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
 use fleet_runtime::dead;
 use fleet_runtime::http::Readiness;
-use fleet_runtime::topology::{Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::{
+    Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED, pull_consumer,
+};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::Semaphore;
@@ -154,10 +156,9 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         let scans = topology.ensure_scans_bucket(&js).await?;
         Ok(Self {
-            manual: crate::consumer(&js, &topology, WORKER_MANUAL).await?,
-            scheduled: crate::consumer(&js, &topology, WORKER_SCHEDULED).await?,
-            exhausted: crate::consumer_on(&js, &topology.exhausted_stream(), WORKER_EXHAUSTED)
-                .await?,
+            manual: pull_consumer(&js, &topology.work_stream(), WORKER_MANUAL).await?,
+            scheduled: pull_consumer(&js, &topology.work_stream(), WORKER_SCHEDULED).await?,
+            exhausted: pull_consumer(&js, &topology.exhausted_stream(), WORKER_EXHAUSTED).await?,
             register: Register::new(scans, job_deadline),
             js,
             topology,

@@ -52,29 +52,6 @@ use crate::runner::process::ProcessRunner;
 use crate::tokens::TokenPool;
 use crate::watch::JobWatch;
 
-/// Opens a durable pull consumer the topology defines on the work stream.
-pub async fn consumer(
-    js: &async_nats::jetstream::Context,
-    topology: &Topology,
-    name: &str,
-) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
-    consumer_on(js, &topology.work_stream(), name).await
-}
-
-/// Opens durable pull consumer `name` of `stream`.
-pub async fn consumer_on(
-    js: &async_nats::jetstream::Context,
-    stream: &str,
-    name: &str,
-) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
-    js.get_stream(stream)
-        .await
-        .with_context(|| format!("opening stream {stream}"))?
-        .get_consumer(name)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening consumer {name}: {e}"))
-}
-
 /// A client from `kubeconfig`, or from the pod's ServiceAccount in a cluster.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {

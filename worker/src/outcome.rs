@@ -64,7 +64,8 @@ impl Outcome {
 
 /// How long to wait before another delivery of a failed item, or `None` when another try in
 /// this round cannot help (the sink schedules the next round by class).
-/// `quota_window` is GitHub's (an hour): a rate-limited item waits a quarter of it.
+/// `quota_window` is GitHub's (an hour): a rate-limited item waits a quarter of it, a timed-out
+/// one a twelfth (5 min).
 pub fn retry_delay(
     class: FailureClass,
     delivered: u64,
@@ -76,8 +77,9 @@ pub fn retry_delay(
     match class {
         // A token's quota refills within the hour; a quarter of it usually finds one that did.
         FailureClass::RateLimited => Some(quota_window / 4),
-        // A timeout is slow to repeat and often a rate-limit sleep: give it room.
-        FailureClass::Timeout => Some(Duration::from_secs(5 * 60)),
+        // A timeout is slow to repeat and often a rate-limit sleep: give it room, in step
+        // with the quota's window.
+        FailureClass::Timeout => Some(quota_window / 12),
         // The cluster's or the pod's trouble, usually brief: 30 s doubling, at most 10 min.
         FailureClass::Infra
         | FailureClass::PodFailed
@@ -215,6 +217,14 @@ mod tests {
         assert_eq!(
             retry_delay(FailureClass::RateLimited, 1, Duration::from_secs(60)),
             Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            retry_delay(FailureClass::Timeout, 1, HOUR),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            retry_delay(FailureClass::Timeout, 3, Duration::from_secs(60)),
+            Some(Duration::from_secs(5))
         );
     }
 }
