@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use chrono::{DateTime, Utc};
 use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem, WorkReason};
 use fleet_proto::{RepoName, timestamp};
+use fleet_runtime::publish::publish_once;
 use fleet_runtime::topology::Topology;
 use futures::StreamExt;
 use prost::Message as _;
@@ -167,15 +167,12 @@ pub async fn replay(
         let Entry::Replayed { sequence, item, .. } = entry else {
             continue;
         };
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", item.id.as_str());
-        js.publish_with_headers(
+        publish_once(
+            js,
             topology.scheduled_subject(),
-            headers,
+            &item.id,
             item.encode_to_vec().into(),
         )
-        .await
-        .context("publishing a replay")?
         .await
         .with_context(|| {
             format!(

@@ -2,7 +2,6 @@
 //! original bytes of a poison message) goes to `scorecard.dead.<class>` in the dead stream,
 //! where operators inspect it (`nats stream view`) and replay it (`producer replay`).
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use fleet_proto::v1::{FailureClass, WorkFailure};
 use prost::Message as _;
@@ -34,16 +33,20 @@ pub async fn publish(
         what: what.clone(),
         message: e.to_string(),
     };
-    let mut headers = HeaderMap::new();
-    if !failure.work_id.is_empty() {
+    let payload = failure.encode_to_vec().into();
+    if failure.work_id.is_empty() {
+        js.publish(subject, payload)
+            .await
+            .map_err(|e| err(&e))?
+            .await
+            .map_err(|e| err(&e))?;
+    } else {
         // A retried dead-lettering of the same item is dropped by the server.
-        headers.insert("Nats-Msg-Id", format!("dead-{}", failure.work_id).as_str());
+        let id = format!("dead-{}", failure.work_id);
+        crate::publish::publish_once(js, subject, &id, payload)
+            .await
+            .map_err(|e| err(&e))?;
     }
-    js.publish_with_headers(subject, headers, failure.encode_to_vec().into())
-        .await
-        .map_err(|e| err(&e))?
-        .await
-        .map_err(|e| err(&e))?;
     Ok(())
 }
 

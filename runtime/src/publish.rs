@@ -1,11 +1,14 @@
-//! Publishing work items to JetStream, pipelined: many publishes are in flight and their
-//! acknowledgements are awaited as a window, not one round trip per item. Each carries
-//! `Nats-Msg-Id` = work id, so a retried publish is dropped by the server's dedup.
+//! Publishing to JetStream with `Nats-Msg-Id`, so a retried publish is dropped by the server's
+//! dedup: one message ([`publish_once`]) or work items pipelined ([`publish_all`]: many
+//! publishes in flight, their acknowledgements awaited as a window, not one round trip each).
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::subject::ToSubject;
+use bytes::Bytes;
 use chrono::Utc;
 use fleet_proto::v1::{WorkItem, WorkReason};
 use fleet_proto::{RepoName, timestamp};
@@ -19,6 +22,30 @@ pub const WINDOW: usize = 512;
 
 /// Attempts per item before it is handed back to the database for later.
 const ATTEMPTS: usize = 3;
+
+/// Sends `payload` to `subject` with `Nats-Msg-Id` = `id`: within the stream's duplicate window
+/// the server keeps one copy however often it is sent. The returned future is the server's
+/// ack, for callers that pipeline many sends.
+pub async fn send_once(
+    js: &Context,
+    subject: impl ToSubject,
+    id: &str,
+    payload: Bytes,
+) -> Result<PublishAckFuture, PublishError> {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    js.publish_with_headers(subject, headers, payload).await
+}
+
+/// [`send_once`], and waits for the server's ack: the message is stored (or was already).
+pub async fn publish_once(
+    js: &Context,
+    subject: impl ToSubject,
+    id: &str,
+    payload: Bytes,
+) -> Result<(), PublishError> {
+    send_once(js, subject, id, payload).await?.await.map(|_| ())
+}
 
 /// A new work item; ids are UUIDv7 (time-ordered, so they sort by enqueue time in logs).
 pub fn work_item(repo: &RepoName, reason: WorkReason, priority: i32) -> WorkItem {
@@ -53,11 +80,13 @@ pub async fn publish_all(js: &Context, subject: &str, items: &[WorkItem]) -> Vec
                 note(result, j, &mut failed, &mut last_error);
             }
             let item = &items[i];
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", item.id.as_str());
-            match js
-                .publish_with_headers(subject.to_owned(), headers, item.encode_to_vec().into())
-                .await
+            match send_once(
+                js,
+                subject.to_owned(),
+                &item.id,
+                item.encode_to_vec().into(),
+            )
+            .await
             {
                 Ok(ack) => {
                     acks.push(async move { (i, ack.await.map(|_| ()).map_err(|e| e.to_string())) })

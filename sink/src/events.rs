@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use fleet_proto::v1::{CheckChange, ScoreChanged, ScoreResult};
 use fleet_runtime::db::{self, Timeouts};
+use fleet_runtime::publish::send_once;
 use prost::Message as _;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
@@ -190,12 +190,9 @@ impl Publisher {
         }
         let mut acks = Vec::with_capacity(rows.len());
         for (_, work_id, payload) in &rows {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("score-changed-{work_id}").as_str());
+            let id = format!("score-changed-{work_id}");
             acks.push(
-                self.js
-                    .publish_with_headers(self.subject.clone(), headers, payload.clone().into())
-                    .await?,
+                send_once(&self.js, self.subject.clone(), &id, payload.clone().into()).await?,
             );
         }
         for ack in acks {

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -679,15 +678,9 @@ impl Worker {
         id: &str,
         payload: Vec<u8>,
     ) -> Result<(), String> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id);
-        self.js
-            .publish_with_headers(subject, headers, payload.into())
+        fleet_runtime::publish::publish_once(&self.js, subject, id, payload.into())
             .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
     /// Hands the item back to be done again. On its last delivery JetStream then gives up on
