@@ -1,4 +1,3 @@
-use anyhow::Context as _;
 use api::config::{Cli, Command};
 use clap::Parser as _;
 
@@ -12,9 +11,7 @@ async fn run() -> anyhow::Result<()> {
     fleet_runtime::telemetry::init(&cli.log)?;
     match cli.command {
         Command::Run(args) => {
-            let shutdown =
-                fleet_runtime::shutdown::on_signal().context("installing signal handlers")?;
-            api::run(args, shutdown).await
+            fleet_runtime::shutdown::run_until_signal(|stop| api::run(args, stop)).await
         }
         Command::Openapi => {
             println!("{}", api::openapi::json());

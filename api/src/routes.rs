@@ -738,32 +738,12 @@ pub async fn scan(
     Segments(path): Segments<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let Some(key) = app.keys.check(presented.trim()) else {
-        app.metrics
-            .scan_requests
-            .get_or_create(&crate::metrics::ScanLabel::new("unauthorized"))
-            .inc();
-        let mut denied = Failure::new(
-            StatusCode::UNAUTHORIZED,
-            "a valid API key is needed: Authorization: Bearer <key>",
-        )
-        .into_response();
-        denied
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Ok(denied);
+    let Some(key) = bearer_key(&app, &headers) else {
+        return Ok(unauthorized(&app));
     };
     let repo = repo_name(&path)?;
     if let Err(wait) = app.limit.take(key, Instant::now()) {
-        app.metrics
-            .scan_requests
-            .get_or_create(&crate::metrics::ScanLabel::new("rate_limited"))
-            .inc();
+        app.count_scan("rate_limited");
         return Err(Failure::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -801,10 +781,7 @@ pub async fn scan(
         .into_iter()
         .next()
         .expect("one item for one repository");
-    app.metrics
-        .scan_requests
-        .get_or_create(&crate::metrics::ScanLabel::new("accepted"))
-        .inc();
+    app.count_scan("accepted");
     tracing::info!(%repo, key, work_id = %item.id, "scan requested");
     Ok((
         StatusCode::ACCEPTED,
@@ -814,6 +791,40 @@ pub async fn scan(
         }),
     )
         .into_response())
+}
+
+/// The API key the request's bearer token names, if it is one.
+fn bearer_key<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a str> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    app.keys.check(presented.trim())
+}
+
+/// The 401 answer, which says how to authenticate.
+fn unauthorized(app: &App) -> Response {
+    app.count_scan("unauthorized");
+    let mut denied = Failure::new(
+        StatusCode::UNAUTHORIZED,
+        "a valid API key is needed: Authorization: Bearer <key>",
+    )
+    .into_response();
+    denied
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    denied
+}
+
+impl App {
+    /// One scan request, by how it ended.
+    fn count_scan(&self, outcome: &str) {
+        self.metrics
+            .scan_requests
+            .get_or_create(&crate::metrics::ScanLabel::new(outcome))
+            .inc();
+    }
 }
 
 /// This document.

@@ -20,9 +20,7 @@ const SHOW_REJECTED: usize = 50;
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let printed = match command {
         Command::Run(args) => {
-            let shutdown =
-                fleet_runtime::shutdown::on_signal().context("installing signal handlers")?;
-            return crate::run(args, shutdown).await;
+            return fleet_runtime::shutdown::run_until_signal(|stop| crate::run(args, stop)).await;
         }
         Command::Migrate { db } => migrate(&db).await?,
         Command::Import { db, file } => import(&db, &file).await?,

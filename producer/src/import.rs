@@ -113,22 +113,9 @@ pub async fn write(pool: &PgPool, repos: &[RepoName]) -> Result<Imported, Import
     let mut rows: Vec<(String, &RepoName)> = repos.iter().map(|r| (r.key(), r)).collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let writes = rows.chunks(BATCH_ROWS).map(|chunk| async move {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let owners: Vec<&str> = chunk.iter().map(|(_, r)| r.owner()).collect();
-        let names: Vec<&str> = chunk.iter().map(|(_, r)| r.name()).collect();
+        let named: Vec<(&str, &RepoName)> = chunk.iter().map(|(k, r)| (k.as_str(), *r)).collect();
         let mut tx = pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO repos (repo_key, host, owner, name)
-             SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
-             ON CONFLICT (repo_key) DO NOTHING",
-        )
-        .persistent(false)
-        .bind(&keys)
-        .bind(&owners)
-        .bind(&names)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let inserted = fleet_runtime::db::insert_repos(&mut tx, &named).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>((chunk.len() as u64, inserted))
     });

@@ -92,6 +92,19 @@ pub async fn replay(
         .get_stream(topology.dead_stream())
         .await
         .context("opening the dead-letter stream")?;
+    let entries = pick(&stream, topology, filter).await?;
+    if !dry_run {
+        republish(js, &stream, topology, &entries).await?;
+    }
+    Ok(entries)
+}
+
+/// Reads the whole dead stream (the part `filter` names) and says what would become of each.
+async fn pick(
+    stream: &async_nats::jetstream::stream::Stream,
+    topology: &Topology,
+    filter: &Filter,
+) -> anyhow::Result<Vec<Entry>> {
     let filter_subjects = if filter.classes.is_empty() {
         vec![topology.dead_subjects()]
     } else {
@@ -134,36 +147,47 @@ pub async fn replay(
             let message = message.map_err(|e| anyhow::anyhow!("fetching dead letters: {e}"))?;
             got += 1;
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let failure = match WorkFailure::decode(message.payload.clone()) {
-                Ok(f) => f,
-                Err(e) => {
-                    entries.push(Entry::Skipped {
-                        sequence,
-                        reason: format!("undecodable: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if !matches(filter, &failure) {
-                continue;
-            }
-            match replay_item(&failure, sequence) {
-                Ok(item) => entries.push(Entry::Replayed {
-                    sequence,
-                    failure: Box::new(failure),
-                    item,
-                }),
-                Err(reason) => entries.push(Entry::Skipped { sequence, reason }),
-            }
+            entries.extend(entry(filter, sequence, &message.payload));
         }
         if got == 0 {
-            break;
+            return Ok(entries);
         }
     }
-    if dry_run {
-        return Ok(entries);
+}
+
+/// What becomes of dead letter `sequence`, or `None` when `filter` leaves it out.
+fn entry(filter: &Filter, sequence: u64, payload: &[u8]) -> Option<Entry> {
+    let failure = match WorkFailure::decode(payload) {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(Entry::Skipped {
+                sequence,
+                reason: format!("undecodable: {e}"),
+            });
+        }
+    };
+    if !matches(filter, &failure) {
+        return None;
     }
-    for entry in &entries {
+    Some(match replay_item(&failure, sequence) {
+        Ok(item) => Entry::Replayed {
+            sequence,
+            failure: Box::new(failure),
+            item,
+        },
+        Err(reason) => Entry::Skipped { sequence, reason },
+    })
+}
+
+/// Publishes each replayed item, then removes its dead letter: a crash between the two
+/// leaves a dead letter whose replay the work stream's dedup drops if run again at once.
+async fn republish(
+    js: &Context,
+    stream: &async_nats::jetstream::stream::Stream,
+    topology: &Topology,
+    entries: &[Entry],
+) -> anyhow::Result<()> {
+    for entry in entries {
         let Entry::Replayed { sequence, item, .. } = entry else {
             continue;
         };
@@ -185,7 +209,7 @@ pub async fn replay(
             .await
             .with_context(|| format!("removing replayed dead letter {sequence}"))?;
     }
-    Ok(entries)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::PullConsumer;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{TimeDelta, Utc};
 use fleet_proto::v1::WorkReason;
 use fleet_runtime::db::{ErrorKind, Timeouts};
@@ -295,11 +294,6 @@ impl Producer {
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(self.settings.backoff_cap)
-            .with_jitter()
-            .without_max_times()
-            .build()
+        fleet_runtime::retry::producer_claim(self.settings.backoff_cap).pauses()
     }
 }

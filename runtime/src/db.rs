@@ -380,6 +380,30 @@ pub fn interval_text(interval: chrono::TimeDelta) -> String {
     format!("{} seconds", interval.num_seconds())
 }
 
+/// Adds the repositories `rows` names (each with its key) that the table lacks, due at once;
+/// known ones are left as they are. Returns how many were new. The caller's order is the
+/// order rows are locked in: callers pass them sorted by key.
+pub async fn insert_repos(
+    conn: &mut PgConnection,
+    rows: &[(&str, &fleet_proto::RepoName)],
+) -> Result<u64, sqlx::Error> {
+    let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+    let owners: Vec<&str> = rows.iter().map(|(_, r)| r.owner()).collect();
+    let names: Vec<&str> = rows.iter().map(|(_, r)| r.name()).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name)
+         SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
+         ON CONFLICT (repo_key) DO NOTHING",
+    )
+    .persistent(false)
+    .bind(&keys)
+    .bind(&owners)
+    .bind(&names)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
 #[cfg(test)]
 mod error_tests {
     use super::*;

@@ -9,11 +9,11 @@
 //! - [`topology`]: every NATS stream, subject and consumer, created or verified at start-up.
 //! - [`dead`]: dead-lettering failures and poison messages to the dead stream.
 //! - [`db`]: the connection pool, migrations and the schema-version check.
-//! - [`publish`]: pipelined, deduplicated publishing of work items.
+//! - [`publish`]: publishing with `Nats-Msg-Id`: one message, or work items pipelined.
 //! - [`manual`]: a person's scan request, to the manual lane (`producer enqueue`, the api).
 //! - [`status`]: the fleet at a glance (`sink status`, the api's `/status`).
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
-//! - [`retry`]: waiting for a dependency at start-up without a crash loop.
+//! - [`retry`]: every retry loop's backoff policy, and waiting for a dependency at start-up.
 //! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
 
 pub mod budget;

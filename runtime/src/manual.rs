@@ -13,7 +13,9 @@ use sqlx::PgPool;
 
 use crate::publish::{publish_all, work_item};
 
-/// Manual requests run ahead of same-lane peers with a lower priority.
+/// The priority a manual item carries. A manual request runs first because workers pull the
+/// manual lane first and keep slots for it, not because of this number: nothing reads a work
+/// item's priority yet.
 pub const MANUAL_PRIORITY: i32 = 100;
 
 pub async fn enqueue(

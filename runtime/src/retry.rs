@@ -1,16 +1,54 @@
-//! Waiting for a dependency at start-up: attempts with capped, jittered exponential backoff
-//! until one succeeds or shutdown is asked for, instead of a crash loop.
+//! Every retry loop's pauses, as named policies, and waiting for a dependency at start-up:
+//! attempts until one succeeds or shutdown is asked for, instead of a crash loop.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 
-/// Longest pause between attempts: a service is up within seconds of its dependency, and a
-/// dependency that is restarting is not hammered.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Pauses that start at `first`, double up to `cap` and go on for ever, each jittered (every
+/// pause, the first included) so replicas that failed together do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, cap: Duration) -> Self {
+        Self { first, cap }
+    }
+
+    pub fn builder(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.first)
+            .with_max_delay(self.cap)
+            .with_jitter()
+            .without_max_times()
+    }
+
+    /// A fresh sequence of pauses; it never ends.
+    pub fn pauses(self) -> ExponentialBackoff {
+        self.builder().build()
+    }
+}
+
+/// A dependency at start-up: a service is up within seconds of its dependency, and one that
+/// is restarting is not hammered.
+pub const START_UP: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// A worker's pull that failed: NATS is usually back within seconds.
+pub const PULL: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+/// The Job watch reconnecting. Its cap is also how often errors keep coming during an
+/// outage, which the watch uses to tell a quiet recovery from a continuing outage.
+pub const JOB_WATCH: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+/// The sink's fetch and write: a batch held in memory is written as soon as PostgreSQL is back.
+pub const SINK_WRITE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+/// The producer's claim after a database error, up to its configured cap.
+pub const fn producer_claim(cap: Duration) -> Backoff {
+    Backoff::new(Duration::from_millis(250), cap)
+}
 
 /// Shutdown was asked for before the dependency was reached. Nothing was started, so this is
 /// a clean stop, not a failure: [`crate::exit`] ends the process with success.
@@ -46,7 +84,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let retrying = attempt
-        .retry(ExponentialBuilder::default().with_jitter().with_max_delay(BACKOFF_CAP).without_max_times())
+        .retry(START_UP.builder())
         .when(transient)
         .notify(|e, after| tracing::warn!(error = %format!("{e:#}"), retry_in = ?after, "{what} not reachable"));
     tokio::select! {

@@ -7,6 +7,17 @@ use tokio_util::sync::CancellationToken;
 /// Exit status for an aborted drain: 128 + SIGINT, what shells report for Ctrl-C.
 const ABORT_STATUS: i32 = 130;
 
+/// Runs `service` until SIGTERM or SIGINT asks it to drain (see [`on_signal`]).
+pub async fn run_until_signal<Fut>(
+    service: impl FnOnce(CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = on_signal().map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
+    service(shutdown).await
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT.
 pub fn on_signal() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();

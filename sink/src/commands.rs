@@ -1,7 +1,6 @@
 //! The sink's commands: `main` parses and dispatches here. Each one-shot command returns what it
 //! prints.
 
-use anyhow::Context as _;
 use fleet_proto::RepoName;
 use fleet_runtime::config::DbArgs;
 
@@ -11,9 +10,7 @@ use crate::config::{Command, ScheduleArgs};
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let printed = match command {
         Command::Run(args) => {
-            let shutdown =
-                fleet_runtime::shutdown::on_signal().context("installing signal handlers")?;
-            return crate::run(args, shutdown).await;
+            return fleet_runtime::shutdown::run_until_signal(|stop| crate::run(args, stop)).await;
         }
         Command::Status { db, schedule } => status(&db, &schedule).await?,
         Command::Plan {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use fleet_runtime::db::{self, ErrorKind, ErrorLabel};
 use fleet_runtime::dead;
 use fleet_runtime::http::Readiness;
+use fleet_runtime::retry::SINK_WRITE;
 use fleet_runtime::topology::Topology;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -39,10 +39,6 @@ enum Attempt {
     /// Shutdown came while the database was failing.
     HandedBack,
 }
-
-/// Longest wait between retries of a failing batch or fetch: an outage is noticed within
-/// seconds of its end, and the database is not hammered while it restarts.
-const RETRY_CAP: Duration = Duration::from_secs(10);
 
 pub struct Sink {
     pub js: Context,
@@ -119,7 +115,7 @@ impl Sink {
                     }
                 }
                 Err(e) => {
-                    let pause = fetch_retry.next().unwrap_or(RETRY_CAP);
+                    let pause = fetch_retry.next().unwrap_or(SINK_WRITE.cap);
                     tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "fetching results failed");
                     let sleep = tokio::time::sleep(pause);
                     tokio::pin!(sleep);
@@ -179,23 +175,7 @@ impl Sink {
             messages: messages.len(),
             ..Default::default()
         };
-        let results = self.topology.results_subject();
-        let failures = self.topology.failures_subject();
-        let mut records = Vec::with_capacity(messages.len());
-        let mut keep = Vec::with_capacity(messages.len());
-        for message in messages {
-            match decode(&message.subject, &message.payload, &results, &failures) {
-                Ok(record) => {
-                    records.push(record);
-                    keep.push(message);
-                }
-                Err(reason) => {
-                    self.dead_letter(&message, reason, shutdown).await?;
-                    self.metrics.poison.inc();
-                    report.poison += 1;
-                }
-            }
-        }
+        let (records, keep) = self.decode_all(messages, shutdown, &mut report).await?;
         // Parts of `records` still to write, last first.
         let mut parts = Vec::new();
         parts.push(0..records.len());
@@ -232,12 +212,7 @@ impl Sink {
                         db::describe(&e)
                     );
                     if let Err(e) = self.dead_letter(&keep[part.start], reason, shutdown).await {
-                        // Redelivered at once rather than after the ack wait.
-                        for (message, done) in keep.iter().zip(&settled) {
-                            if !done {
-                                let _ = message.ack_with(AckKind::Nak(None)).await;
-                            }
-                        }
+                        nak_unsettled(&keep, &settled).await;
                         return Err(e);
                     }
                     self.metrics.refused.inc();
@@ -252,11 +227,7 @@ impl Sink {
                     parts.push(part.start..middle);
                 }
                 Attempt::HandedBack => {
-                    for (message, done) in keep.iter().zip(&settled) {
-                        if !done {
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                        }
-                    }
+                    nak_unsettled(&keep, &settled).await;
                     tracing::warn!("shut down with an unwritten batch: handed back to JetStream");
                     report.handed_back = true;
                     return Ok(report);
@@ -264,6 +235,34 @@ impl Sink {
             }
         }
         Ok(report)
+    }
+
+    /// The batch's records, with their messages in the same order; a message that is not a
+    /// record is dead-lettered on the way.
+    async fn decode_all(
+        &self,
+        messages: Vec<Message>,
+        shutdown: &CancellationToken,
+        report: &mut BatchReport,
+    ) -> anyhow::Result<(Vec<Record>, Vec<Message>)> {
+        let results = self.topology.results_subject();
+        let failures = self.topology.failures_subject();
+        let mut records = Vec::with_capacity(messages.len());
+        let mut keep = Vec::with_capacity(messages.len());
+        for message in messages {
+            match decode(&message.subject, &message.payload, &results, &failures) {
+                Ok(record) => {
+                    records.push(record);
+                    keep.push(message);
+                }
+                Err(reason) => {
+                    self.dead_letter(&message, reason, shutdown).await?;
+                    self.metrics.poison.inc();
+                    report.poison += 1;
+                }
+            }
+        }
+        Ok((records, keep))
     }
 
     /// Writes `records` in one transaction, retrying (with backoff, holding `held` with
@@ -290,22 +289,7 @@ impl Sink {
             .await
             {
                 Ok(written) => {
-                    self.readiness.recovered(POSTGRES);
-                    self.metrics.batches.inc();
-                    self.metrics
-                        .batch_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.results.inc_by(written.history_rows);
-                    self.metrics.failures.inc_by(written.failures_recorded);
-                    let seen = records.len() as u64;
-                    let new = written.history_rows + written.failures_recorded + written.skipped;
-                    self.metrics.duplicates.inc_by(seen.saturating_sub(new));
-                    tracing::debug!(records = records.len(), ?written, "batch committed");
-                    if written.events > 0
-                        && let Some(wake) = &self.events
-                    {
-                        wake.notify_one();
-                    }
+                    self.committed(records.len(), &written, started);
                     return Attempt::Committed(written);
                 }
                 Err(e) => e,
@@ -339,7 +323,7 @@ impl Sink {
                 self.readiness
                     .failing(POSTGRES, format!("{} ({})", e, kind.name()));
             }
-            let pause = retry.next().unwrap_or(RETRY_CAP);
+            let pause = retry.next().unwrap_or(SINK_WRITE.cap);
             tracing::warn!(error = %e, kind = kind.name(), records = records.len(), retry_in = ?pause,
                 "writing a batch failed; holding it");
             for message in held {
@@ -349,6 +333,27 @@ impl Sink {
                 () = shutdown.cancelled() => return Attempt::HandedBack,
                 () = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    /// Counts a committed batch of `records` and wakes the events' publisher if it made any.
+    fn committed(&self, records: usize, written: &Written, started: Instant) {
+        self.readiness.recovered(POSTGRES);
+        self.metrics.batches.inc();
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.results.inc_by(written.history_rows);
+        self.metrics.failures.inc_by(written.failures_recorded);
+        let new = written.history_rows + written.failures_recorded + written.skipped;
+        self.metrics
+            .duplicates
+            .inc_by((records as u64).saturating_sub(new));
+        tracing::debug!(records, ?written, "batch committed");
+        if written.events > 0
+            && let Some(wake) = &self.events
+        {
+            wake.notify_one();
         }
     }
 
@@ -382,7 +387,7 @@ impl Sink {
             match dead::publish(&self.js, &self.topology, &failure).await {
                 Ok(()) => break,
                 Err(e) => {
-                    let pause = retry.next().unwrap_or(RETRY_CAP);
+                    let pause = retry.next().unwrap_or(SINK_WRITE.cap);
                     tracing::warn!(error = %e, retry_in = ?pause, "dead-lettering failed");
                     let _ = message.ack_with(AckKind::Progress).await;
                     tokio::select! {
@@ -405,11 +410,17 @@ fn keep_first(failed: &mut Option<anyhow::Error>, done: anyhow::Result<BatchRepo
     }
 }
 
+/// Hands the batch's unsettled messages back for redelivery at once, not after the ack wait.
+async fn nak_unsettled(keep: &[Message], settled: &[bool]) {
+    for (message, done) in keep.iter().zip(settled) {
+        if !done {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Retries of a failing batch or fetch: an outage is noticed within seconds of its end, and
+/// the database is not hammered while it restarts.
 fn retry_policy() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(RETRY_CAP)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    SINK_WRITE.pauses()
 }

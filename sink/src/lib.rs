@@ -4,6 +4,7 @@
 //! - [`commands`]: each command, run from `main` (the service is [`run()`]).
 //! - [`decode`]: a JetStream message to a record, or the reason it is poison.
 //! - [`upsert`]: one batch of records in one transaction, idempotently.
+//! - [`copy`]: PostgreSQL's binary `COPY` format, for the per-check rows.
 //! - [`events`]: change events, through an outbox written in the batch's transaction.
 //! - [`schedule`]: when a repository is due again after a result or a failure.
 //! - [`consume`]: pull, write, ack; hold and retry while PostgreSQL is down.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_runtime::status::Status;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 pub fn render_status(s: &Status, interval: TimeDelta, now: DateTime<Utc>) -> String {
     let pct = |n: i64| {
@@ -115,53 +115,63 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
     let _ = writeln!(out, "  next due       {}", next_due.to_rfc3339());
     let _ = writeln!(out, "  last enqueued  {}", opt(last_enqueued));
     let _ = writeln!(out, "  last scored    {}", opt(last_scored));
+    show_score(&mut tx, id, &mut out).await?;
+    show_history(&mut tx, id, &mut out).await?;
+    show_failure(&mut tx, id, &mut out).await?;
+    tx.commit().await?;
+    Ok(out)
+}
 
+/// The latest score and its checks.
+async fn show_score(conn: &mut PgConnection, id: i64, out: &mut String) -> sqlx::Result<()> {
     let score: Option<ScoreRow> = sqlx::query_as(
         "SELECT score::float8 AS score, commit_sha, scorecard_version, scored_at, work_id
          FROM scores WHERE repo_id = $1",
     )
     .persistent(false)
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
-    match score {
-        Some(ScoreRow {
-            score,
-            commit_sha: commit,
-            scorecard_version: version,
-            scored_at: at,
-            work_id: work,
-        }) => {
-            let shown = score.map_or_else(|| "inconclusive".into(), |s| format!("{s:.1}"));
-            let _ = writeln!(
-                out,
-                "\nscore {shown} at {} (commit {commit}, scorecard {version}, work {work})",
-                at.to_rfc3339()
-            );
-            let checks: Vec<(String, Option<i16>, String)> = sqlx::query_as(
-                "SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name",
-            )
-            .persistent(false)
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (name, score, reason) in checks {
-                let s = score.map_or_else(|| "?".into(), |s| s.to_string());
-                let _ = writeln!(out, "  {name:<24}{s:>3}  {reason}");
-            }
-        }
-        None => {
-            let _ = writeln!(out, "\nno score yet");
-        }
+    let Some(ScoreRow {
+        score,
+        commit_sha: commit,
+        scorecard_version: version,
+        scored_at: at,
+        work_id: work,
+    }) = score
+    else {
+        let _ = writeln!(out, "\nno score yet");
+        return Ok(());
+    };
+    let shown = score.map_or_else(|| "inconclusive".into(), |s| format!("{s:.1}"));
+    let _ = writeln!(
+        out,
+        "\nscore {shown} at {} (commit {commit}, scorecard {version}, work {work})",
+        at.to_rfc3339()
+    );
+    let checks: Vec<(String, Option<i16>, String)> = sqlx::query_as(
+        "SELECT name, score, reason FROM score_checks WHERE repo_id = $1 ORDER BY name",
+    )
+    .persistent(false)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, score, reason) in checks {
+        let s = score.map_or_else(|| "?".into(), |s| s.to_string());
+        let _ = writeln!(out, "  {name:<24}{s:>3}  {reason}");
     }
+    Ok(())
+}
 
+/// The latest ten scans.
+async fn show_history(conn: &mut PgConnection, id: i64, out: &mut String) -> sqlx::Result<()> {
     let history: Vec<(DateTime<Utc>, Option<f64>, String, String)> = sqlx::query_as(
         "SELECT scored_at, score::float8, scorecard_version, work_id FROM score_history
          WHERE repo_id = $1 ORDER BY scored_at DESC LIMIT 10",
     )
     .persistent(false)
     .bind(id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     if !history.is_empty() {
         let _ = writeln!(out, "\nhistory (latest 10)");
@@ -174,13 +184,17 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
             );
         }
     }
+    Ok(())
+}
 
+/// The last failure, if one is recorded.
+async fn show_failure(conn: &mut PgConnection, id: i64, out: &mut String) -> sqlx::Result<()> {
     let failure: Option<(String, String, i32, i32, DateTime<Utc>, String)> = sqlx::query_as(
         "SELECT class, message, attempts, consecutive, failed_at, work_id FROM work_failures WHERE repo_id = $1",
     )
     .persistent(false)
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some((class, message, attempts, consecutive, at, work)) = failure {
         let _ = writeln!(
@@ -189,6 +203,5 @@ pub async fn show(pool: &PgPool, repo: &RepoName) -> anyhow::Result<String> {
             at.to_rfc3339()
         );
     }
-    tx.commit().await?;
-    Ok(out)
+    Ok(())
 }

@@ -114,19 +114,8 @@ async fn ensure_repos(
         return Ok(ids);
     }
     let keys: Vec<String> = missing.iter().map(|r| r.key()).collect();
-    let owners: Vec<&str> = missing.iter().map(|r| r.owner()).collect();
-    let names: Vec<&str> = missing.iter().map(|r| r.name()).collect();
-    sqlx::query(
-        "INSERT INTO repos (repo_key, host, owner, name)
-         SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
-         ON CONFLICT (repo_key) DO NOTHING",
-    )
-    .persistent(false)
-    .bind(&keys)
-    .bind(&owners)
-    .bind(&names)
-    .execute(&mut **tx)
-    .await?;
+    let named: Vec<(&str, &RepoName)> = keys.iter().map(String::as_str).zip(missing).collect();
+    fleet_runtime::db::insert_repos(tx, &named).await?;
     // Also finds the rows a concurrent import or sink inserted first.
     ids.extend(repo_ids(tx, &keys).await?);
     Ok(ids)
@@ -180,6 +169,9 @@ struct ResultColumns {
     next_due: Vec<DateTime<Utc>>,
 }
 
+/// A result with its repository id and time, newest first.
+type Ordered<'a> = Vec<(&'a ScoreResult, i64, DateTime<Utc>)>;
+
 async fn write_results(
     tx: &mut Transaction<'_, Postgres>,
     results: &[(&ScoreResult, RepoName)],
@@ -188,8 +180,50 @@ async fn write_results(
     events: bool,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
-    // Newest first, so the first result seen per repository is the one `scores` may take.
-    let mut ordered: Vec<(&ScoreResult, i64, DateTime<Utc>)> = results
+    let ordered = newest_first(results, ids);
+    let (all, mut latest) = result_columns(&ordered);
+    written.history_rows += insert_history(tx, &all).await?;
+    insert_raw(tx, &all).await?;
+    // Rows go in repo id order, so concurrent sinks lock them in the same order (no deadlock),
+    // sorted here rather than by an ORDER BY that would sort the whole wide rows in SQL.
+    latest.sort_by_key(|&i| all.repo_id[i]);
+    let top = latest_columns(&ordered, &all, &latest, schedule);
+    // What the new scores replace, for the change events (the rows are locked).
+    let before = if events {
+        Some(crate::events::stored(tx, &top.repo_id).await?)
+    } else {
+        None
+    };
+    let stored_now = upsert_scores(tx, &top).await?;
+    let changed: Vec<i64> = stored_now.iter().map(|(id, _)| *id).collect();
+    written.scores_updated += changed.len() as u64;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if let Some(before) = &before {
+        let now: HashMap<i64, Option<f64>> = stored_now.iter().copied().collect();
+        let made: Vec<_> = latest
+            .iter()
+            .filter_map(|&i| {
+                let repo = all.repo_id[i];
+                let score = now.get(&repo)?;
+                crate::events::change(ordered[i].0, *score, before.get(&repo))
+            })
+            .collect();
+        crate::events::record(tx, &made).await?;
+        written.events += made.len() as u64;
+    }
+    replace_checks(tx, &ordered, &latest, &changed).await?;
+    settle_repos(tx, &top, &changed).await
+}
+
+/// Newest first, so the first result seen per repository is the one `scores` may take; one
+/// per work id.
+fn newest_first<'a>(
+    results: &[(&'a ScoreResult, RepoName)],
+    ids: &HashMap<String, i64>,
+) -> Ordered<'a> {
+    let mut ordered: Ordered<'a> = results
         .iter()
         .map(|(r, repo)| {
             let scored_at = r.scored_at.as_ref().map(datetime).unwrap_or_default();
@@ -198,7 +232,11 @@ async fn write_results(
         .collect();
     ordered.sort_by(|a, b| (b.2, &b.0.work_id).cmp(&(a.2, &a.0.work_id)));
     ordered.dedup_by(|a, b| a.0.work_id == b.0.work_id);
+    ordered
+}
 
+/// Every result in column arrays, and the index of each repository's newest.
+fn result_columns(ordered: &Ordered<'_>) -> (ResultColumns, Vec<usize>) {
     let mut all = ResultColumns::default();
     let mut latest_repo = HashSet::new();
     let mut latest = Vec::new();
@@ -218,6 +256,14 @@ async fn write_results(
             latest.push(i);
         }
     }
+    (all, latest)
+}
+
+/// One history row per work id; returns how many were new.
+async fn insert_history(
+    tx: &mut Transaction<'_, Postgres>,
+    all: &ResultColumns,
+) -> Result<u64, sqlx::Error> {
     let history = sqlx::query(
         "INSERT INTO score_history (work_id, repo_id, score, commit_sha, scorecard_version,
                                     scored_at, exit_code, check_scores)
@@ -237,12 +283,18 @@ async fn write_results(
     .bind(&all.check_scores)
     .execute(&mut **tx)
     .await?;
-    written.history_rows += history.rows_affected();
-    // The newest result of each commit in full, for the retention period (the api's
-    // `?commit=`). `ordered` is newest first: the first of a (repository, commit) wins, and
-    // one statement may not update a row twice.
+    Ok(history.rows_affected())
+}
+
+/// The newest result of each commit in full, for the retention period (the api's
+/// `?commit=`). `all` is newest first: the first of a (repository, commit) wins, and one
+/// statement may not update a row twice.
+async fn insert_raw(
+    tx: &mut Transaction<'_, Postgres>,
+    all: &ResultColumns,
+) -> Result<(), sqlx::Error> {
     let mut commits = HashSet::new();
-    let raw: Vec<usize> = (0..ordered.len())
+    let raw: Vec<usize> = (0..all.work_id.len())
         .filter(|&i| commits.insert((all.repo_id[i], all.commit[i].as_str())))
         .collect();
     fn pick<'a>(raw: &[usize], col: &'a [String]) -> Vec<&'a str> {
@@ -263,12 +315,18 @@ async fn write_results(
     .bind(pick(&raw, &all.raw_json))
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
 
-    // Rows go in repo id order, so concurrent sinks lock them in the same order (no deadlock),
-    // sorted here rather than by an ORDER BY that would sort the whole wide rows in SQL.
-    latest.sort_by_key(|&i| all.repo_id[i]);
+/// Each repository's newest result, in `latest`'s order, with its next due time.
+fn latest_columns(
+    ordered: &Ordered<'_>,
+    all: &ResultColumns,
+    latest: &[usize],
+    schedule: &Schedule,
+) -> ResultColumns {
     let mut top = ResultColumns::default();
-    for &i in &latest {
+    for &i in latest {
         let r = ordered[i].0;
         top.work_id.push(all.work_id[i].clone());
         top.repo_id.push(all.repo_id[i]);
@@ -282,14 +340,16 @@ async fn write_results(
         top.next_due
             .push(schedule.next_due_after_result(all.scored_at[i], &r.work_id));
     }
-    // What the new scores replace, for the change events (the rows are locked).
-    let before = if events {
-        Some(crate::events::stored(tx, &top.repo_id).await?)
-    } else {
-        None
-    };
-    // With each changed repository, its new score as stored (numeric(3,1)), for the events.
-    let stored_now: Vec<(i64, Option<f64>)> = sqlx::query_as(
+    top
+}
+
+/// The latest scores, where newer than the stored ones. Returns each changed repository with
+/// its new score as stored (numeric(3,1)), for the events.
+async fn upsert_scores(
+    tx: &mut Transaction<'_, Postgres>,
+    top: &ResultColumns,
+) -> Result<Vec<(i64, Option<f64>)>, sqlx::Error> {
+    sqlx::query_as(
         "INSERT INTO scores AS s (repo_id, work_id, score, commit_sha, scorecard_version,
                                   scorecard_commit, scored_at, exit_code, raw_json)
          SELECT r, w, sc::numeric(3,1), c, v, vc, t, e, raw
@@ -317,49 +377,47 @@ async fn write_results(
     .bind(&top.exit_code)
     .bind(&top.raw_json)
     .fetch_all(&mut **tx)
-    .await?;
-    let changed: Vec<i64> = stored_now.iter().map(|(id, _)| *id).collect();
-    written.scores_updated += changed.len() as u64;
-    if changed.is_empty() {
-        return Ok(());
-    }
+    .await
+}
 
+/// The per-check rows of each `changed` repository, replaced by its new score's.
+async fn replace_checks(
+    tx: &mut Transaction<'_, Postgres>,
+    ordered: &Ordered<'_>,
+    latest: &[usize],
+    changed: &[i64],
+) -> Result<(), sqlx::Error> {
     let changed_set: HashSet<i64> = changed.iter().copied().collect();
-    if let Some(before) = &before {
-        let now: HashMap<i64, Option<f64>> = stored_now.iter().copied().collect();
-        let made: Vec<_> = latest
-            .iter()
-            .filter_map(|&i| {
-                let repo = all.repo_id[i];
-                let score = now.get(&repo)?;
-                crate::events::change(ordered[i].0, *score, before.get(&repo))
-            })
-            .collect();
-        crate::events::record(tx, &made).await?;
-        written.events += made.len() as u64;
-    }
     // One row per check name: a result naming a check twice must not fail its batch forever.
     let mut checks = CheckRows::default();
     let mut names = HashSet::new();
-    for &i in &latest {
-        if !changed_set.contains(&all.repo_id[i]) {
+    for &i in latest {
+        let (result, repo_id, _) = ordered[i];
+        if !changed_set.contains(&repo_id) {
             continue;
         }
         names.clear();
-        for check in &ordered[i].0.checks {
+        for check in &result.checks {
             if names.insert(check.name.as_str()) {
-                checks.push(all.repo_id[i], check);
+                checks.push(repo_id, check);
             }
         }
     }
     sqlx::query("DELETE FROM score_checks WHERE repo_id = ANY($1)")
         .persistent(false)
-        .bind(&changed)
+        .bind(changed)
         .execute(&mut **tx)
         .await?;
-    checks.insert(tx).await?;
-    // A newer score clears the repository's last failure if that failure is older, and
-    // schedules the next scan unless a newer failure (delivered first) already did.
+    checks.insert(tx).await
+}
+
+/// A newer score clears the repository's last failure if that failure is older, and
+/// schedules the next scan unless a newer failure (delivered first) already did.
+async fn settle_repos(
+    tx: &mut Transaction<'_, Postgres>,
+    top: &ResultColumns,
+    changed: &[i64],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "DELETE FROM work_failures f
          USING UNNEST($1::int8[], $2::timestamptz[]) AS u(r, t)
@@ -368,7 +426,7 @@ async fn write_results(
     .persistent(false)
     .bind(&top.repo_id)
     .bind(&top.scored_at)
-    .bind(&changed)
+    .bind(changed)
     .execute(&mut **tx)
     .await?;
     sqlx::query(REPOS_SCORED)
@@ -376,7 +434,7 @@ async fn write_results(
         .bind(&top.repo_id)
         .bind(&top.scored_at)
         .bind(&top.next_due)
-        .bind(&changed)
+        .bind(changed)
         .execute(&mut **tx)
         .await?;
     Ok(())

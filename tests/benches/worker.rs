@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use worker::budget::Pool;
 use worker::consume::{Settings, Worker};
 use worker::job::{self, CONTAINER, JobSettings, SELECTOR};
-use worker::logs::Finished;
+use worker::logs::RunLog;
 use worker::metrics::{ClassLabel, Metrics};
 use worker::runner::kubernetes::KubeRunner;
 use worker::runner::{RunResult, Runner};
@@ -448,7 +448,7 @@ impl PerJobWatchRunner {
             Err(message) => return infra(message, true),
         };
         match self.finished(&name, &view).await {
-            Ok(run) => RunResult::Finished {
+            Ok(run) => RunResult::Ended {
                 run,
                 adopted: false,
                 ended_before: false,
@@ -487,7 +487,7 @@ impl PerJobWatchRunner {
         Err(format!("the watch of Job {name} ended"))
     }
 
-    async fn finished(&self, name: &str, view: &JobView) -> Result<Finished, String> {
+    async fn finished(&self, name: &str, view: &JobView) -> Result<RunLog, String> {
         self.metrics.kube("list");
         let pods = self
             .pods
@@ -525,7 +525,7 @@ impl PerJobWatchRunner {
                 .await
                 .unwrap_or_default();
         }
-        Ok(Finished {
+        Ok(RunLog {
             job_name: name.to_owned(),
             token_key: None,
             exit_code: terminated.as_ref().map(|t| t.exit_code),

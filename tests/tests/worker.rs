@@ -1032,7 +1032,7 @@ async fn a_delivery_that_claimed_a_running_scan_finds_its_job_not_a_fresh_scan()
     )
     .await
     .expect("the ended Job is adopted, not a second scan started");
-    let RunResult::Finished { adopted, .. } = run else {
+    let RunResult::Ended { adopted, .. } = run else {
         panic!("the ended scan is read: {run:?}")
     };
     assert!(adopted, "adopted the first delivery's Job");

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
 use fleet_runtime::dead;
@@ -28,7 +27,7 @@ use crate::budget::{Lease, Pool};
 use crate::intake;
 use crate::logs::{self, Verdict};
 use crate::metrics::{ClassLabel, Metrics};
-use crate::outcome::{self, Ack, Cleanup, Outcome};
+use crate::outcome::{self, Ack, Ending, Job, Outcome, hand_back_delay};
 use crate::runner::{RunResult, Runner};
 use crate::scans::{AfterDone, Decision, Register};
 use fleet_runtime::budget::{self, Signal};
@@ -129,17 +128,6 @@ const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
 /// How long a lane holds a credential while its queue is empty before giving it back.
 const LEASE_IDLE: Duration = Duration::from_secs(30);
-
-/// How long a handed-back item waits before its next delivery: 5 s, then three times longer
-/// on each delivery, up to 60 s. A NATS leader election or a partition takes tens of seconds,
-/// and 5 s apart every delivery would be spent in it. Within 60 s plus the attempt, a result
-/// republished is still inside the server's two-minute dedup window.
-fn hand_back_delay(delivered: u64) -> Duration {
-    let exponent = u32::try_from(delivered.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(8);
-    (Duration::from_secs(5) * 3u32.pow(exponent)).min(Duration::from_secs(60))
-}
 
 impl Worker {
     /// A worker on the topology's consumers and scan register (which must exist: every
@@ -272,14 +260,7 @@ impl Worker {
 
     /// [`Self::next_in`], or `None` once a pull comes back empty after `deadline`.
     async fn next_before(&self, lane: Lane, deadline: Option<Instant>) -> Option<Message> {
-        let policy = || {
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(10))
-                .with_jitter()
-                .without_max_times()
-                .build()
-        };
+        let policy = || fleet_runtime::retry::PULL.pauses();
         let mut backoff = policy();
         loop {
             let pulled = match lane {
@@ -291,7 +272,7 @@ impl Worker {
                 Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
                 Ok(None) => backoff = policy(),
                 Err(e) => {
-                    let pause = backoff.next().unwrap_or(Duration::from_secs(10));
+                    let pause = backoff.next().unwrap_or(fleet_runtime::retry::PULL.cap);
                     tracing::warn!(error = %e, ?lane, retry_in = ?pause, "pulling work failed");
                     tokio::time::sleep(pause).await;
                 }
@@ -350,6 +331,7 @@ impl Worker {
             budget::Lane::Scheduled
         };
         let Some(lease) = self.pool.take(credit, abandon).await else {
+            self.settle(&message, None, Ending::Abandon).await;
             return Handled::Abandoned;
         };
         self.handle_leased(message, lease, abandon).await
@@ -413,14 +395,15 @@ impl Worker {
             Ok(Decision::AlreadyDone(after)) => {
                 tracing::info!("outcome already published by an earlier delivery; acking");
                 self.metrics.already_done.inc();
-                self.ack_then_cleanup(message, &item, Ack::Ack, after).await;
+                self.settle(message, Some(&item), Ending::Answered(after))
+                    .await;
                 return Handled::AlreadyDone;
             }
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
                 // An earlier delivery may have left a Job (abandoned at a drain): not needed.
-                self.ack_then_cleanup(message, &item, Ack::Ack, AfterDone::Remove)
+                self.settle(message, Some(&item), Ending::Answered(AfterDone::Remove))
                     .await;
                 return Handled::Covered { by };
             }
@@ -429,29 +412,9 @@ impl Worker {
         self.metrics.in_flight.inc();
         let started = Instant::now();
         let credential = lease.key.as_deref();
-        let mut scanned = self.scan(message, &item, credential, abandon).await;
-        if let Some(RunResult::Finished {
-            ended_before: true, ..
-        }) = &scanned
-            && matches!(
-                self.judge(&item, scanned.clone().expect("some"), delivered)
-                    .0,
-                Outcome::Retry { .. }
-            )
-        {
-            // A previous delivery already judged this run a failure to retry, and its Job's
-            // delete failed: reading it again would spend every delivery on one failed run.
-            match self.runner.discard(&item).await {
-                Ok(()) => {
-                    tracing::info!(
-                        "a previous attempt's failed Job was left behind; starting a fresh one"
-                    );
-                    self.metrics.fresh_attempts.inc();
-                    scanned = self.scan(message, &item, credential, abandon).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's Job"),
-            }
-        }
+        let scanned = self
+            .scan_afresh_if_stale(message, &item, credential, delivered, abandon)
+            .await;
         self.metrics.in_flight.dec();
         if scanned.as_ref().is_some_and(|r| !r.spent_credential()) {
             self.pool.give_back(lease).await;
@@ -459,6 +422,7 @@ impl Worker {
         let Some(result) = scanned else {
             tracing::info!("left running for the next delivery");
             self.metrics.abandoned.inc();
+            self.settle(message, Some(&item), Ending::Abandon).await;
             return Handled::Abandoned;
         };
         self.metrics
@@ -473,6 +437,44 @@ impl Worker {
             self.pool.learn(key, *signal).await;
         }
         self.apply(message, &item, outcome).await
+    }
+
+    /// Runs the scan; if that only found a run an earlier delivery already judged a failure
+    /// to retry (its Job's delete had failed), removes it and runs a fresh one: reading it
+    /// again would spend every delivery on one failed run.
+    async fn scan_afresh_if_stale(
+        &self,
+        message: &Message,
+        item: &WorkItem,
+        credential: Option<&str>,
+        delivered: u64,
+        abandon: &CancellationToken,
+    ) -> Option<RunResult> {
+        let scanned = self.scan(message, item, credential, abandon).await;
+        let Some(
+            run @ RunResult::Ended {
+                ended_before: true, ..
+            },
+        ) = &scanned
+        else {
+            return scanned;
+        };
+        if self.judge(item, run.clone(), delivered).0.is_final() {
+            return scanned;
+        }
+        match self.runner.discard(item).await {
+            Ok(()) => {
+                tracing::info!(
+                    "a previous attempt's failed Job was left behind; starting a fresh one"
+                );
+                self.metrics.fresh_attempts.inc();
+                self.scan(message, item, credential, abandon).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove the previous attempt's Job");
+                scanned
+            }
+        }
     }
 
     /// Runs the scan with progress acks until it ends, or `None` if `abandon` came first.
@@ -508,7 +510,7 @@ impl Worker {
         delivered: u64,
     ) -> (Outcome, Option<Usage>) {
         let (verdict, job_name, usage) = match result {
-            RunResult::Finished { run, adopted, .. } => {
+            RunResult::Ended { run, adopted, .. } => {
                 tracing::debug!(adopted, exit_code = ?run.exit_code, "scan ended");
                 let verdict = logs::interpret(item, &run);
                 let usage = run.token_key.clone().map(|key| Usage {
@@ -540,8 +542,7 @@ impl Worker {
         (outcome, usage)
     }
 
-    /// Makes the outcome durable, then acks as the table says, with the cleanup where the
-    /// table puts it.
+    /// Ends the delivery as the outcome's row of the table says, and counts it.
     async fn apply(&self, message: &Message, item: &WorkItem, outcome: Outcome) -> Handled {
         if outcome.is_final()
             && let Ok(Some(after)) = self.register.done(item).await
@@ -550,98 +551,105 @@ impl Worker {
             // heartbeats): one outcome per item, and that one is out.
             tracing::warn!("this item's outcome was recorded while it ran; dropping this one");
             self.metrics.already_done.inc();
-            self.ack_then_cleanup(message, item, Ack::Ack, after).await;
+            self.settle(message, Some(item), Ending::Answered(after))
+                .await;
             return Handled::AlreadyDone;
         }
-        let handled = match &outcome {
+        if let Err(reason) = self.end(message, Some(item), outcome.ending()).await {
+            return self.hand_back(message, reason).await;
+        }
+        let label = |failure: &WorkFailure| {
+            let class = FailureClass::try_from(failure.class).unwrap_or_default();
+            let label = ClassLabel {
+                class: class.name().to_owned(),
+            };
+            (class, label)
+        };
+        match outcome {
             Outcome::Done(result) => {
-                if let Err(e) = self
-                    .publish(
-                        self.topology.results_subject(),
-                        &result.work_id,
-                        result.encode_to_vec(),
-                    )
-                    .await
-                {
-                    return self
-                        .hand_back(message, format!("publishing the result: {e}"))
-                        .await;
-                }
                 self.metrics.succeeded.inc();
                 tracing::info!(score = ?result.score, "scored");
-                Handled::Published(result.clone())
+                Handled::Published(result)
             }
             Outcome::Retry { after, failure } => {
-                let class = FailureClass::try_from(failure.class).unwrap_or_default();
-                self.metrics
-                    .retried
-                    .get_or_create(&ClassLabel {
-                        class: class.name().to_owned(),
-                    })
-                    .inc();
+                let (class, label) = label(&failure);
+                self.metrics.retried.get_or_create(&label).inc();
                 tracing::warn!(class = class.name(), message = %failure.message, retry_in = ?after, "scan failed; retrying later");
-                Handled::Retried {
-                    class,
-                    after: *after,
-                }
+                Handled::Retried { class, after }
             }
             Outcome::Dead(failure) => {
-                if let Err(e) = self.record_failure(failure).await {
-                    return self
-                        .hand_back(message, format!("recording the failure: {e}"))
-                        .await;
-                }
-                let class = FailureClass::try_from(failure.class).unwrap_or_default();
-                self.metrics
-                    .failed
-                    .get_or_create(&ClassLabel {
-                        class: class.name().to_owned(),
-                    })
-                    .inc();
+                let (class, label) = label(&failure);
+                self.metrics.failed.get_or_create(&label).inc();
                 tracing::warn!(class = class.name(), message = %failure.message, "scan failed; dead-lettered");
-                Handled::DeadLettered(failure.clone())
-            }
-        };
-        match outcome.cleanup() {
-            Cleanup::BeforeAck => {
-                self.runner.cleanup(item).await;
-                if let Err(e) = self.send_ack(message, outcome.ack()).await {
-                    self.ack_failed(&e);
-                }
-            }
-            Cleanup::AfterAck => {
-                let after = self.register.finish(item).await.unwrap_or_else(|e| {
-                    // Unrecorded, the outcome lives in the ended Job alone: a redelivery
-                    // finds it there and republishes the same ids, which the server and the
-                    // sink drop.
-                    tracing::warn!(error = %e, "recording the outcome in the scan register failed; keeping the Job");
-                    AfterDone::Keep
-                });
-                self.ack_then_cleanup(message, item, outcome.ack(), after)
-                    .await;
+                Handled::DeadLettered(failure)
             }
         }
-        handled
     }
 
-    /// Acks, and removes the Job only if the ack went through and no other delivery may still
-    /// need it: after a failed ack the redelivery must find the ended Job (and its outcome),
-    /// not a fresh scan, and so must a delivery that claimed the scan too (see
-    /// [`AfterDone`]).
-    async fn ack_then_cleanup(
+    /// Ends the delivery as `ending`: publishes what it carries, then [`Self::settle`]s. An
+    /// `Err` says why that could not be made durable: then nothing was recorded or acked, and
+    /// the caller hands the item back.
+    async fn end(
         &self,
         message: &Message,
-        item: &WorkItem,
-        ack: Ack,
-        after: AfterDone,
-    ) {
-        match self.send_ack(message, ack).await {
-            Ok(()) if after == AfterDone::Remove => self.runner.cleanup(item).await,
-            Ok(()) => {
+        item: Option<&WorkItem>,
+        ending: Ending<'_>,
+    ) -> Result<(), String> {
+        match ending {
+            Ending::Scored(result) => self
+                .publish(
+                    self.topology.results_subject(),
+                    &result.work_id,
+                    result.encode_to_vec(),
+                )
+                .await
+                .map_err(|e| format!("publishing the result: {e}"))?,
+            Ending::Dead(failure) => self
+                .record_failure(failure)
+                .await
+                .map_err(|e| format!("recording the failure: {e}"))?,
+            Ending::Poison(failure) => dead::publish(&self.js, &self.topology, failure)
+                .await
+                .map_err(|e| format!("dead-lettering it: {e}"))?,
+            Ending::Retry(_) | Ending::Answered(_) | Ending::HandBack(_) | Ending::Abandon => {}
+        }
+        self.settle(message, item, ending).await;
+        Ok(())
+    }
+
+    /// Carries out the rest of `ending`'s row of [`Ending::steps`], once what it publishes is
+    /// out: the record, the ack, and `item`'s Job (none for a message that is no work item).
+    async fn settle(&self, message: &Message, item: Option<&WorkItem>, ending: Ending<'_>) {
+        let steps = ending.steps();
+        let after = match (steps.record, item, ending) {
+            (true, Some(item), _) => self.register.finish(item).await.unwrap_or_else(|e| {
+                // Unrecorded, the outcome lives in the ended Job alone: a redelivery finds it
+                // there and republishes the same ids, which the server and the sink drop.
+                tracing::warn!(error = %e, "recording the outcome in the scan register failed; keeping the Job");
+                AfterDone::Keep
+            }),
+            (_, _, Ending::Answered(after)) => after,
+            _ => AfterDone::Keep,
+        };
+        if let (Job::RemoveBeforeAck, Some(item)) = (steps.job, item) {
+            self.runner.cleanup(item).await;
+        }
+        let Some(ack) = steps.ack else {
+            return;
+        };
+        match (self.send_ack(message, ack).await, steps.job, item) {
+            (Err(e), ..) => {
+                self.metrics.ack_failures.inc();
+                tracing::warn!(error = %e, "ack failed; the message comes again (its Job, if any, is kept for it)");
+            }
+            (Ok(()), Job::RemoveAfterAck, Some(item)) if after == AfterDone::Remove => {
+                self.runner.cleanup(item).await;
+            }
+            (Ok(()), Job::RemoveAfterAck, Some(_)) => {
                 self.metrics.jobs_kept.inc();
                 tracing::info!("the Job stays for its TTL: another delivery may still come for it");
             }
-            Err(e) => self.ack_failed(&e),
+            (Ok(()), ..) => {}
         }
     }
 
@@ -651,11 +659,6 @@ impl Worker {
             Ack::Nak(after) => message.ack_with(AckKind::Nak(Some(after))).await,
             Ack::Term => message.ack_with(AckKind::Term).await,
         }
-    }
-
-    fn ack_failed(&self, e: &async_nats::Error) {
-        self.metrics.ack_failures.inc();
-        tracing::warn!(error = %e, "ack failed; the Job is kept for the redelivery");
     }
 
     /// A final failure to the sink (`scorecard.failures`) and the dead stream, each with an id
@@ -683,17 +686,14 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
-    /// Hands the item back to be done again. On its last delivery JetStream then gives up on
-    /// it and says so in a max-deliveries advisory, which the recorder of exhausted items
-    /// turns into a dead letter: nothing waits silently in the work stream.
+    /// Hands the item back to be done again ([`Ending::HandBack`]).
     async fn hand_back(&self, message: &Message, reason: String) -> Handled {
         tracing::warn!(%reason, "handing the item back; the next delivery re-reads the finished scan");
         self.metrics.handed_back.inc();
         let delivered = message
             .info()
             .map_or(1, |i| u64::try_from(i.delivered).unwrap_or(1));
-        let _ = message
-            .ack_with(AckKind::Nak(Some(hand_back_delay(delivered))))
+        self.settle(message, None, Ending::HandBack(hand_back_delay(delivered)))
             .await;
         Handled::HandedBack(reason)
     }
@@ -715,24 +715,10 @@ impl Worker {
             reason.clone(),
             u32::try_from(delivered).unwrap_or(u32::MAX),
         );
-        if let Err(e) = dead::publish(&self.js, &self.topology, &failure).await {
-            return self.hand_back(message, e.to_string()).await;
+        if let Err(e) = self.end(message, None, Ending::Poison(&failure)).await {
+            return self.hand_back(message, e).await;
         }
         self.metrics.poison.inc();
-        let _ = message.ack_with(AckKind::Term).await;
         Handled::Poison(reason)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hand_backs_wait_longer_each_delivery_within_the_dedup_window() {
-        let delays: Vec<u64> = (1..=6).map(|d| hand_back_delay(d).as_secs()).collect();
-        assert_eq!(delays, [5, 15, 45, 60, 60, 60]);
-        assert_eq!(hand_back_delay(0).as_secs(), 5);
-        assert_eq!(hand_back_delay(u64::MAX).as_secs(), 60);
     }
 }

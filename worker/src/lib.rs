@@ -17,6 +17,11 @@
 //! - [`consume`]: the loop: bounded pulls, heartbeats, publish-then-ack, drain.
 //! - [`exhausted`]: work that ran out of deliveries, dead-lettered from JetStream's advisory.
 //! - [`metrics`]: what `/metrics` exports.
+//!
+//! A work item's path, one type per step: the Job's end ([`watch::JobEnd`]) and what the run
+//! left ([`logs::RunLog`]) make a [`runner::RunResult`] (or an INFRA failure); its log reads as
+//! a [`logs::Verdict`] (a result or a classified failure); [`outcome::Outcome`] decides publish,
+//! retry or give up; [`consume::Handled`] says what became of the message.
 
 pub mod budget;
 pub mod config;
@@ -51,6 +56,95 @@ use crate::runner::kubernetes::KubeRunner;
 use crate::runner::process::ProcessRunner;
 use crate::tokens::TokenPool;
 use crate::watch::JobWatch;
+
+/// Who hands out GitHub credentials: the fleet-wide budget, the per-replica round-robin, or
+/// nobody (the process runner uses its own token).
+async fn credential_pool(
+    cli: &Cli,
+    topology: &Topology,
+    js: &async_nats::jetstream::Context,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Pool> {
+    Ok(match (cli.runner, cli.credential_budget) {
+        (RunnerKind::Process, _) => Pool::Unmanaged,
+        (RunnerKind::Kubernetes, BudgetKind::Off) => {
+            Pool::RoundRobin(TokenPool::new(cli.token_keys()?, cli.cooldown()))
+        }
+        (RunnerKind::Kubernetes, BudgetKind::Fleet) => {
+            let store = fleet_runtime::retry::while_transient(
+                "the credential budget bucket",
+                shutdown,
+                || topology.ensure_budget_bucket(js),
+                fleet_runtime::topology::TopologyError::is_transient,
+            )
+            .await?;
+            let budget = Budget::new(
+                store,
+                cli.token_keys()?,
+                cli.budget_settings(),
+                metrics.clone(),
+            );
+            report_revoked(&budget).await;
+            Pool::Budget(Box::new(budget))
+        }
+    })
+}
+
+/// Says at start-up which credentials GitHub rejected earlier. Only for the log and
+/// `/metrics`: every take reads the bucket again, so a failed read only warns.
+async fn report_revoked(budget: &Budget) {
+    match budget.snapshot().await {
+        Ok(entries) => {
+            let revoked: Vec<String> = entries
+                .into_iter()
+                .filter(|(_, a)| a.revoked.is_some())
+                .map(|(k, _)| k)
+                .collect();
+            if !revoked.is_empty() {
+                tracing::error!(credentials = ?revoked, "GitHub rejected these credentials earlier; they stay out of the pool until replaced and their budget keys deleted");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the credential budget yet"),
+    }
+}
+
+/// The Kubernetes runner, once the admission policy agrees with the Job settings and the Job
+/// watch has listed; `None` if shutdown came first.
+async fn kube_runner(
+    cli: &Cli,
+    metrics: &Metrics,
+    readiness: &http::Readiness,
+    stopped: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<KubeRunner>> {
+    let client = kube_client(cli.kubeconfig.as_deref()).await?;
+    policy::verify(client.clone(), &cli.job_settings()).await?;
+    let watch = JobWatch::start(
+        client.clone(),
+        &cli.namespace,
+        metrics.clone(),
+        stopped.clone(),
+    );
+    metrics.kube("watch");
+    watch.report_to(
+        readiness.clone(),
+        Duration::from_secs(cli.watch_unready_secs),
+        stopped.clone(),
+    );
+    tokio::select! {
+        () = watch.synced() => {}
+        () = shutdown.cancelled() => return Ok(None),
+    }
+    Ok(Some(KubeRunner::new(
+        client,
+        cli.job_settings(),
+        watch,
+        Duration::from_secs(cli.pending_timeout_secs),
+        cli.log_limit_bytes,
+        metrics.clone(),
+    )))
+}
 
 /// A client from `kubeconfig`, or from the pod's ServiceAccount in a cluster.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
@@ -104,70 +198,14 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     topology.ensure_until_ready(&js, &shutdown).await?;
 
     job::check_names(&cli.job_settings().checks).map_err(anyhow::Error::msg)?;
-    let pool = match (cli.runner, cli.credential_budget) {
-        (RunnerKind::Process, _) => Pool::Unmanaged,
-        (RunnerKind::Kubernetes, BudgetKind::Off) => {
-            Pool::RoundRobin(TokenPool::new(cli.token_keys()?, cli.cooldown()))
-        }
-        (RunnerKind::Kubernetes, BudgetKind::Fleet) => {
-            let store = fleet_runtime::retry::while_transient(
-                "the credential budget bucket",
-                &shutdown,
-                || topology.ensure_budget_bucket(&js),
-                fleet_runtime::topology::TopologyError::is_transient,
-            )
-            .await?;
-            let budget = Budget::new(
-                store,
-                cli.token_keys()?,
-                cli.budget_settings(),
-                metrics.clone(),
-            );
-            // Only for the log and `/metrics`: every take reads the bucket again.
-            match budget.snapshot().await {
-                Ok(entries) => {
-                    let revoked: Vec<String> = entries
-                        .into_iter()
-                        .filter(|(_, a)| a.revoked.is_some())
-                        .map(|(k, _)| k)
-                        .collect();
-                    if !revoked.is_empty() {
-                        tracing::error!(credentials = ?revoked, "GitHub rejected these credentials earlier; they stay out of the pool until replaced and their budget keys deleted");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not read the credential budget yet"),
-            }
-            Pool::Budget(Box::new(budget))
-        }
-    };
+    let pool = credential_pool(&cli, &topology, &js, &metrics, &shutdown).await?;
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
-            let client = kube_client(cli.kubeconfig.as_deref()).await?;
-            policy::verify(client.clone(), &cli.job_settings()).await?;
-            let watch = JobWatch::start(
-                client.clone(),
-                &cli.namespace,
-                metrics.clone(),
-                stopped.clone(),
-            );
-            metrics.kube("watch");
-            watch.report_to(
-                readiness.clone(),
-                Duration::from_secs(cli.watch_unready_secs),
-                stopped.clone(),
-            );
-            tokio::select! {
-                () = watch.synced() => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-            Arc::new(KubeRunner::new(
-                client,
-                cli.job_settings(),
-                watch,
-                Duration::from_secs(cli.pending_timeout_secs),
-                cli.log_limit_bytes,
-                metrics.clone(),
-            ))
+            let Some(runner) = kube_runner(&cli, &metrics, &readiness, &stopped, &shutdown).await?
+            else {
+                return Ok(());
+            };
+            Arc::new(runner)
         }
         RunnerKind::Process => Arc::new(ProcessRunner {
             binary: cli.scorecard_binary.clone(),

@@ -21,9 +21,9 @@ pub const RATE_LIMIT_WAIT: &str = "Rate limit exceeded. Waiting";
 /// Bytes of log kept with a failure: enough for the last few dozen lines.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
-/// How a scan ended, as the runner saw it.
+/// What a run that ended left: its exit, its log and its times, as the runner saw them.
 #[derive(Debug, Clone, Default)]
-pub struct Finished {
+pub struct RunLog {
     pub job_name: String,
     /// The token Secret key the scan used (Kubernetes runner), so a rate limit rests it.
     pub token_key: Option<String>,
@@ -48,19 +48,29 @@ pub enum Verdict {
     },
 }
 
-pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
-    let fail = |class, message: String| Verdict::Failure {
+pub fn interpret(item: &WorkItem, run: &RunLog) -> Verdict {
+    let fail = |(class, message): (FailureClass, String)| Verdict::Failure {
         class,
         message,
         log_tail: tail(&run.log, LOG_TAIL_BYTES),
     };
     if run.deadline_exceeded {
-        return fail(
+        return fail((
             FailureClass::Timeout,
             "scorecard ran past its deadline (it may have been waiting out a GitHub rate limit)"
                 .into(),
-        );
+        ));
     }
+    match result_in_log(item, run) {
+        Some(Ok(result)) => Verdict::Result(result),
+        Some(Err(message)) => fail((FailureClass::InvalidOutput, message)),
+        None => fail(failure_in_log(run)),
+    }
+}
+
+/// The result the log ends with, checked against the item; `Err` when a result line is there
+/// but broken or for another repository; `None` when there is no result at all.
+fn result_in_log(item: &WorkItem, run: &RunLog) -> Option<Result<Box<ScoreResult>, String>> {
     let info = RunInfo {
         work_id: item.id.clone(),
         job_name: run.job_name.clone(),
@@ -83,16 +93,13 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
                     .map(|r| r.key())
                     .unwrap_or_default();
                 if wanted != got {
-                    return fail(
-                        FailureClass::InvalidOutput,
-                        format!(
-                            "scorecard scored {} but the work item asked for {}",
-                            result.repo, item.repo
-                        ),
-                    );
+                    return Some(Err(format!(
+                        "scorecard scored {} but the work item asked for {}",
+                        result.repo, item.repo
+                    )));
                 }
                 result.reason = item.reason;
-                return Verdict::Result(Box::new(result));
+                return Some(Ok(Box::new(result)));
             }
             Err(e) if invalid.is_none() && line.contains("\"checks\"") => {
                 invalid = Some(e.to_string())
@@ -100,29 +107,26 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
             Err(_) => {}
         }
     }
-    if let Some(e) = invalid {
-        return fail(
-            FailureClass::InvalidOutput,
-            format!("scorecard's output did not parse: {e}"),
-        );
-    }
+    invalid.map(|e| Err(format!("scorecard's output did not parse: {e}")))
+}
+
+/// Why a run without a result failed, from its log and exit.
+fn failure_in_log(run: &RunLog) -> (FailureClass, String) {
     if run.log.contains(BAD_CREDENTIALS) {
         // Not the repository's fault: another credential's delivery will scan it.
-        return fail(
+        return (
             FailureClass::Infra,
             "GitHub rejected the scan's credential (Bad credentials); it is taken out of the pool"
                 .into(),
         );
     }
-    let lower = run.log.to_ascii_lowercase();
-    if lower.contains("rate limit") {
-        let line = run
-            .log
-            .lines()
-            .rev()
-            .find(|l| l.to_ascii_lowercase().contains("rate limit"))
-            .unwrap_or_default();
-        return fail(
+    if let Some(line) = run
+        .log
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("rate limit"))
+    {
+        return (
             FailureClass::RateLimited,
             format!("GitHub rate limit: {}", line.trim()),
         );
@@ -133,25 +137,25 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
         .rev()
         .find(|l| l.trim_start().starts_with("Skipping "))
     {
-        return fail(FailureClass::ScanFailed, skip.trim().to_owned());
+        return (FailureClass::ScanFailed, skip.trim().to_owned());
     }
     match (run.exit_code, run.reason.as_deref()) {
-        (_, Some("OOMKilled")) => fail(
+        (_, Some("OOMKilled")) => (
             FailureClass::PodFailed,
             "scorecard was killed for using too much memory (OOMKilled)".into(),
         ),
-        (Some(0), _) => fail(
+        (Some(0), _) => (
             FailureClass::NoOutput,
             "scorecard exited 0 without printing a result".into(),
         ),
-        (Some(code), reason) => fail(
+        (Some(code), reason) => (
             FailureClass::PodFailed,
             format!(
                 "scorecard exited {code} without a result{}",
                 reason.map(|r| format!(" ({r})")).unwrap_or_default()
             ),
         ),
-        (None, _) => fail(
+        (None, _) => (
             FailureClass::NoOutput,
             "the scan ended without an exit code or a result".into(),
         ),
@@ -159,7 +163,7 @@ pub fn interpret(item: &WorkItem, run: &Finished) -> Verdict {
 }
 
 /// What a finished scan says about its credential's quota, for the budget.
-pub fn quota_signal(run: &Finished, verdict: &Verdict) -> Option<Signal> {
+pub fn quota_signal(run: &RunLog, verdict: &Verdict) -> Option<Signal> {
     let failed_with = |c| matches!(verdict, Verdict::Failure { class, .. } if *class == c);
     if failed_with(FailureClass::Infra) && run.log.contains(BAD_CREDENTIALS) {
         Some(Signal::Revoked)
@@ -204,8 +208,8 @@ mod tests {
         }
     }
 
-    fn run(exit: i32, log: String) -> Finished {
-        Finished {
+    fn run(exit: i32, log: String) -> RunLog {
+        RunLog {
             job_name: "sc-x".into(),
             exit_code: Some(exit),
             log,
@@ -270,12 +274,12 @@ mod tests {
             class(&interpret(&item(), &run(0, limited.into()))),
             FailureClass::RateLimited
         );
-        let timeout = Finished {
+        let timeout = RunLog {
             deadline_exceeded: true,
             ..run(0, fixture())
         };
         assert_eq!(class(&interpret(&item(), &timeout)), FailureClass::Timeout);
-        let oom = Finished {
+        let oom = RunLog {
             reason: Some("OOMKilled".into()),
             ..run(137, "cloning\n".into())
         };

@@ -1,4 +1,3 @@
-use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
@@ -9,6 +8,5 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let cli = worker::config::Cli::parse();
     fleet_runtime::telemetry::init(&cli.log)?;
-    let shutdown = fleet_runtime::shutdown::on_signal().context("installing signal handlers")?;
-    worker::run(cli, shutdown).await
+    fleet_runtime::shutdown::run_until_signal(|stop| worker::run(cli, stop)).await
 }

@@ -1,4 +1,5 @@
-//! What to do with a work item after its run: one decision and one ack table.
+//! What to do with a work item after its run (one decision), and what every ending of a
+//! delivery does (one table).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
 use fleet_runtime::scrub::scrub;
 
 use crate::logs::Verdict;
+use crate::scans::AfterDone;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -22,44 +24,101 @@ pub enum Outcome {
     Dead(Box<WorkFailure>),
 }
 
-/// The acknowledgement an outcome ends with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    Ack,
-    Nak(Duration),
-    Term,
-}
-
-/// When the run's Job is removed, relative to the ack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cleanup {
-    /// A retry gets a fresh Job: the failed one goes before the item is handed back.
-    BeforeAck,
-    /// The outcome is published: the Job goes once the ack is through, and stays if the ack
-    /// fails, so the redelivery finds the ended run instead of scanning again.
-    AfterAck,
-}
-
 impl Outcome {
-    pub fn ack(&self) -> Ack {
+    /// How the delivery ends with this outcome.
+    pub fn ending(&self) -> Ending<'_> {
         match self {
-            Outcome::Done(_) => Ack::Ack,
-            Outcome::Retry { after, .. } => Ack::Nak(*after),
-            Outcome::Dead(_) => Ack::Term,
-        }
-    }
-
-    pub fn cleanup(&self) -> Cleanup {
-        match self {
-            Outcome::Retry { .. } => Cleanup::BeforeAck,
-            Outcome::Done(_) | Outcome::Dead(_) => Cleanup::AfterAck,
+            Outcome::Done(result) => Ending::Scored(result),
+            Outcome::Retry { after, .. } => Ending::Retry(*after),
+            Outcome::Dead(failure) => Ending::Dead(failure),
         }
     }
 
     /// The item ends here: its outcome is published and recorded in the scan register.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Outcome::Retry { .. })
+        self.ending().steps().record
     }
+}
+
+/// Every way a delivery of a work message ends, with what it publishes. [`Ending::steps`] is
+/// the whole decision of what each one does; the worker only carries the steps out, in their
+/// order: publish, record, remove the Job before the ack, ack, remove the Job after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ending<'a> {
+    /// A result, published to the results stream (the sink).
+    Scored(&'a ScoreResult),
+    /// A failure worth another try, after the delay. Nothing is published.
+    Retry(Duration),
+    /// A final failure, published to the sink (`scorecard.failures`) and the dead stream.
+    Dead(&'a WorkFailure),
+    /// A message that is no work item, published to the dead stream only.
+    Poison(&'a WorkFailure),
+    /// Its outcome is out already (an earlier delivery, or the recorder of exhausted items),
+    /// or a newer scan of the repository answers it. The register says what becomes of the Job.
+    Answered(AfterDone),
+    /// Its outcome could not be made durable (NATS or register trouble): to be done again
+    /// after the delay. On the last delivery JetStream then gives up on it and says so in a
+    /// max-deliveries advisory, which the recorder of exhausted items turns into a dead letter.
+    HandBack(Duration),
+    /// Shutdown came first: the scan keeps running for the next delivery to adopt.
+    Abandon,
+}
+
+/// The acknowledgement an ending sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Confirmed: the server's answer is awaited.
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+/// What becomes of the run's Job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Left as it is: none was made, a redelivery reads or adopts it, or its TTL removes it.
+    Keep,
+    /// A retry gets a fresh Job: the failed one goes before the item is handed back.
+    RemoveBeforeAck,
+    /// Goes once the ack is through, and only if the scan register says no other delivery may
+    /// still need it: after a failed ack the redelivery must find the ended run, not scan again.
+    RemoveAfterAck,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    /// Whether the outcome is recorded in the scan register (which then says if the Job goes).
+    pub record: bool,
+    /// `None`: not acked at all; the message comes again after the ack wait.
+    pub ack: Option<Ack>,
+    pub job: Job,
+}
+
+impl Ending<'_> {
+    pub fn steps(&self) -> Steps {
+        let (record, ack, job) = match *self {
+            Ending::Scored(_) => (true, Some(Ack::Ack), Job::RemoveAfterAck),
+            Ending::Retry(after) => (false, Some(Ack::Nak(after)), Job::RemoveBeforeAck),
+            Ending::Dead(_) => (true, Some(Ack::Term), Job::RemoveAfterAck),
+            Ending::Poison(_) => (false, Some(Ack::Term), Job::Keep),
+            Ending::Answered(_) => (false, Some(Ack::Ack), Job::RemoveAfterAck),
+            Ending::HandBack(after) => (false, Some(Ack::Nak(after)), Job::Keep),
+            Ending::Abandon => (false, None, Job::Keep),
+        };
+        Steps { record, ack, job }
+    }
+}
+
+/// How long a handed-back item waits before its next delivery: 5 s, then three times longer
+/// on each delivery, up to 60 s. A NATS leader election or a partition takes tens of seconds,
+/// and 5 s apart every delivery would be spent in it. Within 60 s plus the attempt, a result
+/// republished is still inside the server's two-minute dedup window.
+pub fn hand_back_delay(delivered: u64) -> Duration {
+    let exponent = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(8);
+    (Duration::from_secs(5) * 3u32.pow(exponent)).min(Duration::from_secs(60))
 }
 
 /// How long to wait before another delivery of a failed item, or `None` when another try in
@@ -153,22 +212,65 @@ mod tests {
     }
 
     #[test]
-    fn the_ack_table() {
+    fn the_table_has_one_row_per_ending() {
+        let result = ScoreResult::default();
+        let failure = WorkFailure::default();
+        let rows = [
+            (
+                Ending::Scored(&result),
+                true,
+                Some(Ack::Ack),
+                Job::RemoveAfterAck,
+            ),
+            (
+                Ending::Retry(Duration::from_secs(30)),
+                false,
+                Some(Ack::Nak(Duration::from_secs(30))),
+                Job::RemoveBeforeAck,
+            ),
+            (
+                Ending::Dead(&failure),
+                true,
+                Some(Ack::Term),
+                Job::RemoveAfterAck,
+            ),
+            (Ending::Poison(&failure), false, Some(Ack::Term), Job::Keep),
+            (
+                Ending::Answered(AfterDone::Keep),
+                false,
+                Some(Ack::Ack),
+                Job::RemoveAfterAck,
+            ),
+            (
+                Ending::HandBack(Duration::from_secs(5)),
+                false,
+                Some(Ack::Nak(Duration::from_secs(5))),
+                Job::Keep,
+            ),
+            (Ending::Abandon, false, None, Job::Keep),
+        ];
+        for (ending, record, ack, job) in rows {
+            assert_eq!(ending.steps(), Steps { record, ack, job }, "{ending:?}");
+        }
+    }
+
+    #[test]
+    fn each_outcome_ends_as_its_row() {
         let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j", HOUR);
-        assert_eq!(
-            (done.ack(), done.cleanup(), done.is_final()),
-            (Ack::Ack, Cleanup::AfterAck, true)
-        );
+        assert!(matches!(done.ending(), Ending::Scored(_)) && done.is_final());
         let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j", HOUR);
-        assert_eq!(
-            (retry.ack(), retry.cleanup(), retry.is_final()),
-            (Ack::Nak(Duration::from_secs(30)), Cleanup::BeforeAck, false)
-        );
+        assert_eq!(retry.ending(), Ending::Retry(Duration::from_secs(30)));
+        assert!(!retry.is_final());
         let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j", HOUR);
-        assert_eq!(
-            (dead.ack(), dead.cleanup(), dead.is_final()),
-            (Ack::Term, Cleanup::AfterAck, true)
-        );
+        assert!(matches!(dead.ending(), Ending::Dead(_)) && dead.is_final());
+    }
+
+    #[test]
+    fn hand_backs_wait_longer_each_delivery_within_the_dedup_window() {
+        let delays: Vec<u64> = (1..=6).map(|d| hand_back_delay(d).as_secs()).collect();
+        assert_eq!(delays, [5, 15, 45, 60, 60, 60]);
+        assert_eq!(hand_back_delay(0).as_secs(), 5);
+        assert_eq!(hand_back_delay(u64::MAX).as_secs(), 60);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use fleet_runtime::retry::JOB_WATCH;
 
 use chrono::{DateTime, Utc};
 use fleet_runtime::http::Readiness;
@@ -28,13 +28,12 @@ use crate::metrics::Metrics;
 /// The readiness dependency of the Job watch.
 pub const KUBERNETES: &str = "kubernetes";
 
-/// How a Job ended.
+/// How a Job ended, as its `Complete` or `Failed` condition says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finish {
+pub struct JobEnd {
     pub succeeded: bool,
     /// The condition's reason: `DeadlineExceeded`, `BackoffLimitExceeded`, ...
     pub reason: String,
-    pub message: String,
 }
 
 /// What waiters need of a Job, and no more (a worker may see thousands).
@@ -46,7 +45,7 @@ pub struct JobView {
     pub token_key: Option<String>,
     pub created: Option<DateTime<Utc>>,
     pub ready: i32,
-    pub finished: Option<Finish>,
+    pub finished: Option<JobEnd>,
     pub deleting: bool,
 }
 
@@ -60,10 +59,9 @@ impl JobView {
                     .iter()
                     .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
             })
-            .map(|c| Finish {
+            .map(|c| JobEnd {
                 succeeded: c.type_ == "Complete",
                 reason: c.reason.clone().unwrap_or_default(),
-                message: c.message.clone().unwrap_or_default(),
             });
         Self {
             uid: job.uid().unwrap_or_default(),
@@ -101,28 +99,18 @@ struct Health {
     last: String,
 }
 
-/// Longest pause between two reconnects of the watch (jitter adds up to as much again):
-/// during an outage its errors keep coming at least this often, which is how a quiet recovery
-/// (a resumed watch brings no event) is told apart from a continuing outage.
-const RECONNECT_CAP: Duration = Duration::from_secs(10);
-
-/// No error for this long after the last one: the watch has resumed.
+/// No error for this long after the last one: the watch has resumed. During an outage the
+/// reconnects' errors come at least every [`JOB_WATCH`]'s cap plus as much jitter, so a quiet
+/// recovery (a resumed watch brings no event) is told apart from a continuing outage.
 const QUIET_AFTER_ERRORS: Duration = Duration::from_secs(25);
+const _: () = assert!(QUIET_AFTER_ERRORS.as_secs() > 2 * JOB_WATCH.cap.as_secs());
 
-/// The watch's reconnect pauses: 0.5 s doubling to [`RECONNECT_CAP`], jittered; reset by
-/// the first event after a reconnect.
+/// The watch's reconnect pauses ([`JOB_WATCH`]); reset by the first event after a reconnect.
 struct Reconnect(backon::ExponentialBackoff);
 
 impl Reconnect {
     fn new() -> Self {
-        Self(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(500))
-                .with_max_delay(RECONNECT_CAP)
-                .with_jitter()
-                .without_max_times()
-                .build(),
-        )
+        Self(JOB_WATCH.pauses())
     }
 }
 
@@ -278,15 +266,6 @@ impl JobWatch {
                 }
             }
         });
-    }
-
-    /// Jobs this watch holds state for (what a worker's memory grows with).
-    pub fn len(&self) -> usize {
-        self.jobs.lock().expect("watch lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Waits until the first list has completed.

@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 
 use super::{RunResult, Runner};
 use crate::job::{self, CONTAINER, JobSettings};
-use crate::logs::Finished;
+use crate::logs::RunLog;
 use crate::metrics::Metrics;
 use crate::watch::{JobView, JobWatch};
 
@@ -272,7 +272,7 @@ impl KubeRunner {
         item: &WorkItem,
         name: &str,
         view: &JobView,
-    ) -> Result<Finished, String> {
+    ) -> Result<RunLog, String> {
         let finish = view.finished.clone().expect("called on finished Jobs");
         let pod = self
             .pod_of(&view.uid)
@@ -306,7 +306,7 @@ impl KubeRunner {
             }
         }
         tracing::debug!(work_id = %item.id, job = name, succeeded = finish.succeeded, reason = %finish.reason, "Job finished");
-        Ok(Finished {
+        Ok(RunLog {
             job_name: name.to_owned(),
             token_key: view.token_key.clone(),
             exit_code: terminated.as_ref().map(|t| t.exit_code),
@@ -368,7 +368,7 @@ impl Runner for KubeRunner {
             Err(message) => return infra(message, created),
         };
         match self.finished(item, &name, &view).await {
-            Ok(run) => RunResult::Finished {
+            Ok(run) => RunResult::Ended {
                 run,
                 adopted: started.adopted,
                 ended_before: started.ended,
@@ -415,7 +415,7 @@ impl Runner for KubeRunner {
         let view = JobView::of(&job);
         view.finished.as_ref()?;
         let run = self.finished(item, &name, &view).await.ok()?;
-        Some(RunResult::Finished {
+        Some(RunResult::Ended {
             run,
             adopted: true,
             ended_before: true,

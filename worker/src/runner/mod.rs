@@ -1,20 +1,21 @@
 //! Runners run one scan for a work item: the Kubernetes runner (a Job; the default in a
 //! cluster) and the process runner (a local `scorecard` binary, for people without a cluster).
-//! Both end in the same [`Finished`], read by the same rules (`logs.rs`).
+//! Both end in the same [`RunResult`]: a [`RunLog`] read by the same rules (`logs.rs`), or an
+//! INFRA failure.
 
 pub mod kubernetes;
 pub mod process;
 
 use fleet_proto::v1::WorkItem;
 
-use crate::logs::Finished;
+use crate::logs::RunLog;
 
 #[derive(Debug, Clone)]
 pub enum RunResult {
     /// The scan ran to an end (success or not). `adopted`: a previous delivery had started it;
     /// `ended_before`: and it had already ended before this delivery came.
-    Finished {
-        run: Finished,
+    Ended {
+        run: RunLog,
         adopted: bool,
         ended_before: bool,
     },
@@ -32,7 +33,7 @@ impl RunResult {
     /// one an earlier delivery started, nor a scan that never got a Job.
     pub fn spent_credential(&self) -> bool {
         match self {
-            RunResult::Finished { adopted, .. } => !adopted,
+            RunResult::Ended { adopted, .. } => !adopted,
             RunResult::Infra { created, .. } => *created,
         }
     }

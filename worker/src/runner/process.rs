@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use super::{RunResult, Runner};
 use crate::job::scorecard_args;
-use crate::logs::{Finished, tail};
+use crate::logs::{RunLog, tail};
 use fleet_runtime::scrub::scrub;
 
 pub struct ProcessRunner {
@@ -91,8 +91,8 @@ impl Runner for ProcessRunner {
             Some(token) => scrub(&log, &[token.expose()]).into_owned(),
             None => log,
         };
-        RunResult::Finished {
-            run: Finished {
+        RunResult::Ended {
+            run: RunLog {
                 job_name: String::new(),
                 token_key: None,
                 exit_code,
