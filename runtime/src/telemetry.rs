@@ -14,8 +14,9 @@ pub struct LogArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 
-    /// Log filter, in RUST_LOG syntax (e.g. `info,worker=debug`).
-    #[arg(long, env = "LOG", default_value = "info")]
+    /// Log filter, in RUST_LOG syntax (e.g. `info,worker=debug`). The NATS client's own
+    /// connection chatter starts at warn: the fleet logs connection events itself.
+    #[arg(long, env = "LOG", default_value = "info,async_nats=warn")]
     pub log: String,
 }
 
