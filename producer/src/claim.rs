@@ -1,4 +1,6 @@
-//! Claiming due repositories. One statement picks the oldest due rows that no other producer
+//! Claiming due repositories. The most critical tier first (`repos.priority`, higher first),
+//! within a tier the oldest due: when more is due than the fleet scans, what matters most is
+//! fresh first. Each tier is one statement that picks its oldest due rows no other producer
 //! holds (`FOR UPDATE SKIP LOCKED`) and pushes their due time forward by a lease, so two
 //! replicas never claim the same repository, and a repository whose result never comes back
 //! is due again once the lease runs out.
@@ -6,14 +8,14 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_runtime::db::{self, Timeouts};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub id: i64,
     pub repo: RepoName,
     pub priority: i32,
-    /// When it was due: the first row of a claim is the oldest overdue repository.
+    /// When it was due.
     pub was_due: DateTime<Utc>,
     /// The work id of an earlier claim whose publish was not confirmed: published again as is.
     pub pending_work_id: Option<String>,
@@ -29,7 +31,23 @@ struct Row {
     pending_work_id: Option<String>,
 }
 
-/// Claims up to `limit` due repositories, oldest first.
+/// The priority tiers that have due repositories, highest first: a walk down the
+/// `(priority DESC, next_due_at)` index, one descent per tier, so its cost is the number of
+/// tiers and not of repositories (see migration 0006 for what one statement would cost).
+const DUE_TIERS: &str = "WITH RECURSIVE tiers(p) AS (
+         SELECT max(priority) FROM repos WHERE enabled
+         UNION ALL
+         SELECT (SELECT max(priority) FROM repos WHERE enabled AND priority < t.p)
+         FROM tiers t WHERE t.p IS NOT NULL
+     )
+     SELECT p FROM tiers
+     WHERE p IS NOT NULL AND EXISTS (
+         SELECT 1 FROM repos WHERE enabled AND priority = tiers.p AND next_due_at <= now()
+     )
+     ORDER BY p DESC";
+
+/// Claims up to `limit` due repositories: the highest priority first, oldest due first within
+/// a priority.
 pub async fn claim(
     pool: &PgPool,
     timeouts: Timeouts,
@@ -37,25 +55,18 @@ pub async fn claim(
     lease: TimeDelta,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut tx = db::begin(pool, timeouts).await?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH due AS (
-             SELECT id, next_due_at, pending_work_id FROM repos
-             WHERE enabled AND next_due_at <= now()
-             ORDER BY next_due_at
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE repos r SET next_due_at = now() + $2::interval, last_enqueued_at = now(),
-             pending_work_id = NULL
-         FROM due WHERE r.id = due.id
-         RETURNING r.id, r.owner, r.name, r.priority, due.next_due_at AS was_due,
-             due.pending_work_id",
-    )
-    .persistent(false)
-    .bind(limit)
-    .bind(db::interval_text(lease))
-    .fetch_all(&mut *tx)
-    .await?;
+    let tiers: Vec<i32> = sqlx::query_scalar(DUE_TIERS)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut rows: Vec<Row> = Vec::new();
+    for tier in tiers {
+        let left = limit - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        if left <= 0 {
+            break;
+        }
+        rows.extend(claim_tier(&mut tx, tier, left, lease).await?);
+    }
     tx.commit().await?;
     let mut claimed: Vec<Claimed> = rows
         .into_iter()
@@ -77,8 +88,37 @@ pub async fn claim(
             }
         })
         .collect();
-    claimed.sort_by_key(|c| (c.was_due, c.id));
+    claimed.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.was_due, c.id));
     Ok(claimed)
+}
+
+/// Claims up to `limit` of the oldest due repositories of one priority.
+async fn claim_tier(
+    tx: &mut PgConnection,
+    priority: i32,
+    limit: i64,
+    lease: TimeDelta,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS (
+             SELECT id, next_due_at, pending_work_id FROM repos
+             WHERE enabled AND priority = $3 AND next_due_at <= now()
+             ORDER BY next_due_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE repos r SET next_due_at = now() + $2::interval, last_enqueued_at = now(),
+             pending_work_id = NULL
+         FROM due WHERE r.id = due.id
+         RETURNING r.id, r.owner, r.name, r.priority, due.next_due_at AS was_due,
+             due.pending_work_id",
+    )
+    .persistent(false)
+    .bind(limit)
+    .bind(db::interval_text(lease))
+    .bind(priority)
+    .fetch_all(tx)
+    .await
 }
 
 /// Hands claimed repositories back (their publish was not confirmed): due again at `at`,

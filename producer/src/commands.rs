@@ -77,7 +77,7 @@ pub async fn import(args: &DbArgs, file: &Path) -> anyhow::Result<String> {
     let pool = db::connect_once(args).await?;
     db::check_schema(&pool).await?;
     let started = std::time::Instant::now();
-    let done = import::write(&pool, &parsed.repos).await?;
+    let done = import::write_parsed(&pool, &parsed).await?;
     Ok(format!(
         "imported {} new, {} already known, {} rejected, in {:.1}s\n",
         done.new,

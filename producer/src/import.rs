@@ -1,7 +1,9 @@
 //! `producer import`: repositories from scorecard's own list format (`repo,metadata` CSV with
 //! `#` comments) or one per line, normalised and validated, written in large batches.
 //! A rejected line is reported with its number and reason and does not stop the import;
-//! re-importing is idempotent and leaves existing rows (and their scores) alone.
+//! re-importing is idempotent and leaves existing rows (and their scores) alone, but for the
+//! priority a line's `criticality_score` sets ([`priority_of`]): the claim takes the most
+//! critical due repositories first.
 
 use fleet_proto::{RepoName, RepoNameError};
 use futures::StreamExt;
@@ -44,7 +46,26 @@ pub struct Rejected {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub repos: Vec<RepoName>,
+    /// Each repository's priority, where its line gave a criticality score.
+    pub priorities: Vec<Option<i32>>,
     pub rejected: Vec<Rejected>,
+}
+
+/// Priority tiers a criticality score (0–1) maps to: few, because the claim walks each tier
+/// with due work, and a tenth of criticality is as fine as the score's meaning goes.
+pub const TIERS: f64 = 10.0;
+
+/// The priority a line's metadata gives: scorecard's list says `criticality_score:0.42`, the
+/// tier 0–10 it rounds to; none for metadata that says something else.
+pub fn priority_of(metadata: &str) -> Option<i32> {
+    let rest = metadata.split("criticality_score:").nth(1)?;
+    let number: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let score: f64 = number.parse().ok()?;
+    Some((score.clamp(0.0, 1.0) * TIERS).round() as i32)
 }
 
 /// Parses a whole file. Pure: unit-tested without a database.
@@ -83,7 +104,11 @@ pub fn parse(source_name: &str, bytes: &[u8]) -> Result<Parsed, ImportError> {
             }
         }
         match RepoName::parse(first_field.trim_matches('"')) {
-            Ok(repo) => parsed.repos.push(repo),
+            Ok(repo) => {
+                parsed.repos.push(repo);
+                let metadata = line.split_once(',').map_or("", |(_, m)| m);
+                parsed.priorities.push(priority_of(metadata));
+            }
             Err(reason) => parsed.rejected.push(Rejected {
                 line: line_no,
                 reason,
@@ -108,12 +133,30 @@ pub struct Imported {
 /// Inserts repositories not yet known; they are due at once. Each batch commits on its own, so
 /// an interrupted import keeps what it wrote and a rerun finishes the rest.
 pub async fn write(pool: &PgPool, repos: &[RepoName]) -> Result<Imported, ImportError> {
+    write_rows(pool, repos.iter().map(|r| (r.key(), r, None)).collect()).await
+}
+
+/// [`write`] for a parsed file: its priorities too, for new and known repositories.
+pub async fn write_parsed(pool: &PgPool, parsed: &Parsed) -> Result<Imported, ImportError> {
+    let rows = parsed
+        .repos
+        .iter()
+        .zip(&parsed.priorities)
+        .map(|(r, p)| (r.key(), r, *p))
+        .collect();
+    write_rows(pool, rows).await
+}
+
+async fn write_rows(
+    pool: &PgPool,
+    mut rows: Vec<(String, &RepoName, Option<i32>)>,
+) -> Result<Imported, ImportError> {
     // In key order, the unique index on repo_key grows at its right edge instead of taking
     // each row on a random leaf page (measured: a third of the import's time).
-    let mut rows: Vec<(String, &RepoName)> = repos.iter().map(|r| (r.key(), r)).collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let writes = rows.chunks(BATCH_ROWS).map(|chunk| async move {
-        let named: Vec<(&str, &RepoName)> = chunk.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        let named: Vec<(&str, &RepoName, Option<i32>)> =
+            chunk.iter().map(|(k, r, p)| (k.as_str(), *r, *p)).collect();
         let mut tx = pool.begin().await?;
         let inserted = fleet_runtime::db::insert_repos(&mut tx, &named).await?;
         tx.commit().await?;
@@ -148,6 +191,18 @@ mod tests {
             ]
         );
         assert!(p.rejected.is_empty());
+    }
+
+    #[test]
+    fn a_criticality_score_is_a_priority_tier() {
+        assert_eq!(priority_of("criticality_score:0.422350"), Some(4));
+        assert_eq!(priority_of("criticality_score:0.96"), Some(10));
+        assert_eq!(priority_of("criticality_score: 1.7"), Some(10));
+        assert_eq!(priority_of("Google"), None);
+        assert_eq!(priority_of("criticality_score:n/a"), None);
+        let text = "repo,metadata\ngithub.com/a/b,criticality_score:0.71\ngithub.com/c/d,Google\n";
+        let p = parse("list.csv", text.as_bytes()).unwrap();
+        assert_eq!(p.priorities, [Some(7), None]);
     }
 
     #[test]

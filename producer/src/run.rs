@@ -1,7 +1,8 @@
 //! `producer run`: keep the scheduled queue topped up to a high-water mark with the repositories
-//! that are most overdue. One [`Producer::tick`] is one decision (the step tests drive); the loop
-//! around it backs off exponentially with jitter when there is nothing to do or on errors, and
-//! resets on success. Idle, it costs one database query per backoff period.
+//! that matter most (the most critical, the most overdue first). One [`Producer::tick`] is one
+//! decision (the step tests drive); the loop around it backs off exponentially with jitter when
+//! there is nothing to do or on errors, and resets on success. Idle, it costs one database
+//! query per backoff period.
 
 use std::time::{Duration, Instant};
 
@@ -82,8 +83,8 @@ impl Producer {
         }
     }
 
-    /// Claims the most overdue repositories that fit under the high-water mark, counting
-    /// `in_flight` items being published as already queued.
+    /// Claims the most critical, most overdue repositories that fit under the high-water mark,
+    /// counting `in_flight` items being published as already queued.
     async fn claim_next(&self, in_flight: u64) -> anyhow::Result<Claim> {
         let mut consumer = self.consumer.clone();
         let info = consumer
@@ -117,17 +118,19 @@ impl Producer {
             .database(claimed)
             .context("claiming due repositories")?;
         self.metrics.claimed.inc_by(claimed.len() as u64);
-        let oldest = claimed
-            .first()
-            .map_or(0, |c| (Utc::now() - c.was_due).num_seconds().max(0));
-        self.metrics.oldest_overdue_seconds.set(oldest);
-        if claimed.is_empty() {
-            self.metrics.due_backlog.set(0);
-            return Ok(Claim::Idle);
-        }
         if (claimed.len() as i64) < limit {
-            // Everything due was claimed.
+            // Everything due was claimed: its oldest is the oldest overdue. A full batch may
+            // leave older repositories of a lower priority; the backlog count finds those.
+            let oldest = claimed
+                .iter()
+                .map(|c| (Utc::now() - c.was_due).num_seconds().max(0))
+                .max()
+                .unwrap_or(0);
+            self.metrics.oldest_overdue_seconds.set(oldest);
             self.metrics.due_backlog.set(0);
+        }
+        if claimed.is_empty() {
+            return Ok(Claim::Idle);
         }
         Ok(Claim::Batch(claimed))
     }

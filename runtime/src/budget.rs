@@ -5,15 +5,18 @@
 //! Each credential is paced: a scan may start on it once every `window / scans_per_window`
 //! (a generic cell rate algorithm: the record holds the earliest time the next scan may
 //! start). Pacing, not a count per window, because the fleet cannot see when GitHub's hour
-//! began for a token: a steady rate spends about the same in any hour, wherever it starts.
+//! began for a token: a steady rate spends about the same in any hour, wherever it starts. A
+//! start up to half an interval late keeps the schedule (the lateness of polling replicas is
+//! not lost), so in any window at most one scan more than the budget starts.
 //!
 //! `scans_per_window` starts at the credential's calls per window over the estimated calls per
 //! scan and is learned from outcomes: a scan that waited out or failed on a rate limit shrinks
 //! it by 5% (once per window: one exhaustion shows in every scan it stalls), a window whose
-//! budget was spent without one grows it back by 1% of the starting value, never above it. A
-//! small cut and a slow climb keep the fleet near the limit (a cut of half would idle a
-//! tenth of the quota after every unlucky window) while stalls stay rare; `dev/bench`'s quota
-//! bench measures it.
+//! budget was spent without one grows it by 1% of the starting value, up to a quarter above
+//! it (the estimate is a mid-size repository's scan; failed and small scans cost less, and
+//! only spending finds out how much). A small cut and a slow climb keep the fleet near the
+//! limit (a cut of half would idle a tenth of the quota after every unlucky window) while
+//! stalls stay rare; `dev/bench`'s quota bench measures it.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +44,8 @@ pub const MANUAL_RESERVE: f64 = 0.05;
 /// The learning rule's steps (see the module's documentation).
 pub const SHRINK: f64 = 0.95;
 pub const GROW: f64 = 0.01;
+/// How far above the estimate's scans per window learning may grow a budget.
+pub const HEADROOM: f64 = 1.25;
 /// A window counts as spent when this share of its budget was started.
 const SPENT: f64 = 0.9;
 
@@ -58,9 +63,14 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// The most scans per window: the quota over the estimated scan cost.
+    /// The scans per window a budget starts at: the quota over the estimated scan cost.
     pub fn ceiling(&self) -> f64 {
         (f64::from(self.calls_per_window) / f64::from(self.scan_cost.max(1))).max(1.0)
+    }
+
+    /// The most scans per window learning may grow a budget to.
+    pub fn most(&self) -> f64 {
+        self.ceiling() * HEADROOM
     }
 }
 
@@ -110,16 +120,16 @@ impl Allowance {
 
     /// Moves to the window `now_ms` is in, learning from the one that ended.
     fn roll(&mut self, pace: &Pace, now_ms: i64) {
-        let ceiling = pace.ceiling();
+        let (ceiling, most) = (pace.ceiling(), pace.most());
         self.calls_per_window = pace.calls_per_window;
         self.window_secs = u64::try_from(pace.window_ms / 1000).unwrap_or(0);
-        self.scans_per_window = self.scans_per_window.clamp(1.0, ceiling);
+        self.scans_per_window = self.scans_per_window.clamp(1.0, most);
         let window = now_ms - now_ms.rem_euclid(pace.window_ms.max(1));
         if window <= self.window_ms {
             return;
         }
         if !self.limited && f64::from(self.started) >= SPENT * self.scans_per_window.floor() {
-            self.scans_per_window = (self.scans_per_window + GROW * ceiling).min(ceiling);
+            self.scans_per_window = (self.scans_per_window + GROW * ceiling).min(most);
         }
         self.window_ms = window;
         self.started = 0;
@@ -149,10 +159,17 @@ impl Allowance {
         if ahead > 0 {
             return Err(Some(std::time::Duration::from_millis(ahead.unsigned_abs())));
         }
-        self.next_ms = self
-            .next_ms
-            .max(now_ms)
-            .saturating_add(self.interval_ms(pace));
+        // A scan started a little late keeps its slot's place in the schedule: replicas see
+        // room only when they poll, and lateness lost at every start adds up to a share of the
+        // quota never spent. Later than half an interval, the credential was idle: the
+        // schedule starts again from now, so idle time is never saved up into a burst.
+        let interval = self.interval_ms(pace);
+        let from = if now_ms.saturating_sub(self.next_ms) <= interval / 2 {
+            self.next_ms
+        } else {
+            now_ms
+        };
+        self.next_ms = from.saturating_add(interval);
         self.started += 1;
         Ok(())
     }
@@ -250,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn a_start_a_little_late_loses_no_quota_and_idle_time_is_not_saved_up() {
+        let mut a = Allowance::new(&PACE, HOUR);
+        a.take(&PACE, Lane::Scheduled, HOUR).unwrap();
+        // Every start 10 s after its slot (a fifth of the interval): ten hours still start
+        // ten hours' budget.
+        let mut started = 1;
+        while a.next_ms < 11 * HOUR {
+            a.take(&PACE, Lane::Scheduled, a.next_ms + 10_000).unwrap();
+            started += 1;
+        }
+        assert!(started >= 10 * 71, "{started}");
+        // After an idle hour one scan starts, not the hour's worth.
+        assert_eq!(take_all(&mut a, 12 * HOUR), 1);
+    }
+
+    #[test]
     fn manual_requests_find_room_scheduled_work_left() {
         let mut a = Allowance::new(&PACE, HOUR);
         take_all(&mut a, HOUR);
@@ -273,15 +306,16 @@ mod tests {
         a.take(&PACE, Lane::Scheduled, 6 * HOUR).unwrap();
         a.take(&PACE, Lane::Scheduled, 7 * HOUR).unwrap();
         assert!((a.scans_per_window - ceiling * SHRINK).abs() < 1e-9);
-        // A spent window without a limit grows it by 1% of the ceiling, never above it.
+        // A spent window without a limit grows it by 1% of the ceiling, up to the headroom.
         a.started = 70;
         a.take(&PACE, Lane::Scheduled, 8 * HOUR).unwrap();
         assert!((a.scans_per_window - ceiling * (SHRINK + GROW)).abs() < 1e-9);
-        for w in 9..20 {
-            a.started = 80;
+        for w in 9..60 {
+            a.started = 90;
             a.take(&PACE, Lane::Scheduled, w * HOUR).unwrap();
         }
-        assert_eq!(a.scans_per_window, ceiling);
+        assert_eq!(a.scans_per_window, PACE.most());
+        assert!((PACE.most() - ceiling * 1.25).abs() < 1e-9);
     }
 
     #[test]
@@ -317,7 +351,7 @@ mod tests {
             ..PACE
         };
         a.take(&costlier, Lane::Scheduled, HOUR).unwrap();
-        assert_eq!(a.scans_per_window, 50.0);
+        assert_eq!(a.scans_per_window, 50.0 * HEADROOM);
     }
 
     #[test]

@@ -380,28 +380,51 @@ pub fn interval_text(interval: chrono::TimeDelta) -> String {
     format!("{} seconds", interval.num_seconds())
 }
 
-/// Adds the repositories `rows` names (each with its key) that the table lacks, due at once;
-/// known ones are left as they are. Returns how many were new. The caller's order is the
-/// order rows are locked in: callers pass them sorted by key.
+/// Adds the repositories `rows` names (each with its key and, from a list that says, its
+/// priority) that the table lacks, due at once; known ones are left as they are but for a
+/// priority the row gives. Returns how many were new. The caller's order is the order rows are
+/// locked in: callers pass them sorted by key.
 pub async fn insert_repos(
     conn: &mut PgConnection,
-    rows: &[(&str, &fleet_proto::RepoName)],
+    rows: &[(&str, &fleet_proto::RepoName, Option<i32>)],
 ) -> Result<u64, sqlx::Error> {
-    let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
-    let owners: Vec<&str> = rows.iter().map(|(_, r)| r.owner()).collect();
-    let names: Vec<&str> = rows.iter().map(|(_, r)| r.name()).collect();
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| *k).collect();
+    let owners: Vec<&str> = rows.iter().map(|(_, r, _)| r.owner()).collect();
+    let names: Vec<&str> = rows.iter().map(|(_, r, _)| r.name()).collect();
+    let priorities: Vec<Option<i32>> = rows.iter().map(|(_, _, p)| *p).collect();
     let inserted = sqlx::query(
-        "INSERT INTO repos (repo_key, host, owner, name)
-         SELECT k, 'github.com', o, n FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, o, n)
+        "INSERT INTO repos (repo_key, host, owner, name, priority)
+         SELECT k, 'github.com', o, n, coalesce(p, 0)
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[]) AS u(k, o, n, p)
          ON CONFLICT (repo_key) DO NOTHING",
     )
     .persistent(false)
     .bind(&keys)
     .bind(&owners)
     .bind(&names)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected())
+    .bind(&priorities)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if priorities.iter().any(Option::is_some) {
+        // A list's priorities change from week to week; a row is rewritten only if its did.
+        // Rows locked in id order, as the sink locks them, so the two cannot deadlock.
+        sqlx::query(
+            "WITH changed AS (
+                 SELECT r.id, u.p FROM repos r
+                 JOIN UNNEST($1::text[], $2::int4[]) AS u(k, p) ON r.repo_key = u.k
+                 WHERE u.p IS NOT NULL AND r.priority <> u.p
+                 ORDER BY r.id FOR UPDATE OF r
+             )
+             UPDATE repos r SET priority = changed.p FROM changed WHERE r.id = changed.id",
+        )
+        .persistent(false)
+        .bind(&keys)
+        .bind(&priorities)
+        .execute(conn)
+        .await?;
+    }
+    Ok(inserted)
 }
 
 #[cfg(test)]

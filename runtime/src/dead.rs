@@ -16,38 +16,32 @@ pub struct DeadLetterError {
 }
 
 /// Publishes `failure` to the dead stream and waits for the server's acknowledgement, so the
-/// caller may then terminate the original message without losing anything.
+/// caller may then terminate the original message without losing anything. Every record has a
+/// work id (a poison message's names its stream position): a retried dead-lettering of the
+/// same one is dropped by the server.
 pub async fn publish(
     js: &Context,
     topology: &Topology,
     failure: &WorkFailure,
 ) -> Result<(), DeadLetterError> {
     let class = FailureClass::try_from(failure.class).unwrap_or(FailureClass::Unspecified);
-    let subject = topology.dead_subject(class.name());
-    let what = if failure.work_id.is_empty() {
-        format!("a {} message", class.name())
+    let id = if failure.work_id.is_empty() {
+        // Not built by this fleet: nothing to dedup it by, and two must not collapse into one.
+        uuid::Uuid::now_v7().to_string()
     } else {
-        format!("work item {}", failure.work_id)
+        failure.work_id.clone()
     };
-    let err = |e: &dyn std::fmt::Display| DeadLetterError {
-        what: what.clone(),
+    crate::publish::publish_once(
+        js,
+        topology.dead_subject(class.name()),
+        &format!("dead-{id}"),
+        failure.encode_to_vec().into(),
+    )
+    .await
+    .map_err(|e| DeadLetterError {
+        what: format!("work item {id}"),
         message: e.to_string(),
-    };
-    let payload = failure.encode_to_vec().into();
-    if failure.work_id.is_empty() {
-        js.publish(subject, payload)
-            .await
-            .map_err(|e| err(&e))?
-            .await
-            .map_err(|e| err(&e))?;
-    } else {
-        // A retried dead-lettering of the same item is dropped by the server.
-        let id = format!("dead-{}", failure.work_id);
-        crate::publish::publish_once(js, subject, &id, payload)
-            .await
-            .map_err(|e| err(&e))?;
-    }
-    Ok(())
+    })
 }
 
 /// A failure record for a message that cannot be processed at all; keeps its bytes. `stream`

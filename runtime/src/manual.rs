@@ -13,9 +13,9 @@ use sqlx::PgPool;
 
 use crate::publish::{publish_all, work_item};
 
-/// The priority a manual item carries. A manual request runs first because workers pull the
-/// manual lane first and keep slots for it, not because of this number: nothing reads a work
-/// item's priority yet.
+/// The priority a manual item carries, above every tier a list gives. Priority orders the
+/// producer's claims; a manual request runs first because workers pull the manual lane first
+/// and keep slots for it.
 pub const MANUAL_PRIORITY: i32 = 100;
 
 pub async fn enqueue(

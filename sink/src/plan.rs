@@ -269,7 +269,7 @@ pub fn render(i: &Inputs, p: &Plan, in_flight_per_worker: u64) -> String {
     let _ = writeln!(out, "interval              {} days", i.interval_days);
     let _ = writeln!(
         out,
-        "scans needed          {:.0}/hour ({:.1}/s)",
+        "scans needed          {:.0}/hour ({:.2}/s)",
         p.scans_per_hour,
         p.scans_per_hour / 3600.0
     );

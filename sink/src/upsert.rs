@@ -114,7 +114,11 @@ async fn ensure_repos(
         return Ok(ids);
     }
     let keys: Vec<String> = missing.iter().map(|r| r.key()).collect();
-    let named: Vec<(&str, &RepoName)> = keys.iter().map(String::as_str).zip(missing).collect();
+    let named: Vec<(&str, &RepoName, Option<i32>)> = keys
+        .iter()
+        .zip(missing)
+        .map(|(k, r)| (k.as_str(), r, None))
+        .collect();
     fleet_runtime::db::insert_repos(tx, &named).await?;
     // Also finds the rows a concurrent import or sink inserted first.
     ids.extend(repo_ids(tx, &keys).await?);

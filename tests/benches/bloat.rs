@@ -26,7 +26,13 @@ use producer::import;
 const CANDIDATE: &str = "autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 10000, \
      autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_limit = 2000";
 /// The relations measured.
-const RELATIONS: [&str; 4] = ["repos", "repos_due_idx", "repos_pkey", "repos_repo_key_key"];
+const RELATIONS: [&str; 5] = [
+    "repos",
+    "repos_due_idx",
+    "repos_priority_due_idx",
+    "repos_pkey",
+    "repos_repo_key_key",
+];
 /// The producer's claim size and the sink's batch size.
 const CLAIM_BATCH: i64 = 5_000;
 const SINK_BATCH: usize = 500;

@@ -376,148 +376,163 @@ pub const REPO_ANNOTATION: &str = "scorecard-fleet/repo";
 /// The annotation on scan pods that names their work item.
 pub const WORK_ID_ANNOTATION: &str = "scorecard-fleet/work-id";
 
+/// What the stand-in keeps for the tests, shared by the watch and each scan it plays.
+#[derive(Clone)]
+struct Player {
+    pods: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    by_work: Arc<Mutex<HashMap<String, usize>>>,
+    held: Arc<Mutex<HashMap<String, Pod>>>,
+    quotas: Arc<Mutex<Quotas>>,
+    client: Client,
+}
+
+impl Player {
+    /// Watches the namespace's scan pods and plays each once it runs.
+    async fn watch(self, api: Api<Pod>) {
+        let config =
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=scorecard-fleet");
+        let mut events = watcher::watcher(api, config).boxed();
+        let mut handled: HashSet<String> = HashSet::new();
+        while let Some(event) = events.next().await {
+            let pod = match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                Ok(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let uid = pod.uid().unwrap_or_default();
+            if running && pod.metadata.deletion_timestamp.is_none() && handled.insert(uid.clone()) {
+                self.play(pod, uid);
+            }
+        }
+    }
+
+    /// Counts a running pod and plays its scan back as its repository says.
+    fn play(&self, pod: Pod, uid: String) {
+        let annotation = |name: &str| pod.annotations().get(name).cloned().unwrap_or_default();
+        let (repo, work_id) = (annotation(REPO_ANNOTATION), annotation(WORK_ID_ANNOTATION));
+        self.pods
+            .lock()
+            .unwrap()
+            .entry(repo.clone())
+            .or_default()
+            .push(uid);
+        let nth = {
+            let mut by_work = self.by_work.lock().unwrap();
+            let n = by_work.entry(work_id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let behavior = match behavior_for(&repo) {
+            Behavior::FailOnce if nth == 1 => Behavior::Crash,
+            Behavior::FailOnce => Behavior::Succeed {
+                variant: 0,
+                exit_code: 0,
+            },
+            other => other,
+        };
+        if behavior == Behavior::Hold {
+            self.held.lock().unwrap().insert(repo, pod);
+            return;
+        }
+        let credential = credential_of(&pod);
+        let (quota, revoked) = {
+            let mut q = self.quotas.lock().unwrap();
+            q.starts.push((credential.clone(), Instant::now()));
+            (q.quota, q.revoked.contains(&credential))
+        };
+        // With a quota, rate limits and long scans come from the quota itself.
+        let behavior = match behavior {
+            Behavior::RateLimited | Behavior::Hang if quota.is_some() => Behavior::Succeed {
+                variant: 0,
+                exit_code: 0,
+            },
+            other => other,
+        };
+        let played = if revoked {
+            // GitHub turned the scan away at its first request: nothing was scanned, and the
+            // retry with another credential is not a second scan.
+            self.not_a_scan(&work_id);
+            Some(bad_credentials(&repo))
+        } else {
+            scan_output(&repo, behavior)
+        };
+        let Some((code, lines)) = played else {
+            return;
+        };
+        let quota = quota.filter(|_| !revoked).map(|q| {
+            let calls = match behavior {
+                Behavior::Succeed { .. } => calls_for(&repo),
+                _ => 5,
+            };
+            (q, credential, calls)
+        });
+        tokio::spawn(self.clone().finish(pod, work_id, code, lines, quota));
+    }
+
+    /// Spends the scan's calls of its credential's quota (waiting out a reset, as scorecard
+    /// does, and saying so in the log), then ends the pod.
+    async fn finish(
+        self,
+        pod: Pod,
+        work_id: String,
+        code: i32,
+        mut lines: Vec<(Stream, String)>,
+        quota: Option<(Quota, String, u32)>,
+    ) {
+        if let Some((quota, credential, calls)) = quota
+            && let Some(waited) = spend(&self.quotas, quota, &credential, calls).await
+        {
+            // scorecard's rate-limit transport, word for word.
+            let waiting = format!(
+                "Rate limit exceeded. Waiting {}s to retry...",
+                waited.as_secs()
+            );
+            lines.insert(1, (Stream::Stderr, waiting));
+            lines.insert(
+                2,
+                (Stream::Stderr, "Rate limit exceeded. Retrying...".into()),
+            );
+        }
+        let lines: Vec<(Stream, &str)> = lines.iter().map(|(s, l)| (*s, l.as_str())).collect();
+        if let Err(e) = finish_pod(&self.client, &pod, code, &lines).await {
+            // The stand-in could not play this scan back (KWOK lagging): the pod runs into its
+            // deadline, a TIMEOUT the fleet rightly retries. That retry is not a second scan of
+            // the item: this one never ran.
+            eprintln!("simulator: finishing {}: {e:#}", pod.name_any());
+            self.not_a_scan(&work_id);
+        }
+    }
+
+    /// Takes back the count of a pod that scanned nothing.
+    fn not_a_scan(&self, work_id: &str) {
+        if let Some(n) = self.by_work.lock().unwrap().get_mut(work_id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 impl Simulator {
     pub fn start(client: Client, namespace: &str) -> Self {
-        let pods: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
-        let by_work: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let held: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
-        let quotas: Arc<Mutex<Quotas>> = Arc::default();
+        let player = Player {
+            pods: Arc::default(),
+            by_work: Arc::default(),
+            held: Arc::default(),
+            quotas: Arc::default(),
+            client: client.clone(),
+        };
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let (pods2, held2, client2, by_work2, quotas2) = (
-            pods.clone(),
-            held.clone(),
-            client.clone(),
-            by_work.clone(),
-            quotas.clone(),
-        );
-        let task = tokio::spawn(async move {
-            let config =
-                watcher::Config::default().labels("app.kubernetes.io/managed-by=scorecard-fleet");
-            let mut events = watcher::watcher(api, config).boxed();
-            let mut handled: HashSet<String> = HashSet::new();
-            while let Some(event) = events.next().await {
-                let pod = match event {
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
-                    Ok(_) => continue,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let running =
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                let uid = pod.uid().unwrap_or_default();
-                if !running
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !handled.insert(uid.clone())
-                {
-                    continue;
-                }
-                let repo = pod
-                    .annotations()
-                    .get(REPO_ANNOTATION)
-                    .cloned()
-                    .unwrap_or_default();
-                pods2
-                    .lock()
-                    .unwrap()
-                    .entry(repo.clone())
-                    .or_default()
-                    .push(uid);
-                let work_id = pod
-                    .annotations()
-                    .get(WORK_ID_ANNOTATION)
-                    .cloned()
-                    .unwrap_or_default();
-                let nth = {
-                    let mut by_work = by_work2.lock().unwrap();
-                    let n = by_work.entry(work_id.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                let behavior = match behavior_for(&repo) {
-                    Behavior::FailOnce if nth == 1 => Behavior::Crash,
-                    Behavior::FailOnce => Behavior::Succeed {
-                        variant: 0,
-                        exit_code: 0,
-                    },
-                    other => other,
-                };
-                if behavior == Behavior::Hold {
-                    held2.lock().unwrap().insert(repo, pod);
-                    continue;
-                }
-                let credential = credential_of(&pod);
-                let (quota, revoked) = {
-                    let mut q = quotas2.lock().unwrap();
-                    q.starts.push((credential.clone(), Instant::now()));
-                    (q.quota, q.revoked.contains(&credential))
-                };
-                // With a quota, rate limits and long scans come from the quota itself.
-                let behavior = match behavior {
-                    Behavior::RateLimited | Behavior::Hang if quota.is_some() => {
-                        Behavior::Succeed {
-                            variant: 0,
-                            exit_code: 0,
-                        }
-                    }
-                    other => other,
-                };
-                let played = if revoked {
-                    // GitHub turned the scan away at its first request: nothing was scanned,
-                    // and the retry with another credential is not a second scan.
-                    if let Some(n) = by_work2.lock().unwrap().get_mut(&work_id) {
-                        *n = n.saturating_sub(1);
-                    }
-                    Some(bad_credentials(&repo))
-                } else {
-                    scan_output(&repo, behavior)
-                };
-                let Some((code, lines)) = played else {
-                    continue;
-                };
-                let client = client2.clone();
-                let by_work = by_work2.clone();
-                let quotas = quotas2.clone();
-                tokio::spawn(async move {
-                    let mut lines = lines;
-                    if let Some(quota) = quota.filter(|_| !revoked) {
-                        let calls = match behavior {
-                            Behavior::Succeed { .. } => calls_for(&repo),
-                            _ => 5,
-                        };
-                        if let Some(waited) = spend(&quotas, quota, &credential, calls).await {
-                            // scorecard's rate-limit transport, word for word.
-                            lines.insert(
-                                1,
-                                (
-                                    Stream::Stderr,
-                                    format!(
-                                        "Rate limit exceeded. Waiting {}s to retry...",
-                                        waited.as_secs()
-                                    ),
-                                ),
-                            );
-                            lines.insert(
-                                2,
-                                (Stream::Stderr, "Rate limit exceeded. Retrying...".into()),
-                            );
-                        }
-                    }
-                    let lines: Vec<(Stream, &str)> =
-                        lines.iter().map(|(s, l)| (*s, l.as_str())).collect();
-                    if let Err(e) = finish_pod(&client, &pod, code, &lines).await {
-                        // The stand-in could not play this scan back (KWOK lagging): the pod
-                        // runs into its deadline, a TIMEOUT the fleet rightly retries. That
-                        // retry is not a second scan of the item: this one never ran.
-                        eprintln!("simulator: finishing {}: {e:#}", pod.name_any());
-                        if let Some(n) = by_work.lock().unwrap().get_mut(&work_id) {
-                            *n = n.saturating_sub(1);
-                        }
-                    }
-                });
-            }
-        });
+        let task = tokio::spawn(player.clone().watch(api));
+        let Player {
+            pods,
+            by_work,
+            held,
+            quotas,
+            client,
+        } = player;
         Self {
             pods,
             by_work,

@@ -97,7 +97,7 @@ async fn import_n(pool: &PgPool, n: usize) -> Vec<RepoName> {
 async fn importing_the_real_list_twice_is_idempotent_and_keeps_scores(pool: PgPool) {
     let bytes = std::fs::read(fixtures::dir().join("repos/github-projects-2021.csv")).unwrap();
     let parsed = import::parse("projects.csv", &bytes).unwrap();
-    let first = import::write(&pool, &parsed.repos).await.unwrap();
+    let first = import::write_parsed(&pool, &parsed).await.unwrap();
     let distinct: std::collections::HashSet<String> =
         parsed.repos.iter().map(RepoName::key).collect();
     assert_eq!(
@@ -113,8 +113,32 @@ async fn importing_the_real_list_twice_is_idempotent_and_keeps_scores(pool: PgPo
     .execute(&pool)
     .await
     .unwrap();
-    let again = import::write(&pool, &parsed.repos).await.unwrap();
+    let again = import::write_parsed(&pool, &parsed).await.unwrap();
     assert_eq!(again.new, 0);
+    // A criticality score is a priority tier; a new week's list moves it, a line without one
+    // leaves it.
+    let priority = |key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT priority FROM repos WHERE repo_key = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(priority("github.com/0ad/0ad").await, 5, "criticality 0.48");
+    assert_eq!(priority("github.com/01org/processor-trace").await, 0);
+    let week = import::parse(
+        "w.csv",
+        b"repo,metadata\ngithub.com/0ad/0ad,criticality_score:0.91\n",
+    )
+    .unwrap();
+    import::write_parsed(&pool, &week).await.unwrap();
+    assert_eq!(priority("github.com/0ad/0ad").await, 9);
+    let plain = import::parse("p.txt", b"github.com/0ad/0ad\n").unwrap();
+    import::write_parsed(&pool, &plain).await.unwrap();
+    assert_eq!(priority("github.com/0ad/0ad").await, 9);
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM repos")
         .fetch_one(&pool)
         .await
@@ -130,6 +154,11 @@ async fn importing_the_real_list_twice_is_idempotent_and_keeps_scores(pool: PgPo
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn two_producers_never_claim_the_same_repo(pool: PgPool) {
     import_n(&pool, 5000).await;
+    // Four priorities: claims that cross from one to the next skip each other's rows too.
+    sqlx::query("UPDATE repos SET priority = id % 4")
+        .execute(&pool)
+        .await
+        .unwrap();
     let lease = TimeDelta::hours(1);
     let claims = (0..4).map(|_| {
         let pool = pool.clone();
@@ -173,6 +202,48 @@ async fn two_producers_never_claim_the_same_repo(pool: PgPool) {
             .len(),
         10
     );
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_most_critical_due_repositories_are_claimed_first_oldest_first_within_a_tier(
+    pool: PgPool,
+) {
+    import_n(&pool, 300).await;
+    // Three tiers, due times spread inside each (7919 and 3001 are coprime: no two alike); a
+    // fourth, higher tier with nothing due yet.
+    sqlx::query(
+        "UPDATE repos SET priority = id % 3,
+                          next_due_at = now() - make_interval(secs => (id * 7919) % 3001)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE repos SET priority = 9, next_due_at = now() + interval '1 day'
+         WHERE id IN (SELECT id FROM repos ORDER BY id LIMIT 10)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let order = "SELECT id FROM repos WHERE enabled AND next_due_at <= now()
+                 ORDER BY priority DESC, next_due_at, id";
+    let expected: Vec<i64> = sqlx::query_scalar(order).fetch_all(&pool).await.unwrap();
+    assert_eq!(expected.len(), 290);
+    let lease = TimeDelta::hours(1);
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let batch = claim::claim(&pool, Default::default(), 120, lease)
+            .await
+            .unwrap();
+        // Each batch spans the tiers it reaches, highest first.
+        assert!(
+            batch.windows(2).all(|w| w[0].priority >= w[1].priority),
+            "{:?}",
+            batch.iter().map(|c| c.priority).collect::<Vec<_>>()
+        );
+        claimed.extend(batch.into_iter().map(|c| c.id));
+    }
+    assert_eq!(claimed, expected);
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]

@@ -14,7 +14,7 @@ pub struct WorkItem {
     pub commit: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(enumeration = "WorkReason", tag = "4")]
     pub reason: i32,
-    /// Higher runs first where a lane can order by it.
+    /// The repository's priority (higher is claimed first); replays keep it.
     #[prost(int32, tag = "5")]
     pub priority: i32,
     #[prost(message, optional, tag = "6")]
