@@ -10,7 +10,8 @@
 //!
 //! Run with `dev/bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! fleet-tests --bench quota` once `dev/stack up` is up (~20 min). `QUOTA_ITEMS=` changes the
-//! repository count. Prints a table and writes `target/bench-quota.json`.
+//! repository count, `QUOTA_FLEET_ENV=K=V,…` sets more of the fleet's settings in both runs,
+//! `QUOTA_RUNS=budget` runs the budget alone and prints its line. Prints a table and writes `target/bench-quota.json`.
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,12 @@ async fn main() -> anyhow::Result<()> {
         repos.len()
     );
 
+    if std::env::var("QUOTA_RUNS").as_deref() == Ok("budget") {
+        // An experiment on the budget alone: its line, no table.
+        let budget = run(&stack, "quota", &repos, "fleet").await?;
+        eprintln!("budget: {}", budget.text());
+        return Ok(());
+    }
     let baseline = run(&stack, "quota-rr", &repos, "off").await?;
     eprintln!("round-robin: {}", baseline.text());
     let budget = run(&stack, "quota", &repos, "fleet").await?;
@@ -268,6 +275,9 @@ async fn run(
             let db = s.opts.get_database().unwrap_or_default().to_owned();
             let mut env: Vec<(&str, &str)> = COMMON.to_vec();
             env.push(("CREDENTIAL_BUDGET", budget));
+            // Settings tried on both runs, `K=V,K=V`: what an experiment changes.
+            let extra = std::env::var("QUOTA_FLEET_ENV").unwrap_or_default();
+            env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));
             let mut fleet = Fleet::prepare(
                 &stack::database_url_for(&db),
                 &stack::nats_url(),

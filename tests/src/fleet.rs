@@ -525,51 +525,8 @@ pub async fn check_invariant(
         enqueued,
         ..Default::default()
     };
-    for (_, payload) in read_all(js, topology.results_stream(), topology.results_subject()).await {
-        // Poison a test put there itself; the sink dead-letters it.
-        let Ok(r) = ScoreResult::decode(payload.as_slice()) else {
-            continue;
-        };
-        assert!(
-            out.scored.insert(r.work_id.clone()),
-            "work item {} published twice",
-            r.work_id
-        );
-    }
-    for (_, payload) in read_all(js, topology.results_stream(), topology.failures_subject()).await {
-        let Ok(f) = WorkFailure::decode(payload.as_slice()) else {
-            continue;
-        };
-        let class = FailureClass::try_from(f.class).unwrap();
-        assert!(
-            out.failed.insert(f.work_id.clone(), class).is_none(),
-            "failure {} recorded twice",
-            f.work_id
-        );
-        assert!(
-            !out.scored.contains(&f.work_id),
-            "work item {} both scored and failed",
-            f.work_id
-        );
-    }
-    let mut dead_ids = BTreeSet::new();
-    for (subject, payload) in read_all(js, topology.dead_stream(), topology.dead_subjects()).await {
-        let f = WorkFailure::decode(payload.as_slice()).unwrap();
-        if subject == topology.dead_subject("POISON") {
-            // Only poison from the work lanes was an enqueued item; the sink's is not.
-            if f.source_subject == topology.manual_subject()
-                || f.source_subject == topology.scheduled_subject()
-            {
-                out.poison += 1;
-            }
-            continue;
-        }
-        assert!(
-            dead_ids.insert(f.work_id.clone()),
-            "{} dead-lettered twice",
-            f.work_id
-        );
-    }
+    published_outcomes(js, topology, &mut out).await;
+    let dead_ids = dead_lettered(js, topology, &mut out).await;
     let failed_ids: BTreeSet<String> = out.failed.keys().cloned().collect();
     assert_eq!(
         dead_ids, failed_ids,
@@ -601,4 +558,63 @@ pub async fn check_invariant(
         "messages left unacked"
     );
     out
+}
+
+/// Every result and failure the results stream holds, into `out`: none twice, none both.
+async fn published_outcomes(js: &jetstream::Context, topology: &Topology, out: &mut Outcomes) {
+    for (_, payload) in read_all(js, topology.results_stream(), topology.results_subject()).await {
+        // Poison a test put there itself; the sink dead-letters it.
+        let Ok(r) = ScoreResult::decode(payload.as_slice()) else {
+            continue;
+        };
+        assert!(
+            out.scored.insert(r.work_id.clone()),
+            "work item {} published twice",
+            r.work_id
+        );
+    }
+    for (_, payload) in read_all(js, topology.results_stream(), topology.failures_subject()).await {
+        let Ok(f) = WorkFailure::decode(payload.as_slice()) else {
+            continue;
+        };
+        let class = FailureClass::try_from(f.class).unwrap();
+        assert!(
+            out.failed.insert(f.work_id.clone(), class).is_none(),
+            "failure {} recorded twice",
+            f.work_id
+        );
+        assert!(
+            !out.scored.contains(&f.work_id),
+            "work item {} both scored and failed",
+            f.work_id
+        );
+    }
+}
+
+/// The work ids of the dead stream's letters (none twice); poison from the work lanes is
+/// counted in `out`.
+async fn dead_lettered(
+    js: &jetstream::Context,
+    topology: &Topology,
+    out: &mut Outcomes,
+) -> BTreeSet<String> {
+    let mut dead_ids = BTreeSet::new();
+    for (subject, payload) in read_all(js, topology.dead_stream(), topology.dead_subjects()).await {
+        let f = WorkFailure::decode(payload.as_slice()).unwrap();
+        if subject == topology.dead_subject("POISON") {
+            // Only poison from the work lanes was an enqueued item; the sink's is not.
+            if f.source_subject == topology.manual_subject()
+                || f.source_subject == topology.scheduled_subject()
+            {
+                out.poison += 1;
+            }
+            continue;
+        }
+        assert!(
+            dead_ids.insert(f.work_id.clone()),
+            "{} dead-lettered twice",
+            f.work_id
+        );
+    }
+    dead_ids
 }

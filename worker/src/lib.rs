@@ -13,7 +13,7 @@
 //! - [`runner`]: the Kubernetes and process runners behind one trait.
 //! - [`logs`]: a finished run's log and exit status into a result or a classified failure.
 //! - [`scans`]: the fleet-wide scan register: which work item last scanned each repository.
-//! - [`outcome`]: retry, give up or publish, and the ack and cleanup each ends with.
+//! - [`outcome`]: retry, give up or publish, and the table of what each ending does.
 //! - [`consume`]: the loop: bounded pulls, heartbeats, publish-then-ack, drain.
 //! - [`exhausted`]: work that ran out of deliveries, dead-lettered from JetStream's advisory.
 //! - [`metrics`]: what `/metrics` exports.
@@ -21,7 +21,9 @@
 //! A work item's path, one type per step: the Job's end ([`watch::JobEnd`]) and what the run
 //! left ([`logs::RunLog`]) make a [`runner::RunResult`] (or an INFRA failure); its log reads as
 //! a [`logs::Verdict`] (a result or a classified failure); [`outcome::Outcome`] decides publish,
-//! retry or give up; [`consume::Handled`] says what became of the message.
+//! retry or give up; the delivery's [`outcome::Ending`] (every way one ends, hand-backs and
+//! poison too) says in one table what is published, recorded, acked and removed; and
+//! [`consume::Handled`] says what became of the message.
 
 pub mod budget;
 pub mod config;
