@@ -123,9 +123,9 @@ impl Producer {
             // leave older repositories of a lower priority; the backlog count finds those.
             let oldest = claimed
                 .iter()
-                .map(|c| (Utc::now() - c.was_due).num_seconds().max(0))
-                .max()
-                .unwrap_or(0);
+                .map(|c| c.was_due)
+                .min()
+                .map_or(0, |due| (Utc::now() - due).num_seconds().max(0));
             self.metrics.oldest_overdue_seconds.set(oldest);
             self.metrics.due_backlog.set(0);
         }
