@@ -329,6 +329,7 @@ mod tests {
             window_ms: 0,
             started: 0,
             limited: false,
+            seen_limit: false,
             revoked: revoked.then(|| "Bad credentials".to_owned()),
         }
     }

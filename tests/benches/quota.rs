@@ -73,13 +73,17 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var("QUOTA_RUNS").as_deref() == Ok("budget") {
         // An experiment on the budget alone: its line, no table.
         let budget = run(&stack, "quota", &repos, "fleet").await?;
-        eprintln!("budget: {}", budget.text());
+        eprintln!("budget: {}\n{}", budget.text(), budget.windows_text());
         return Ok(());
     }
     let baseline = run(&stack, "quota-rr", &repos, "off").await?;
-    eprintln!("round-robin: {}", baseline.text());
+    eprintln!(
+        "round-robin: {}\n{}",
+        baseline.text(),
+        baseline.windows_text()
+    );
     let budget = run(&stack, "quota", &repos, "fleet").await?;
-    eprintln!("budget: {}", budget.text());
+    eprintln!("budget: {}\n{}", budget.text(), budget.windows_text());
 
     let what = |m: &str| {
         format!(
@@ -170,6 +174,8 @@ struct Run {
     /// spend their quota on (only a few retries with their delays were left).
     backlog_until: Instant,
     scans: u64,
+    /// Each scan's credential and the moment its pod was seen.
+    starts: Vec<(String, Instant)>,
     stalled: u64,
     timeouts: f64,
     took: Duration,
@@ -200,6 +206,38 @@ impl Run {
         let limit = f64::from(QUOTA.calls_per_window) / per_scan;
         let mean = full.iter().map(|w| f64::from(w.scans)).sum::<f64>() / full.len() as f64;
         mean / limit
+    }
+
+    /// Per credential, each full window as `scans/started` (scans whose last call fell in it,
+    /// pods seen in it), `!` where it ran dry: where the quota went.
+    fn windows_text(&self) -> String {
+        let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+        let mut full = self.full_windows();
+        full.sort_by_key(|w| (w.credential.clone(), w.started));
+        for w in &full {
+            let started = self
+                .starts
+                .iter()
+                .filter(|(c, t)| {
+                    *c == w.credential && *t >= w.started && *t < w.started + QUOTA.window
+                })
+                .count();
+            let dry = if w.calls >= QUOTA.calls_per_window {
+                "!"
+            } else {
+                ""
+            };
+            let cell = format!("{}/{started}{dry}", w.scans);
+            match lines.last_mut() {
+                Some((c, cells)) if *c == w.credential => cells.push(cell),
+                _ => lines.push((w.credential.clone(), vec![cell])),
+            }
+        }
+        lines
+            .iter()
+            .map(|(c, cells)| format!("  {c}: {}", cells.join(" ")))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn stalled_share(&self) -> f64 {
@@ -339,6 +377,7 @@ async fn run(
                 backlog_until,
                 to_last_score,
                 scans: fleet.sim.starts().len() as u64,
+                starts: fleet.sim.starts(),
                 stalled: fleet.sim.stalled(),
                 timeouts,
                 took,

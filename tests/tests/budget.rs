@@ -83,12 +83,13 @@ async fn two_workers_together_never_start_more_than_a_credentials_budget(pool: P
 
     let starts = fleet.sim.starts();
     assert!(starts.iter().all(|(c, _)| c == "token-0"), "{starts:?}");
-    // Ten a window (10.2 once two windows were spent without a limit), one more where a slot
-    // started up to half an interval late keeps its place, and one for the stand-in seeing a
-    // pod start a moment after its Job's. Two replicas each pacing alone would start twenty.
+    // Ten a window (10.6 once three windows were spent without a limit: 2% a window until
+    // the first), one more where a slot started up to half an interval late keeps its place,
+    // and one for the stand-in seeing a pod start a moment after its Job's. Two replicas each
+    // pacing alone would start twenty.
     let most = most_in_any_window(&starts, "token-0", Duration::from_secs(10));
     assert!(
-        most <= 12,
+        most <= 13,
         "{most} scans started within 10 s on a budget of 10"
     );
     let span = starts.last().unwrap().1 - starts.first().unwrap().1;
