@@ -1,17 +1,20 @@
 //! GitHub's quota as the limit: 3 worker replicas and 4 credentials score 2,000 real
-//! repositories against the stand-in's quota (5,000 calls per credential per accelerated hour
-//! of 60 s, scans drawing ~70 calls from a realistic spread, a scan past the quota waiting for
-//! the reset as scorecard does). The fleet-wide budget against today's round-robin with a
+//! repositories against the stand-in's quota (an accelerated hour of 60 s, scans drawing ~70
+//! calls from a realistic spread, a scan past the quota waiting for the reset as scorecard
+//! does), with two pools: four tokens of 5,000 calls a window, and three such tokens beside an
+//! App installation of 15,000. The fleet-wide budget against today's round-robin with a
 //! cooldown (`CREDENTIAL_BUDGET=off`), in the same run: scans per credential-window against
 //! the physical limit (calls per window ÷ mean calls per scan), stalled scans, TIMEOUTs, and
-//! the wall time until every repository that scores has its score, and until every one has a
-//! score or a final failure. A credential-window counts when it ended while scheduled work
-//! still waited in the queue: after that only a few retries with their delays are left.
+//! the wall time until every repository that scores has its score (beside the floor the
+//! pool's quota puts under it), and until every one has a score or a final failure. A
+//! credential-window counts when it ended while scheduled work still waited in the queue:
+//! after that only a few retries with their delays are left.
 //!
 //! Run with `dev/bench`, or `cargo build --release --workspace --bins && cargo bench -p
-//! fleet-tests --bench quota` once `dev/stack up` is up (~20 min). `QUOTA_ITEMS=` changes the
-//! repository count, `QUOTA_FLEET_ENV=K=V,…` sets more of the fleet's settings in both runs,
-//! `QUOTA_RUNS=budget` runs the budget alone and prints its line. Prints a table and writes `target/bench-quota.json`.
+//! fleet-tests --bench quota` once `dev/stack up` is up (~45 min). `QUOTA_POOLS=tokens` or
+//! `mixed` runs one pool, `QUOTA_ITEMS=` changes the repository count, `QUOTA_FLEET_ENV=K=V,…`
+//! sets more of the fleet's settings in every run, `QUOTA_RUNS=budget` runs the budget alone
+//! and prints its line. Prints a table and writes `target/bench-quota.json`.
 
 use std::time::{Duration, Instant};
 
@@ -28,16 +31,17 @@ use producer::import;
 const WORKERS: usize = 3;
 const QUOTA: Quota = Quota {
     calls_per_window: 5_000,
+    app_calls_per_window: 15_000,
     window: Duration::from_secs(60),
 };
 /// A fleet that has not finished by then is stuck.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
-/// Both runs: four credentials, the quota's window as GitHub's hour, scans given one window
-/// (as production gives them an hour), transient failures retried.
-const COMMON: [(&str, &str); 11] = [
-    ("TOKEN_KEYS", "token-0,token-1,token-2,token-3"),
+/// Both runs: the quota's window as GitHub's hour, scans given one window (as production gives
+/// them an hour), transient failures retried.
+const COMMON: [(&str, &str); 10] = [
     ("GITHUB_TOKEN_CALLS_PER_WINDOW", "5000"),
+    ("GITHUB_APP_CALLS_PER_WINDOW", "15000"),
     ("GITHUB_WINDOW_SECS", "60"),
     ("SCAN_COST_CALLS", "70"),
     ("TOKEN_COOLDOWN_SECS", "15"),
@@ -46,8 +50,43 @@ const COMMON: [(&str, &str); 11] = [
     ("PRODUCER_BACKOFF_CAP_SECS", "1"),
     ("SINK_BATCH_WAIT_MS", "200"),
     ("WORKER_POLL_MS", "200"),
-    ("LOG", "warn"),
 ];
+
+/// The credentials a run scans with.
+struct Pool {
+    name: &'static str,
+    what: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    /// The pool's keys as the stand-in sees them.
+    keys: &'static [&'static str],
+}
+
+impl Pool {
+    /// Calls the whole pool may make per window.
+    fn calls_per_window(&self) -> u32 {
+        self.keys.iter().map(|k| QUOTA.calls_of(k)).sum()
+    }
+}
+
+/// Four personal tokens alike: round-robin's even spread is what they need.
+const TOKENS: Pool = Pool {
+    name: "tokens",
+    what: "4 tokens of 5,000 calls",
+    env: &[("TOKEN_KEYS", "token-0,token-1,token-2,token-3")],
+    keys: &["token-0", "token-1", "token-2", "token-3"],
+};
+
+/// Three tokens and an App installation with three times their quota, as a fleet that moved
+/// its bulk onto an App has: an even spread runs the tokens dry while the App has calls left.
+const MIXED: Pool = Pool {
+    name: "mixed",
+    what: "3 tokens of 5,000 calls and an App installation of 15,000",
+    env: &[
+        ("TOKEN_KEYS", "token-0,token-1,token-2"),
+        ("GITHUB_APP_INSTALLATIONS", "1"),
+    ],
+    keys: &["token-0", "token-1", "token-2", "app:1"],
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,88 +108,33 @@ async fn main() -> anyhow::Result<()> {
         "the fixture list has {} repositories",
         repos.len()
     );
+    let wanted = std::env::var("QUOTA_POOLS").unwrap_or_else(|_| "tokens,mixed".into());
+    let pools: Vec<&Pool> = [&TOKENS, &MIXED]
+        .into_iter()
+        .filter(|p| wanted.split(',').any(|w| w.trim() == p.name))
+        .collect();
+    ensure!(
+        !pools.is_empty(),
+        "QUOTA_POOLS names no pool (tokens, mixed): {wanted}"
+    );
 
-    if std::env::var("QUOTA_RUNS").as_deref() == Ok("budget") {
-        // An experiment on the budget alone: its line, no table.
-        let budget = run(&stack, "quota", &repos, "fleet").await?;
-        eprintln!("budget: {}\n{}", budget.text(), budget.windows_text());
+    // `QUOTA_RUNS=budget`: an experiment on the budget alone, its line and no table.
+    let budget_only = std::env::var("QUOTA_RUNS").as_deref() == Ok("budget");
+    let mut rows = Vec::new();
+    for pool in pools {
+        let baseline = if budget_only {
+            None
+        } else {
+            Some(measure(&stack, pool, &repos, "off").await?)
+        };
+        let budget = measure(&stack, pool, &repos, "fleet").await?;
+        if let Some(baseline) = baseline {
+            rows.extend(rows_of(pool, items, &budget, &baseline));
+        }
+    }
+    if rows.is_empty() {
         return Ok(());
     }
-    let baseline = run(&stack, "quota-rr", &repos, "off").await?;
-    eprintln!(
-        "round-robin: {}\n{}",
-        baseline.text(),
-        baseline.windows_text()
-    );
-    let budget = run(&stack, "quota", &repos, "fleet").await?;
-    eprintln!("budget: {}\n{}", budget.text(), budget.windows_text());
-
-    let what = |m: &str| {
-        format!(
-            "{m}: {WORKERS} workers, 4 credentials, {} real repositories, {} calls per \
-             credential per {} s window",
-            number(items as f64),
-            number(f64::from(QUOTA.calls_per_window)),
-            QUOTA.window.as_secs()
-        )
-    };
-    let how = "today's round-robin with a cooldown after a rate limit, the same run".to_owned();
-    let rows = vec![
-        Row {
-            what: what("scans per credential-window, share of the physical limit"),
-            unit: "%",
-            value: budget.efficiency() * 100.0,
-            baseline: baseline.efficiency() * 100.0,
-            baseline_how: how.clone(),
-            better: Better::Higher,
-            target: Some(90.0),
-            notes: format!(
-                "budget: {}; round-robin: {}",
-                budget.text(),
-                baseline.text()
-            ),
-        },
-        Row {
-            what: what("scans that waited for a quota reset"),
-            unit: "%",
-            value: budget.stalled_share() * 100.0,
-            baseline: baseline.stalled_share() * 100.0,
-            baseline_how: how.clone(),
-            better: Better::Lower,
-            target: Some(1.0),
-            notes: String::new(),
-        },
-        Row {
-            what: what("TIMEOUTs (scans past their deadline, retried or final)"),
-            unit: "scans",
-            value: budget.timeouts,
-            baseline: baseline.timeouts,
-            baseline_how: how.clone(),
-            better: Better::Lower,
-            target: None,
-            notes: String::new(),
-        },
-        Row {
-            what: what("wall time until every repository that scores has its score"),
-            unit: "s",
-            value: budget.to_last_score.as_secs_f64(),
-            baseline: baseline.to_last_score.as_secs_f64(),
-            baseline_how: how.clone(),
-            better: Better::Lower,
-            target: None,
-            notes: String::new(),
-        },
-        Row {
-            what: what("wall time until every repository has a score or a final failure"),
-            unit: "s",
-            value: budget.took.as_secs_f64(),
-            baseline: baseline.took.as_secs_f64(),
-            baseline_how: how,
-            better: Better::Lower,
-            target: None,
-            notes: String::new(),
-        },
-    ];
     let took = started.elapsed();
     println!("{}", report::markdown(&rows));
     for r in &rows {
@@ -165,6 +149,105 @@ async fn main() -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// One run of the fleet on `pool` with `CREDENTIAL_BUDGET=budget`, its line and windows printed.
+async fn measure(
+    stack: &Stack,
+    pool: &Pool,
+    repos: &[fleet_proto::RepoName],
+    budget: &str,
+) -> anyhow::Result<Run> {
+    let measured = run(stack, pool, repos, budget).await?;
+    let lane = if budget == "off" {
+        "round-robin"
+    } else {
+        "budget"
+    };
+    eprintln!(
+        "{lane} ({}): {}\n{}",
+        pool.name,
+        measured.text(pool),
+        measured.windows_text()
+    );
+    Ok(measured)
+}
+
+/// The table's rows for one pool: the budget against round-robin.
+fn rows_of(pool: &Pool, items: usize, budget: &Run, baseline: &Run) -> Vec<Row> {
+    let what = |m: &str| {
+        format!(
+            "{m}: {WORKERS} workers, {}, {} real repositories, {} s windows",
+            pool.what,
+            number(items as f64),
+            QUOTA.window.as_secs()
+        )
+    };
+    let row = |m: &str, unit, value, base, better, target| Row {
+        what: what(m),
+        unit,
+        value,
+        baseline: base,
+        baseline_how: "today's round-robin with a cooldown after a rate limit, the same run"
+            .to_owned(),
+        better,
+        target,
+        notes: String::new(),
+    };
+    let mut share = row(
+        "scans per credential-window, share of the physical limit",
+        "%",
+        budget.efficiency() * 100.0,
+        baseline.efficiency() * 100.0,
+        Better::Higher,
+        Some(90.0),
+    );
+    share.notes = format!(
+        "budget: {}; round-robin: {}",
+        budget.text(pool),
+        baseline.text(pool)
+    );
+    let mut last = row(
+        "wall time until every repository that scores has its score",
+        "s",
+        budget.to_last_score.as_secs_f64(),
+        baseline.to_last_score.as_secs_f64(),
+        Better::Lower,
+        None,
+    );
+    last.notes = format!(
+        "the quota's floor for the calls each run spent: budget {:.0} s, round-robin {:.0} s",
+        budget.floor(pool).as_secs_f64(),
+        baseline.floor(pool).as_secs_f64()
+    );
+    vec![
+        share,
+        row(
+            "scans that waited for a quota reset",
+            "%",
+            budget.stalled_share() * 100.0,
+            baseline.stalled_share() * 100.0,
+            Better::Lower,
+            Some(1.0),
+        ),
+        row(
+            "TIMEOUTs (scans past their deadline, retried or final)",
+            "scans",
+            budget.timeouts,
+            baseline.timeouts,
+            Better::Lower,
+            None,
+        ),
+        last,
+        row(
+            "wall time until every repository has a score or a final failure",
+            "s",
+            budget.took.as_secs_f64(),
+            baseline.took.as_secs_f64(),
+            Better::Lower,
+            None,
+        ),
+    ]
 }
 
 struct Run {
@@ -194,18 +277,31 @@ impl Run {
             .collect()
     }
 
-    /// Mean scans per full credential-window over the physical limit.
+    /// Every call the run's scans made.
+    fn calls(&self) -> u64 {
+        self.windows.iter().map(|w| u64::from(w.calls)).sum()
+    }
+
+    /// Mean over full credential-windows of the scans in it over the physical limit (its
+    /// credential's calls per window over the run's mean calls per scan).
     fn efficiency(&self) -> f64 {
         let full = self.full_windows();
-        let calls: u64 = self.windows.iter().map(|w| u64::from(w.calls)).sum();
         let scans: u64 = self.windows.iter().map(|w| u64::from(w.scans)).sum();
         if full.is_empty() || scans == 0 {
             return 0.0;
         }
-        let per_scan = calls as f64 / scans as f64;
-        let limit = f64::from(QUOTA.calls_per_window) / per_scan;
-        let mean = full.iter().map(|w| f64::from(w.scans)).sum::<f64>() / full.len() as f64;
-        mean / limit
+        let per_scan = self.calls() as f64 / scans as f64;
+        let share =
+            |w: &&Window| f64::from(w.scans) * per_scan / f64::from(QUOTA.calls_of(&w.credential));
+        full.iter().map(share).sum::<f64>() / full.len() as f64
+    }
+
+    /// The least time the pool's quota allows for the calls the run made: what no rule for
+    /// handing out credentials can beat.
+    fn floor(&self, pool: &Pool) -> Duration {
+        QUOTA
+            .window
+            .mul_f64(self.calls() as f64 / f64::from(pool.calls_per_window()))
     }
 
     /// Per credential, each full window as `scans/started` (scans whose last call fell in it,
@@ -222,7 +318,7 @@ impl Run {
                     *c == w.credential && *t >= w.started && *t < w.started + QUOTA.window
                 })
                 .count();
-            let dry = if w.calls >= QUOTA.calls_per_window {
+            let dry = if w.calls >= QUOTA.calls_of(&w.credential) {
                 "!"
             } else {
                 ""
@@ -244,16 +340,17 @@ impl Run {
         self.stalled as f64 / self.scans.max(1) as f64
     }
 
-    fn text(&self) -> String {
+    fn text(&self, pool: &Pool) -> String {
         let full = self.full_windows();
         format!(
-            "{} scans in {:.0} s (work waiting for the first {:.0} s, the last score at {:.0} s), {} full credential-windows at {:.1}% of the limit, {} stalled, {} TIMEOUTs",
+            "{} scans in {:.0} s (work waiting for the first {:.0} s, the last score at {:.0} s, the quota's floor {:.0} s), {} full credential-windows at {:.1}% of the limit, {} stalled, {} TIMEOUTs",
             self.scans,
             self.took.as_secs_f64(),
             self.backlog_until
                 .duration_since(self.started)
                 .as_secs_f64(),
             self.to_last_score.as_secs_f64(),
+            self.floor(pool).as_secs_f64(),
             full.len(),
             self.efficiency() * 100.0,
             self.stalled,
@@ -298,21 +395,24 @@ fn counter(metrics: &str, name: &str, label: &str) -> f64 {
 
 async fn run(
     stack: &Stack,
-    label: &str,
+    pool: &Pool,
     repos: &[fleet_proto::RepoName],
     budget: &str,
 ) -> anyhow::Result<Run> {
+    let label = format!("quota-{}-{budget}", pool.name);
     let args = TopologyArgs {
         work_max_deliver: 5,
         work_ack_wait_secs: 60,
         ..Default::default()
     };
     stack
-        .scratch_with(label, args, async |s: &Scratch| {
+        .scratch_with(&label, args, async |s: &Scratch| {
             import::write(&s.pool, repos).await?;
             let db = s.opts.get_database().unwrap_or_default().to_owned();
             let mut env: Vec<(&str, &str)> = COMMON.to_vec();
+            env.extend(pool.env);
             env.push(("CREDENTIAL_BUDGET", budget));
+            env.push(("LOG", "warn"));
             // Settings tried on both runs, `K=V,K=V`: what an experiment changes.
             let extra = std::env::var("QUOTA_FLEET_ENV").unwrap_or_default();
             env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));

@@ -1,6 +1,6 @@
-//! GitHub's API quota as the scorecard stand-in plays it: each credential has `calls_per_window`
-//! calls per window, the window starting with its first call after a reset (as GitHub's hour
-//! does). A scan that needs more than is left spends what is left, waits for the reset, as
+//! GitHub's API quota as the scorecard stand-in plays it: each credential has its calls per
+//! window (a token `calls_per_window`, an App installation `app_calls_per_window`), the window
+//! starting with its first call after a reset (as GitHub's hour does). A scan that needs more than is left spends what is left, waits for the reset, as
 //! scorecard's rate-limit transport waits out `X-RateLimit-Reset`, and goes on in the next
 //! window.
 
@@ -9,9 +9,23 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
+    /// A personal token's calls per window.
     pub calls_per_window: u32,
+    /// A GitHub App installation's (`app:<id>`): GitHub gives an installation 5,000 to 15,000.
+    pub app_calls_per_window: u32,
     /// An accelerated hour.
     pub window: Duration,
+}
+
+impl Quota {
+    /// The calls per window of `credential` (a pool key: `token-0`, `app:<id>`).
+    pub fn calls_of(&self, credential: &str) -> u32 {
+        if credential.starts_with("app:") {
+            self.app_calls_per_window
+        } else {
+            self.calls_per_window
+        }
+    }
 }
 
 /// One credential's window: when it began, calls spent, scans whose last call fell in it.
@@ -54,13 +68,14 @@ impl Ledger {
             });
         }
         let current = windows.last_mut().expect("a window");
-        let left = quota.calls_per_window.saturating_sub(current.calls);
+        let limit = quota.calls_of(credential);
+        let left = limit.saturating_sub(current.calls);
         if calls <= left {
             current.calls += calls;
             current.scans += 1;
             Charge::Done
         } else {
-            current.calls = quota.calls_per_window;
+            current.calls = limit;
             Charge::Stall {
                 reset: current.started + quota.window,
                 rest: calls - left,
@@ -101,6 +116,7 @@ mod tests {
 
     const QUOTA: Quota = Quota {
         calls_per_window: 100,
+        app_calls_per_window: 300,
         window: Duration::from_secs(60),
     };
 
@@ -117,8 +133,13 @@ mod tests {
                 rest: 20
             }
         );
-        // Another credential has its own quota.
+        // Another credential has its own quota, an App installation a larger one.
         assert_eq!(ledger.charge(QUOTA, "token-1", 90, t), Charge::Done);
+        assert_eq!(ledger.charge(QUOTA, "app:7", 250, t), Charge::Done);
+        assert!(matches!(
+            ledger.charge(QUOTA, "app:7", 60, t),
+            Charge::Stall { rest: 10, .. }
+        ));
         assert_eq!(
             ledger.charge(QUOTA, "token-0", 20, t + QUOTA.window),
             Charge::Done
@@ -131,6 +152,7 @@ mod tests {
         assert_eq!(
             w,
             [
+                ("app:7".into(), 300, 1),
                 ("token-0".into(), 100, 1),
                 ("token-0".into(), 20, 1),
                 ("token-1".into(), 90, 1)

@@ -84,7 +84,7 @@ async fn two_workers_together_never_start_more_than_a_credentials_budget(pool: P
     let starts = fleet.sim.starts();
     assert!(starts.iter().all(|(c, _)| c == "token-0"), "{starts:?}");
     // Ten a window (10.6 once three windows were spent without a limit: 2% a window until
-    // the first), one more where a slot started up to half an interval late keeps its place,
+    // the first), one more where a start up to a twentieth of the window late keeps its place,
     // and one for the stand-in seeing a pod start a moment after its Job's. Two replicas each
     // pacing alone would start twenty.
     let most = most_in_any_window(&starts, "token-0", Duration::from_secs(10));
