@@ -56,15 +56,25 @@ const COMMON: [(&str, &str); 10] = [
 struct Pool {
     name: &'static str,
     what: &'static str,
+    /// `TOKEN_KEYS` and `GITHUB_APP_INSTALLATIONS`, as the workers get them.
     env: &'static [(&'static str, &'static str)],
-    /// The pool's keys as the stand-in sees them.
-    keys: &'static [&'static str],
 }
 
 impl Pool {
-    /// Calls the whole pool may make per window.
+    /// Calls the whole pool may make per window: its keys as the stand-in sees them
+    /// (`token-0`, `app:<installation>`).
     fn calls_per_window(&self) -> u32 {
-        self.keys.iter().map(|k| QUOTA.calls_of(k)).sum()
+        let mut calls = 0;
+        for (var, list) in self.env {
+            for key in list.split(',') {
+                calls += match *var {
+                    "TOKEN_KEYS" => QUOTA.calls_of(key),
+                    "GITHUB_APP_INSTALLATIONS" => QUOTA.calls_of(&format!("app:{key}")),
+                    _ => 0,
+                };
+            }
+        }
+        calls
     }
 }
 
@@ -73,7 +83,6 @@ const TOKENS: Pool = Pool {
     name: "tokens",
     what: "4 tokens of 5,000 calls",
     env: &[("TOKEN_KEYS", "token-0,token-1,token-2,token-3")],
-    keys: &["token-0", "token-1", "token-2", "token-3"],
 };
 
 /// Three tokens and an App installation with three times their quota, as a fleet that moved
@@ -85,7 +94,6 @@ const MIXED: Pool = Pool {
         ("TOKEN_KEYS", "token-0,token-1,token-2"),
         ("GITHUB_APP_INSTALLATIONS", "1"),
     ],
-    keys: &["token-0", "token-1", "token-2", "app:1"],
 };
 
 #[tokio::main]
