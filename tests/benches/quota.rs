@@ -39,7 +39,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 /// Both runs: the quota's window as GitHub's hour, scans given one window (as production gives
 /// them an hour), transient failures retried.
-const COMMON: [(&str, &str); 10] = [
+const COMMON: [(&str, &str); 11] = [
     ("GITHUB_TOKEN_CALLS_PER_WINDOW", "5000"),
     ("GITHUB_APP_CALLS_PER_WINDOW", "15000"),
     ("GITHUB_WINDOW_SECS", "60"),
@@ -50,6 +50,7 @@ const COMMON: [(&str, &str); 10] = [
     ("PRODUCER_BACKOFF_CAP_SECS", "1"),
     ("SINK_BATCH_WAIT_MS", "200"),
     ("WORKER_POLL_MS", "200"),
+    ("LOG", "warn"),
 ];
 
 /// The credentials a run scans with.
@@ -420,7 +421,6 @@ async fn run(
             let mut env: Vec<(&str, &str)> = COMMON.to_vec();
             env.extend(pool.env);
             env.push(("CREDENTIAL_BUDGET", budget));
-            env.push(("LOG", "warn"));
             // Settings tried on both runs, `K=V,K=V`: what an experiment changes.
             let extra = std::env::var("QUOTA_FLEET_ENV").unwrap_or_default();
             env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));

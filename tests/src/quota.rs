@@ -1,8 +1,8 @@
 //! GitHub's API quota as the scorecard stand-in plays it: each credential has its calls per
 //! window (a token `calls_per_window`, an App installation `app_calls_per_window`), the window
-//! starting with its first call after a reset (as GitHub's hour does). A scan that needs more than is left spends what is left, waits for the reset, as
-//! scorecard's rate-limit transport waits out `X-RateLimit-Reset`, and goes on in the next
-//! window.
+//! starting with its first call after a reset (as GitHub's hour does). A scan that needs more
+//! than is left spends what is left, waits for the reset, as scorecard's rate-limit transport
+//! waits out `X-RateLimit-Reset`, and goes on in the next window.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
