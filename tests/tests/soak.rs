@@ -1,4 +1,4 @@
-//! A soak: four thousand real repositories (SOAK_ITEMS to change it; `dev/bench` runs ten
+//! A soak: two thousand real repositories (SOAK_ITEMS to change it; `dev/bench` runs ten
 //! thousand) through the whole pipeline with the stand-in's failure mix, ending with the same
 //! invariant as every end-to-end test.
 
@@ -16,7 +16,7 @@ async fn thousands_of_items_with_a_failure_mix(pool: PgPool) {
     let items: usize = std::env::var("SOAK_ITEMS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4_000);
+        .unwrap_or(2_000);
     let js = jetstream::new(async_nats::connect(stack::nats_url()).await.unwrap());
     let topo = Topology::new(TopologyArgs {
         nats_prefix: stack::unique("soak"),
