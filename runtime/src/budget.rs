@@ -10,6 +10,8 @@
 //! (replicas see room only when they poll, and a busy node may not let them for seconds):
 //! lateness lost at every start adds up to a share of the quota never spent. Idle time longer
 //! than that is not saved up: a window starts at most its budget, a twentieth more, and one.
+//! A credential idle for a window or more (a new one too) starts afresh, with no burst:
+//! GitHub's hour for it begins at its next call.
 //!
 //! `scans_per_window` starts at the credential's calls per window over the estimated calls per
 //! scan and is learned from outcomes: a scan that waited out or failed on a rate limit shrinks
@@ -108,7 +110,8 @@ pub struct Allowance {
 impl Allowance {
     pub fn new(pace: &Pace, now_ms: i64) -> Self {
         Self {
-            // Free since ever: a new credential ties with every other free one.
+            // Free since ever: a new credential ties with every other free one; it has been
+            // idle for longer than a window, so it starts without a burst.
             next_ms: 0,
             scans_per_window: pace.ceiling(),
             calls_per_window: pace.calls_per_window,
@@ -175,10 +178,16 @@ impl Allowance {
         // A late start keeps its slot's place in the schedule, up to a twentieth of the
         // window behind: replicas see room only when they poll, and lateness lost at every
         // start adds up to a share of the quota never spent. Later than that, the credential
-        // was idle: idle time is not saved up into a burst.
+        // was idle: idle time is not saved up into a burst. Idle for a window or more (a new
+        // credential too), it starts afresh: GitHub's next hour for it begins at this call,
+        // and any burst would spend more than the budget in that hour.
         let interval = self.interval_ms(pace);
         let catch_up = ((pace.window_ms as f64 * CATCH_UP) as i64).max(interval / 2);
-        let from = self.next_ms.max(now_ms.saturating_sub(catch_up));
+        let from = if now_ms.saturating_sub(self.next_ms) >= pace.window_ms {
+            now_ms
+        } else {
+            self.next_ms.max(now_ms.saturating_sub(catch_up))
+        };
         self.next_ms = from.saturating_add(interval);
         self.started += 1;
         Ok(())
@@ -261,25 +270,22 @@ mod tests {
     #[test]
     fn scans_are_paced_through_the_window() {
         let mut a = Allowance::new(&PACE, 10 * HOUR);
-        // A new credential is one idle since ever: a twentieth of the hour starts at once.
+        // A new credential starts afresh: one scan at once, not a burst that would overspend
+        // the hour GitHub starts at its first call.
         let mut started = take_all(&mut a, 10 * HOUR);
-        assert_eq!(started, 4, "three minutes over 50.4 s, and one");
+        assert_eq!(started, 1);
         let wait = a
             .take(&PACE, Lane::Scheduled, 10 * HOUR)
             .unwrap_err()
             .unwrap();
-        assert_eq!(
-            wait.as_millis(),
-            4 * 50_400 - 180_000,
-            "an hour over 71.4 scans"
-        );
+        assert_eq!(wait.as_millis(), 50_400, "an hour over 71.4 scans");
         // Over the rest of the hour, one scan every interval: the budget, no more.
         let mut now = 10 * HOUR + 1000;
         while now < 11 * HOUR {
             started += take_all(&mut a, now);
             now += 1000;
         }
-        assert!((74..=76).contains(&started), "{started}");
+        assert!((71..=72).contains(&started), "{started}");
     }
 
     #[test]
@@ -294,13 +300,20 @@ mod tests {
             started += 1;
         }
         assert!(started >= 10 * 71, "{started}");
-        // After an idle hour, three minutes' worth starts at once (and one), not the hour's.
+        // Idle for most of an hour, three minutes' worth starts at once (and one), not the
+        // hour's.
         let interval = a.interval_ms(&PACE);
         let catch_up = (HOUR as f64 * CATCH_UP) as i64;
+        let idle_from = a.next_ms;
         assert_eq!(
-            i64::from(take_all(&mut a, 12 * HOUR)),
+            i64::from(take_all(&mut a, idle_from + HOUR - 1)),
             catch_up / interval + 1
         );
+        // Idle for an hour or more, GitHub's hour restarts at the next call: one scan, and
+        // the schedule goes on from it.
+        let idle_from = a.next_ms;
+        assert_eq!(take_all(&mut a, idle_from + HOUR), 1);
+        assert_eq!(a.next_ms, idle_from + HOUR + a.interval_ms(&PACE));
     }
 
     #[test]
