@@ -27,6 +27,7 @@ use fleet_tests::scratch::{Scratch, Stack};
 use fleet_tests::sim::{Quota, Window};
 use fleet_tests::stack;
 use producer::import;
+use worker::job::Credential;
 
 const WORKERS: usize = 3;
 const QUOTA: Quota = Quota {
@@ -70,7 +71,7 @@ impl Pool {
             for key in list.split(',') {
                 calls += match *var {
                     "TOKEN_KEYS" => QUOTA.calls_of(key),
-                    "GITHUB_APP_INSTALLATIONS" => QUOTA.calls_of(&format!("app:{key}")),
+                    "GITHUB_APP_INSTALLATIONS" => QUOTA.calls_of(&Credential::App(key).key()),
                     _ => 0,
                 };
             }

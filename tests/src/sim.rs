@@ -15,6 +15,8 @@ use kube::discovery::ApiResource;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use worker::job::Credential;
+
 use crate::quota::{Charge, Ledger};
 pub use crate::quota::{Quota, Window, calls_for};
 
@@ -289,7 +291,7 @@ pub fn credential_of(pod: &Pod) -> String {
                 }
             }
             "GITHUB_APP_INSTALLATION_ID" => {
-                return format!("app:{}", var.value.clone().unwrap_or_default());
+                return Credential::App(var.value.as_deref().unwrap_or_default()).key();
             }
             _ => {}
         }
@@ -624,5 +626,50 @@ impl Simulator {
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_proto::v1::WorkItem;
+    use k8s_openapi::api::core::v1::Pod;
+    use worker::job::{JobSettings, build};
+
+    use super::credential_of;
+
+    /// The stand-in charges a scan to the pool key the worker chose, read back from the pod
+    /// the worker's Job makes: a token's Secret key, or an App installation's `app:<id>`.
+    #[test]
+    fn a_scan_pod_names_the_pool_key_the_worker_chose() {
+        let settings = JobSettings {
+            namespace: "scorecard-scans".into(),
+            image: "scorecard".into(),
+            service_account: "scorecard-scan".into(),
+            token_secret: "github-tokens".into(),
+            app_secret: "github-app".into(),
+            active_deadline_secs: 60,
+            ttl_after_finished_secs: 60,
+            cpu_request: "100m".into(),
+            cpu_limit: "1".into(),
+            memory_request: "64Mi".into(),
+            memory_limit: "1Gi".into(),
+            tmp_size_limit: "1Gi".into(),
+            checks: Vec::new(),
+        };
+        let item = WorkItem {
+            id: "w-1".into(),
+            repo: "github.com/ossf/scorecard".into(),
+            ..Default::default()
+        };
+        for key in ["token-2", "app:7"] {
+            let job = build(&item, &settings, key);
+            let template = job.spec.expect("a Job spec").template;
+            let pod = Pod {
+                metadata: template.metadata.unwrap_or_default(),
+                spec: template.spec,
+                status: None,
+            };
+            assert_eq!(credential_of(&pod), key);
+        }
     }
 }
