@@ -1316,21 +1316,7 @@ impl Scratch {
 }
 
 fn job_settings(ns: &str) -> JobSettings {
-    JobSettings {
-        namespace: ns.into(),
-        image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
-        service_account: "scorecard-scan".into(),
-        token_secret: "scorecard-github-tokens".into(),
-        app_secret: "scorecard-github-app".into(),
-        active_deadline_secs: 600,
-        ttl_after_finished_secs: 600,
-        cpu_request: "100m".into(),
-        cpu_limit: "1".into(),
-        memory_request: "64Mi".into(),
-        memory_limit: "1Gi".into(),
-        tmp_size_limit: "1Gi".into(),
-        checks: Vec::new(),
-    }
+    kube_support::scan_job_settings(ns, 600)
 }
 
 /// Builds the worker binary (release, as this bench) next to this binary's profile directory.

@@ -293,3 +293,23 @@ pub async fn install_scans(scans: &str, fleet: &str) {
     .await
     .unwrap();
 }
+
+/// The Job settings the tests' scans run with in `ns`, as deploy/ names its Secrets and the
+/// scan ServiceAccount.
+pub fn scan_job_settings(ns: &str, deadline_secs: i64) -> worker::job::JobSettings {
+    worker::job::JobSettings {
+        namespace: ns.into(),
+        image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
+        service_account: "scorecard-scan".into(),
+        token_secret: "scorecard-github-tokens".into(),
+        app_secret: "scorecard-github-app".into(),
+        active_deadline_secs: deadline_secs,
+        ttl_after_finished_secs: 600,
+        cpu_request: "100m".into(),
+        cpu_limit: "1".into(),
+        memory_request: "64Mi".into(),
+        memory_limit: "1Gi".into(),
+        tmp_size_limit: "1Gi".into(),
+        checks: Vec::new(),
+    }
+}

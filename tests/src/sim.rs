@@ -633,7 +633,7 @@ impl Drop for Simulator {
 mod tests {
     use fleet_proto::v1::WorkItem;
     use k8s_openapi::api::core::v1::Pod;
-    use worker::job::{JobSettings, build};
+    use worker::job::build;
 
     use super::credential_of;
 
@@ -641,21 +641,7 @@ mod tests {
     /// the worker's Job makes: a token's Secret key, or an App installation's `app:<id>`.
     #[test]
     fn a_scan_pod_names_the_pool_key_the_worker_chose() {
-        let settings = JobSettings {
-            namespace: "scorecard-scans".into(),
-            image: "scorecard".into(),
-            service_account: "scorecard-scan".into(),
-            token_secret: "github-tokens".into(),
-            app_secret: "github-app".into(),
-            active_deadline_secs: 60,
-            ttl_after_finished_secs: 60,
-            cpu_request: "100m".into(),
-            cpu_limit: "1".into(),
-            memory_request: "64Mi".into(),
-            memory_limit: "1Gi".into(),
-            tmp_size_limit: "1Gi".into(),
-            checks: Vec::new(),
-        };
+        let settings = crate::kube_support::scan_job_settings("scorecard-scans", 60);
         let item = WorkItem {
             id: "w-1".into(),
             repo: "github.com/ossf/scorecard".into(),

@@ -265,21 +265,7 @@ fn can_as(home: &str, sa: &str, ns: &str, verb: &str, resource: &str, extra: &[&
 }
 
 fn scan_settings(ns: &str) -> worker::job::JobSettings {
-    worker::job::JobSettings {
-        namespace: ns.into(),
-        image: "ghcr.io/ossf/scorecard:v5.3.0".into(),
-        service_account: "scorecard-scan".into(),
-        token_secret: "scorecard-github-tokens".into(),
-        app_secret: "scorecard-github-app".into(),
-        active_deadline_secs: 3600,
-        ttl_after_finished_secs: 600,
-        cpu_request: "100m".into(),
-        cpu_limit: "1".into(),
-        memory_request: "64Mi".into(),
-        memory_limit: "1Gi".into(),
-        tmp_size_limit: "1Gi".into(),
-        checks: Vec::new(),
-    }
+    kube_support::scan_job_settings(ns, 3600)
 }
 
 /// As the worker's own token: every Job the worker builds (token or App credential) is admitted
