@@ -548,6 +548,64 @@ async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
     sigterm(&worker.0);
 }
 
+/// With scheduled work waiting and the manual lane empty, a worker fills every free slot at
+/// once, asking the server for about one message per pull: no pull waits out its poll. The poll
+/// is an hour here, so a pull that waited for it would leave the slots empty for the test's
+/// whole life, and the count of pull requests the server saw is exact, whatever the machine's
+/// speed.
+#[tokio::test]
+async fn a_worker_fills_its_free_slots_from_waiting_work_without_waiting_out_a_poll() {
+    const SLOTS: usize = 12;
+    let h = harness(600, 3, 30).await;
+    let nats = async_nats::connect(stack::nats_url()).await.unwrap();
+    let mut pulls = nats
+        .subscribe(format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.>",
+            h.topology.work_stream()
+        ))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let repos: Vec<String> = (0..SLOTS)
+        .map(|i| format!("github.com/sim-hold/slot-{i}"))
+        .collect();
+    for repo in &repos {
+        h.enqueue(&item(repo)).await;
+    }
+    let worker = KillOnDrop(spawn_worker_with(
+        &h,
+        30,
+        3,
+        5,
+        &[
+            ("WORKER_MAX_IN_FLIGHT", &SLOTS.to_string()),
+            ("WORKER_MANUAL_IN_FLIGHT", "0"),
+            ("WORKER_POLL_MS", "3600000"),
+        ],
+    ));
+    eventually(
+        "every slot to hold a running scan",
+        Duration::from_secs(60),
+        || async { Ok(repos.iter().all(|r| h.sim.holding(r)).then_some(())) },
+    )
+    .await
+    .unwrap();
+    sigterm(&worker.0);
+    let mut asked = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), pulls.next()).await {
+        asked += 1;
+    }
+    // Each slot asks the manual lane (empty: answered at once) and then the scheduled lane,
+    // and the free loop asks once more for the next slot's message.
+    assert!(
+        asked <= 2 * SLOTS + 4,
+        "{asked} pull requests for {SLOTS} messages"
+    );
+    for repo in &repos {
+        h.sim.release(repo).await.unwrap();
+    }
+}
+
 /// A worker process that does not outlive its test, whether the test passes or not.
 struct KillOnDrop(Child);
 
@@ -571,7 +629,6 @@ fn spawn_worker_with(
 ) -> Child {
     Command::new(stack::workspace_binary("worker"))
         .env_clear()
-        .envs(env.iter().copied())
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("NATS_URL", stack::nats_url())
         .env("NATS_PREFIX", h.topology.args().nats_prefix.clone())
@@ -588,6 +645,8 @@ fn spawn_worker_with(
         .env("WORKER_DRAIN_DEADLINE_SECS", drain_secs.to_string())
         .env("WORKER_POLL_MS", "200")
         .env("LOG", "warn")
+        // Last, so a test's own settings win over the defaults above.
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -650,6 +709,58 @@ async fn a_killed_worker_is_replaced_and_the_same_job_is_adopted() {
     assert_eq!(h.sim.pods_for(repo), 1, "scanned once");
     assert_eq!(h.results().await.len(), 1, "one result");
     assert_eq!(h.work_left().await, (0, 0));
+}
+
+/// A worker killed mid-scan on a credential with no room left for an hour: its replacement,
+/// on the same fleet-wide budget, adopts the running Job as soon as the ack wait runs out,
+/// because re-attaching spends no GitHub quota; fresh work still waits for the credential.
+#[tokio::test]
+async fn a_redelivered_scan_is_adopted_without_waiting_for_github_quota() {
+    let h = harness(600, 3, 3).await;
+    // One scan per half hour on the only credential: the first starts at once, the next not
+    // within this test.
+    let budget = [
+        ("GITHUB_TOKEN_CALLS_PER_WINDOW", "140"),
+        ("SCAN_COST_CALLS", "70"),
+        ("GITHUB_WINDOW_SECS", "3600"),
+        ("WORKER_MANUAL_IN_FLIGHT", "0"),
+    ];
+    let repo = "github.com/sim-hold/adopt-on-a-dry-budget";
+    let work = item(repo);
+    let first = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &budget));
+    h.enqueue(&work).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(repo).then_some(()))
+    })
+    .await
+    .unwrap();
+    let uids = job_uids(&h).await;
+    assert_eq!(uids.len(), 1);
+    drop(first);
+    let fresh = "github.com/sim-ok/waits-for-quota";
+    h.enqueue(&item(fresh)).await;
+    let _second = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &budget));
+    h.sim.release(repo).await.unwrap();
+    eventually(
+        "the adopted scan's result",
+        Duration::from_secs(60),
+        || async {
+            Ok(h.results()
+                .await
+                .iter()
+                .any(|r| r.work_id == work.id)
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.sim.pods_for(repo),
+        1,
+        "scanned once, in the Job it adopted"
+    );
+    assert_eq!(h.sim.pods_for(fresh), 0, "fresh work still waits for quota");
+    assert_eq!(h.results().await.len(), 1);
 }
 
 /// SIGTERM: the worker stops pulling, and leaves a scan that outlives the drain deadline

@@ -90,6 +90,14 @@ pub struct Lease {
     pub key: Option<String>,
 }
 
+impl Lease {
+    /// No credential: for a message that starts no scan, or one that re-attaches to the Job
+    /// an earlier delivery started.
+    pub fn none() -> Self {
+        Self { key: None }
+    }
+}
+
 impl Pool {
     /// A credential with room for a scan of `lane`, waiting (no message held) until one has
     /// room; `None` once `shutdown` comes first.

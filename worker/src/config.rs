@@ -143,8 +143,11 @@ pub struct Cli {
     #[arg(long, env = "JOB_DEADLINE_SECS", default_value_t = 3600)]
     pub job_deadline_secs: i64,
 
-    /// Seconds a finished Job is kept if the worker could not delete it (a safety net).
-    #[arg(long, env = "JOB_TTL_SECS", default_value_t = 3600)]
+    /// Seconds a finished Job is kept if the worker could not delete it (a safety net). At
+    /// least GITHUB_WINDOW_SECS + JOB_DEADLINE_SECS + POD_PENDING_TIMEOUT_SECS +
+    /// WORK_ACK_WAIT_SECS, so a finished Job outlives the wait of its redelivery for a free slot
+    /// and is adopted, not rerun.
+    #[arg(long, env = "JOB_TTL_SECS", default_value_t = 10800)]
     pub job_ttl_secs: i32,
 
     /// Seconds a scan's pod may stay unready (image pull, scheduling) before it is an INFRA
@@ -250,7 +253,67 @@ impl Cli {
         Ok(keys)
     }
 
+    /// Refuses a Job TTL shorter than a redelivery can wait. A redelivery comes after the ack
+    /// wait and goes ahead of new work, so it waits at most for one slot to free. A slot holds
+    /// an item waiting for a credential (at most a quota window, when every credential is dry)
+    /// and then its scan (at most its deadline plus its pod's pending timeout). A finished Job
+    /// deleted sooner would be scanned again, spending quota on a result that was there.
+    pub fn check_job_ttl(&self, ack_wait_secs: u64) -> Result<(), String> {
+        let deadline = u64::try_from(self.job_deadline_secs).unwrap_or(0);
+        let floor = self
+            .github_window_secs
+            .saturating_add(deadline)
+            .saturating_add(self.pending_timeout_secs)
+            .saturating_add(ack_wait_secs);
+        match u64::try_from(self.job_ttl_secs) {
+            Ok(ttl) if ttl >= floor => Ok(()),
+            _ => Err(format!(
+                "JOB_TTL_SECS ({}) must be at least GITHUB_WINDOW_SECS ({}) + JOB_DEADLINE_SECS \
+                 ({}) + POD_PENDING_TIMEOUT_SECS ({}) + WORK_ACK_WAIT_SECS ({ack_wait_secs}) = \
+                 {floor}: a finished Job must outlive the wait of its redelivery for a free slot",
+                self.job_ttl_secs,
+                self.github_window_secs,
+                self.job_deadline_secs,
+                self.pending_timeout_secs
+            )),
+        }
+    }
+
     pub fn cooldown(&self) -> Duration {
         Duration::from_secs(self.token_cooldown_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("worker").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_default_job_ttl_outlives_a_redelivery_waiting_for_a_slot() {
+        assert_eq!(cli(&[]).check_job_ttl(120), Ok(()));
+    }
+
+    #[test]
+    fn a_job_ttl_shorter_than_a_redelivery_can_wait_is_refused_with_the_sum() {
+        let short = cli(&["--job-ttl-secs", "3600"]);
+        let err = short.check_job_ttl(120).unwrap_err();
+        assert!(err.contains("JOB_TTL_SECS (3600)"), "{err}");
+        assert!(err.contains("= 7920"), "{err}");
+        let fits = cli(&[
+            "--job-ttl-secs",
+            "700",
+            "--job-deadline-secs",
+            "30",
+            "--github-window-secs",
+            "10",
+        ]);
+        assert_eq!(fits.check_job_ttl(60), Ok(()));
+        assert!(fits.check_job_ttl(61).is_err());
     }
 }

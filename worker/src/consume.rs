@@ -105,6 +105,8 @@ pub struct Worker {
     pub pool: Arc<Pool>,
     pub metrics: Metrics,
     pub settings: Settings,
+    /// The queues for a credential, manual and scheduled: see [`Worker::lease_for`].
+    credit_lines: [tokio::sync::Mutex<()>; 2],
 }
 
 /// The credential a finished scan used, and what it said about its quota.
@@ -112,6 +114,18 @@ pub struct Worker {
 pub struct Usage {
     pub key: String,
     pub signal: Option<Signal>,
+}
+
+/// A pulled message and what its delivery says about it.
+struct Delivery {
+    message: Message,
+    stream: String,
+    sequence: u64,
+    /// This message's delivery count (1 for the first).
+    delivered: u64,
+    manual_lane: bool,
+    /// The work item, or why the message is poison.
+    item: Result<WorkItem, String>,
 }
 
 /// Where a pull loop takes its work from.
@@ -126,8 +140,9 @@ enum Lane {
 /// How long one pull of the reserved manual slots waits for a request before asking again.
 const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
-/// How long a lane holds a credential while its queue is empty before giving it back.
-const LEASE_IDLE: Duration = Duration::from_secs(30);
+/// How long the answer to a no-wait pull may take: the server answers at once, so only a
+/// request lost with a restarting server takes longer, and then the pull is given up.
+const NO_WAIT_ANSWER: Duration = Duration::from_secs(5);
 
 impl Worker {
     /// A worker on the topology's consumers and scan register (which must exist: every
@@ -153,6 +168,7 @@ impl Worker {
             pool,
             metrics,
             settings,
+            credit_lines: Default::default(),
         })
     }
 
@@ -202,9 +218,11 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// Runs `lane`'s work `slots` at a time until `shutdown`: a permit and a credential with
-    /// room are taken before a message is pulled, so no more than `slots` run at once and a
-    /// spent credential pool holds no message.
+    /// Runs `lane`'s work `slots` at a time until `shutdown`: a permit is taken before a
+    /// message is pulled, so no more than `slots` are held at once. The credential is taken
+    /// after the pull, by the message's own task, so the loop goes on pulling while one waits:
+    /// a redelivery that re-attaches to its running or finished Job needs none and starts at
+    /// once, however long fresh work waits for quota.
     async fn run_lane(
         self: Arc<Self>,
         lane: Lane,
@@ -219,32 +237,62 @@ impl Worker {
                 () = shutdown.cancelled() => return,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
-            let credit = match lane {
-                Lane::Any => budget::Lane::Scheduled,
-                Lane::ManualOnly => budget::Lane::Manual,
-            };
-            let Some(lease) = self.pool.take(credit, &shutdown).await else {
-                return;
-            };
-            let idle_until = Instant::now() + LEASE_IDLE;
             let message = tokio::select! {
-                () = shutdown.cancelled() => None,
-                message = self.next_before(lane, Some(idle_until)) => message,
+                () = shutdown.cancelled() => return,
+                message = self.next_in(lane) => message,
             };
-            let Some(message) = message else {
-                // A credential held through a quiet queue would start late and out of pace.
-                self.pool.give_back(&lease).await;
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                continue;
-            };
+            let delivery = self.delivery(message);
             let worker = self.clone();
             let abandon = abandon.clone();
+            let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                worker.handle_leased(message, lease, &abandon).await;
+                let Some(lease) = worker.lease_for(&delivery, &shutdown).await else {
+                    // Shutdown while waiting for a credential: another replica takes it now.
+                    if let Err(e) = delivery.message.ack_with(AckKind::Nak(None)).await {
+                        tracing::warn!(error = %e, "handing back an unstarted item failed; it comes again after its ack wait");
+                    }
+                    return;
+                };
+                worker.handle_leased(delivery, lease, &abandon).await;
             });
+        }
+    }
+
+    /// The credential `delivery` needs: none for a message that is no work item or for a
+    /// redelivery whose Job exists (re-attaching spends no quota), else one with room for a
+    /// scan of its lane. Deliveries of a lane queue for credentials one behind the other, so
+    /// the fleet-wide budget sees one waiter per lane, not one per slot; while it waits, the
+    /// message gets progress acks. `None` once `shutdown` comes first.
+    async fn lease_for(&self, delivery: &Delivery, shutdown: &CancellationToken) -> Option<Lease> {
+        let Ok(item) = &delivery.item else {
+            return Some(Lease::none());
+        };
+        if delivery.delivered > 1 && self.runner.has_run(item).await {
+            return Some(Lease::none());
+        }
+        let (credit, line) = if delivery.manual_lane {
+            (budget::Lane::Manual, &self.credit_lines[0])
+        } else {
+            (budget::Lane::Scheduled, &self.credit_lines[1])
+        };
+        let take = async {
+            let _turn = line.lock().await;
+            self.pool.take(credit, shutdown).await
+        };
+        tokio::pin!(take);
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                lease = &mut take => return lease,
+                () = shutdown.cancelled() => return None,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = delivery.message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(error = %e, "progress ack while waiting for a credential failed");
+                    }
+                }
+            }
         }
     }
 
@@ -255,11 +303,6 @@ impl Worker {
 
     /// The next message of `lane`, pulling again (with backoff after errors) until one comes.
     async fn next_in(&self, lane: Lane) -> Message {
-        self.next_before(lane, None).await.expect("no deadline")
-    }
-
-    /// [`Self::next_in`], or `None` once a pull comes back empty after `deadline`.
-    async fn next_before(&self, lane: Lane, deadline: Option<Instant>) -> Option<Message> {
         let policy = || fleet_runtime::retry::PULL.pauses();
         let mut backoff = policy();
         loop {
@@ -268,8 +311,7 @@ impl Worker {
                 Lane::ManualOnly => self.pull_manual().await,
             };
             match pulled {
-                Ok(Some(message)) => return Some(message),
-                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
+                Ok(Some(message)) => return message,
                 Ok(None) => backoff = policy(),
                 Err(e) => {
                     let pause = backoff.next().unwrap_or(fleet_runtime::retry::PULL.cap);
@@ -296,20 +338,31 @@ impl Worker {
         }
     }
 
+    /// A person's request if one is waiting, else scheduled work, waiting up to the poll.
     async fn pull(&self) -> anyhow::Result<Option<Message>> {
-        // An expiry bounds the wait on the client too (the server's answer plus 5 s): a request
-        // lost with a restarting NATS server would otherwise never be answered, and the
-        // worker would stop pulling for good.
-        let mut manual = self
-            .manual
-            .fetch()
-            .max_messages(1)
-            .expires(self.settings.poll)
-            .messages()
-            .await?;
-        if let Some(message) = manual.next().await {
-            return Ok(Some(message.map_err(|e| anyhow::anyhow!("{e}"))?));
+        // The manual lane is asked without an expiry: with one, the server holds a no-wait
+        // request until it expires whenever the lane is empty, and every scheduled item would
+        // wait that long. The client bounds the answer instead, so a request lost with a
+        // restarting server still ends.
+        let manual = tokio::time::timeout(NO_WAIT_ANSWER, async {
+            let mut manual = self.manual.fetch().max_messages(1).messages().await?;
+            anyhow::Ok(
+                manual
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        })
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the manual lane's pull had no answer within {NO_WAIT_ANSWER:?}")
+        })??;
+        if let Some(message) = manual {
+            return Ok(Some(message));
         }
+        // A long poll, answered the moment scheduled work arrives; its expiry also bounds the
+        // wait on the client (the expiry plus 5 s).
         let mut scheduled = self
             .scheduled
             .batch()
@@ -323,27 +376,8 @@ impl Worker {
         }
     }
 
-    /// Runs one message to its end, taking a credential for it first: the step tests drive.
-    pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Handled {
-        let credit = if message.subject.as_str() == self.topology.manual_subject() {
-            budget::Lane::Manual
-        } else {
-            budget::Lane::Scheduled
-        };
-        let Some(lease) = self.pool.take(credit, abandon).await else {
-            self.settle(&message, None, Ending::Abandon).await;
-            return Handled::Abandoned;
-        };
-        self.handle_leased(message, lease, abandon).await
-    }
-
-    /// Runs one message to its end with the credential `lease`, given back if no scan starts.
-    async fn handle_leased(
-        &self,
-        message: Message,
-        lease: Lease,
-        abandon: &CancellationToken,
-    ) -> Handled {
+    /// A pulled message with what its delivery says about it, decoded once.
+    fn delivery(&self, message: Message) -> Delivery {
         let (stream, sequence, delivered) = match message.info() {
             Ok(i) => (
                 i.stream.to_owned(),
@@ -353,13 +387,50 @@ impl Worker {
             Err(_) => (self.topology.work_stream(), 0, 1),
         };
         let manual_lane = message.subject.as_str() == self.topology.manual_subject();
-        let item = match intake::decode(
+        let item = intake::decode(
             message.headers.as_ref(),
             &message.payload,
             &stream,
             sequence,
             manual_lane,
-        ) {
+        );
+        Delivery {
+            message,
+            stream,
+            sequence,
+            delivered,
+            manual_lane,
+            item,
+        }
+    }
+
+    /// Runs one message to its end, taking the credential it needs first: the step tests
+    /// drive.
+    pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Handled {
+        let delivery = self.delivery(message);
+        let Some(lease) = self.lease_for(&delivery, abandon).await else {
+            self.settle(&delivery.message, None, Ending::Abandon).await;
+            return Handled::Abandoned;
+        };
+        self.handle_leased(delivery, lease, abandon).await
+    }
+
+    /// Runs one delivery to its end with the credential `lease`, given back if no scan starts.
+    async fn handle_leased(
+        &self,
+        delivery: Delivery,
+        lease: Lease,
+        abandon: &CancellationToken,
+    ) -> Handled {
+        let Delivery {
+            message,
+            stream,
+            sequence,
+            delivered,
+            item,
+            ..
+        } = delivery;
+        let item = match item {
             Ok(item) => item,
             Err(reason) => {
                 self.pool.give_back(&lease).await;

@@ -203,6 +203,8 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = credential_pool(&cli, &topology, &js, &metrics, &shutdown).await?;
     let runner: Arc<dyn Runner> = match cli.runner {
         RunnerKind::Kubernetes => {
+            cli.check_job_ttl(topology.args().work_ack_wait_secs)
+                .map_err(anyhow::Error::msg)?;
             let Some(runner) = kube_runner(&cli, &metrics, &readiness, &stopped, &shutdown).await?
             else {
                 return Ok(());

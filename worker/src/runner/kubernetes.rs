@@ -71,13 +71,23 @@ impl KubeRunner {
         request.await
     }
 
-    /// Creates the Job, or finds the one a previous delivery created.
+    /// Creates the Job with `credential`, or finds the one a previous delivery created;
+    /// without a credential, only finds it.
     async fn create_or_adopt(
         &self,
         item: &WorkItem,
         name: &str,
-        credential: &str,
+        credential: Option<&str>,
     ) -> Result<Started, String> {
+        let Some(credential) = credential else {
+            return match self.existing(item, name).await? {
+                Some(existing) => Ok(self.adopted(name, &existing)),
+                None => Err(format!(
+                    "no Job {name} of a previous delivery to re-attach to, and no GitHub \
+                     credential to start one"
+                )),
+            };
+        };
         let job = job::build(item, &self.settings, credential);
         match self
             .api("create", self.jobs.create(&PostParams::default(), &job))
@@ -90,28 +100,44 @@ impl KubeRunner {
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 // Its uid is what the watch and the pod selector need; a GET also says whose
                 // it is, whatever the watch has seen so far.
-                let existing = self
-                    .api("get", self.jobs.get(name))
-                    .await
-                    .map_err(|e| format!("reading existing Job {name}: {e}"))?;
-                let owner = existing.annotations().get(job::WORK_ID_ANNOTATION).cloned();
-                if owner.as_deref() != Some(item.id.as_str()) {
-                    return Err(format!(
-                        "Job {name} exists but belongs to work item {owner:?}, not {}",
-                        item.id
-                    ));
+                match self.existing(item, name).await? {
+                    Some(existing) => Ok(self.adopted(name, &existing)),
+                    None => Err(format!("Job {name} was deleted while being created again")),
                 }
-                if existing.metadata.deletion_timestamp.is_some() {
-                    return Err(format!(
-                        "Job {name} of a previous attempt is still being deleted"
-                    ));
-                }
-                self.metrics.adopted.inc();
-                tracing::info!(job = name, "adopted the Job a previous delivery started");
-                Ok(Started::of(&existing, true))
             }
             Err(e) => Err(format!("creating Job {name}: {e}")),
         }
+    }
+
+    /// The Job `name` a previous delivery of `item` started, if there is one; an error if
+    /// the name is another item's or the Job is on its way out.
+    async fn existing(&self, item: &WorkItem, name: &str) -> Result<Option<Job>, String> {
+        let Some(existing) = self
+            .api("get", self.jobs.get_opt(name))
+            .await
+            .map_err(|e| format!("reading existing Job {name}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let owner = existing.annotations().get(job::WORK_ID_ANNOTATION).cloned();
+        if owner.as_deref() != Some(item.id.as_str()) {
+            return Err(format!(
+                "Job {name} exists but belongs to work item {owner:?}, not {}",
+                item.id
+            ));
+        }
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Err(format!(
+                "Job {name} of a previous attempt is still being deleted"
+            ));
+        }
+        Ok(Some(existing))
+    }
+
+    fn adopted(&self, name: &str, existing: &Job) -> Started {
+        self.metrics.adopted.inc();
+        tracing::info!(job = name, "adopted the Job a previous delivery started");
+        Started::of(existing, true)
     }
 
     /// Waits for the Job to end; an error is an INFRA failure message. Bounded: if the watch
@@ -355,9 +381,6 @@ impl Runner for KubeRunner {
             job_name: name.clone(),
             created,
         };
-        let Some(credential) = credential else {
-            return infra("no GitHub credential was given for the scan".into(), false);
-        };
         let started = match self.create_or_adopt(item, &name, credential).await {
             Ok(started) => started,
             Err(message) => return infra(message, false),
@@ -375,6 +398,11 @@ impl Runner for KubeRunner {
             },
             Err(message) => infra(message, created),
         }
+    }
+
+    async fn has_run(&self, item: &WorkItem) -> bool {
+        let name = job::job_name(&item.id);
+        matches!(self.existing(item, &name).await, Ok(Some(_)))
     }
 
     async fn cleanup(&self, item: &WorkItem) {

@@ -44,7 +44,14 @@ pub trait Runner: Send + Sync {
     /// Starts the scan with `credential` (a key of the credential pool; the process runner
     /// uses its own token) or re-attaches to the one a previous delivery started, and waits
     /// for its end. Dropping the future leaves the scan running: the next delivery adopts it.
+    /// Without a credential the Kubernetes runner only re-attaches (see [`Runner::has_run`]).
     async fn run(&self, item: &WorkItem, credential: Option<&str>) -> RunResult;
+
+    /// Whether a previous delivery of `item` left a run (running or ended) to re-attach to:
+    /// such a delivery needs no credential, since it starts nothing on GitHub.
+    async fn has_run(&self, _item: &WorkItem) -> bool {
+        false
+    }
 
     /// Removes what the scan left behind, once its outcome is durable (published) or the item
     /// is handed back for a fresh try. A failure is logged: the Job's TTL is the backstop.
