@@ -1,8 +1,9 @@
 //! A finished scan's log and exit status into a result or a classified failure: the rules of
 //! scorecard's CLI (see ../shared/fixtures/README.md), as one pure function.
 //!
-//! - The result is the last line that parses as scorecard JSON, wherever it sits among log
-//!   lines (pod logs merge stdout and stderr).
+//! - The result is the last document that parses as scorecard JSON, wherever it sits among
+//!   log lines (pod logs merge stdout and stderr): one line, or pretty-printed over many (as
+//!   `jq` or a wrapper script prints it).
 //! - Exit 1 with JSON is a result (some check hit a runtime error); exit 0 without JSON is a
 //!   failure (scorecard printed `Skipping <repo>: ...` and gave up).
 
@@ -79,11 +80,7 @@ fn result_in_log(item: &WorkItem, run: &RunLog) -> Option<Result<Box<ScoreResult
         finished_at: run.finished_at,
     };
     let mut invalid = None;
-    for line in run.log.lines().rev() {
-        let line = line.trim();
-        if !line.starts_with('{') {
-            continue;
-        }
+    for line in documents(&run.log) {
         match parse_result(line, &info) {
             Ok(mut result) => {
                 let wanted = RepoName::parse(&item.repo)
@@ -108,6 +105,29 @@ fn result_in_log(item: &WorkItem, run: &RunLog) -> Option<Result<Box<ScoreResult
         }
     }
     invalid.map(|e| Err(format!("scorecard's output did not parse: {e}")))
+}
+
+/// The JSON documents `log` may hold, last first: one from every line that opens with `{`,
+/// read whole across the lines it spans. A candidate that is not whole JSON runs to the end
+/// of the log, so a broken result, on one line or many, is still recognised as one.
+fn documents(log: &str) -> impl Iterator<Item = &str> {
+    let mut at = 0;
+    let mut starts = Vec::new();
+    for line in log.split_inclusive('\n') {
+        if line.trim_start().starts_with('{') {
+            starts.push(at + (line.len() - line.trim_start().len()));
+        }
+        at += line.len();
+    }
+    starts.into_iter().rev().map(|start| {
+        let rest = &log[start..];
+        let mut values =
+            serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+        match values.next() {
+            Some(Ok(_)) => &rest[..values.byte_offset()],
+            _ => rest,
+        }
+    })
 }
 
 /// Why a run without a result failed, from its log and exit.
@@ -336,6 +356,50 @@ mod tests {
             interpret(&item(), &run(0, logged)),
             Verdict::Result(_)
         ));
+    }
+
+    fn pretty(json: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        serde_json::to_string_pretty(&value).unwrap()
+    }
+
+    #[test]
+    fn a_pretty_printed_result_among_log_lines_is_the_result() {
+        let doc = pretty(&fixture());
+        assert!(doc.lines().count() > 20);
+        let log = format!("Starting [Fuzzing]\n{doc}\nFinished [Fuzzing]\n");
+        let Verdict::Result(r) = interpret(&item(), &run(0, log)) else {
+            panic!("no result")
+        };
+        assert_eq!(r.work_id, "w1");
+        let raw: serde_json::Value = serde_json::from_str(&r.raw_json).unwrap();
+        assert_eq!(
+            raw,
+            serde_json::from_str::<serde_json::Value>(&fixture()).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_last_document_wins_whether_one_line_or_pretty() {
+        let mut later: serde_json::Value = serde_json::from_str(&fixture()).unwrap();
+        later["score"] = serde_json::json!(1.5);
+        let later = later.to_string();
+        for log in [
+            format!("{}\n{}\n", pretty(&fixture()), later),
+            format!("{}\n{}\n", fixture(), pretty(&later)),
+        ] {
+            let Verdict::Result(r) = interpret(&item(), &run(0, log)) else {
+                panic!("no result")
+            };
+            assert_eq!(r.score, Some(1.5));
+        }
+    }
+
+    #[test]
+    fn a_truncated_pretty_printed_result_is_invalid_output() {
+        let doc = pretty(&fixture());
+        let v = interpret(&item(), &run(0, format!("{}\n", &doc[..doc.len() / 2])));
+        assert_eq!(class(&v), FailureClass::InvalidOutput);
     }
 
     #[test]
