@@ -276,9 +276,13 @@ fn scan_settings(ns: &str) -> worker::job::JobSettings {
 async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
     use k8s_openapi::api::batch::v1::Job;
     use k8s_openapi::api::core::v1::{
-        ConfigMap, EnvFromSource, EnvVar, EnvVarSource, HostPathVolumeSource, Pod, SecretEnvSource,
-        SecretKeySelector, SecretVolumeSource, Volume,
+        Affinity, AppArmorProfile, ConfigMap, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
+        EnvVar, EnvVarSource, HostAlias, HostPathVolumeSource, NodeAffinity, NodeSelector,
+        NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSecurityContext, ResourceRequirements,
+        SELinuxOptions, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
+        SecurityContext, Sysctl, Toleration, TopologySpreadConstraint, Volume,
     };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use kube::api::{Api, PostParams};
     let admin = kube_support::admin().await;
     let fleet = TestNamespace::create(&admin, "vap-fleet").await;
@@ -305,6 +309,22 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
             .await
             .unwrap_or_else(|e| panic!("the worker's own Job ({credential}) is admitted: {e}"));
     }
+    // So is the Job of a worker left at its defaults (SCAN_CPU_LIMIT, SCAN_MEMORY_LIMIT,
+    // SCAN_TMP_SIZE, JOB_DEADLINE_SECS): the ceilings of the policy's parameters fit them.
+    let defaults = <worker::config::Cli as clap::Parser>::try_parse_from(["worker"])
+        .unwrap()
+        .job_settings();
+    let job = worker::job::build(
+        &item,
+        &worker::job::JobSettings {
+            namespace: scans.name.clone(),
+            ..defaults
+        },
+        "token-0",
+    );
+    jobs.create(&dry, &job)
+        .await
+        .unwrap_or_else(|e| panic!("the Job of a worker at its defaults is admitted: {e}"));
     // The worker's settings agree with the parameters deploy/ installed.
     worker::policy::verify(as_worker.clone(), &settings)
         .await
@@ -316,6 +336,21 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
     }
     fn container(job: &mut Job) -> &mut k8s_openapi::api::core::v1::Container {
         &mut spec(job).containers[0]
+    }
+    fn pod_security(job: &mut Job) -> &mut PodSecurityContext {
+        spec(job).security_context.as_mut().unwrap()
+    }
+    fn security(job: &mut Job) -> &mut SecurityContext {
+        container(job).security_context.as_mut().unwrap()
+    }
+    fn resources(job: &mut Job) -> &mut ResourceRequirements {
+        container(job).resources.as_mut().unwrap()
+    }
+    fn tmp(job: &mut Job) -> &mut EmptyDirVolumeSource {
+        spec(job).volumes.as_mut().unwrap()[0]
+            .empty_dir
+            .as_mut()
+            .unwrap()
     }
     let cases: &[(&str, Change, &str)] = &[
         (
@@ -449,20 +484,320 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
             },
             "(labels)",
         ),
+        // Issue 28: the two shapes found admitted.
+        (
+            "root, with privilege escalation allowed",
+            |j| {
+                let sc = security(j);
+                sc.run_as_user = Some(0);
+                sc.run_as_non_root = Some(false);
+                sc.allow_privilege_escalation = Some(true);
+            },
+            "(root)",
+        ),
+        (
+            "a node of its choosing, tolerating every taint",
+            |j| {
+                spec(j).node_name = Some("kwok-node-0".into());
+                spec(j).tolerations = Some(vec![Toleration {
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                }]);
+            },
+            "(node)",
+        ),
+        // Each hardening setting of job.rs, one at a time.
+        (
+            "user 0 on the pod",
+            |j| pod_security(j).run_as_user = Some(0),
+            "(root)",
+        ),
+        (
+            "runAsNonRoot false on the pod",
+            |j| pod_security(j).run_as_non_root = Some(false),
+            "(root)",
+        ),
+        (
+            "no runAsNonRoot on the pod",
+            |j| pod_security(j).run_as_non_root = None,
+            "(root)",
+        ),
+        (
+            "user 0 on the container",
+            |j| security(j).run_as_user = Some(0),
+            "(root)",
+        ),
+        (
+            "runAsNonRoot false on the container",
+            |j| security(j).run_as_non_root = Some(false),
+            "(root)",
+        ),
+        (
+            "group 0",
+            |j| pod_security(j).run_as_group = Some(0),
+            "(root)",
+        ),
+        (
+            "fsGroup 0",
+            |j| pod_security(j).fs_group = Some(0),
+            "(root)",
+        ),
+        (
+            "supplementary group 0",
+            |j| pod_security(j).supplemental_groups = Some(vec![0]),
+            "(root)",
+        ),
+        (
+            "privilege escalation allowed",
+            |j| security(j).allow_privilege_escalation = Some(true),
+            "(privilege escalation)",
+        ),
+        (
+            "privilege escalation left to the default",
+            |j| security(j).allow_privilege_escalation = None,
+            "(privilege escalation)",
+        ),
+        (
+            "a writable root filesystem",
+            |j| security(j).read_only_root_filesystem = Some(false),
+            "(read-only root filesystem)",
+        ),
+        (
+            "capabilities kept",
+            |j| security(j).capabilities = None,
+            "(capabilities)",
+        ),
+        (
+            "no seccomp profile on the pod",
+            |j| pod_security(j).seccomp_profile = None,
+            "(seccomp)",
+        ),
+        (
+            "an unconfined seccomp profile on the container",
+            |j| {
+                security(j).seccomp_profile = Some(SeccompProfile {
+                    type_: "Unconfined".into(),
+                    ..Default::default()
+                })
+            },
+            "(seccomp)",
+        ),
+        (
+            "an SELinux type",
+            |j| {
+                security(j).se_linux_options = Some(SELinuxOptions {
+                    type_: Some("spc_t".into()),
+                    ..Default::default()
+                })
+            },
+            "(security options)",
+        ),
+        (
+            "an unconfined AppArmor profile",
+            |j| {
+                pod_security(j).app_armor_profile = Some(AppArmorProfile {
+                    type_: "Unconfined".into(),
+                    ..Default::default()
+                })
+            },
+            "(security options)",
+        ),
+        (
+            "a sysctl",
+            |j| {
+                pod_security(j).sysctls = Some(vec![Sysctl {
+                    name: "net.ipv4.ip_unprivileged_port_start".into(),
+                    value: "0".into(),
+                }])
+            },
+            "(security options)",
+        ),
+        (
+            "the host PID namespace",
+            |j| spec(j).host_pid = Some(true),
+            "(host)",
+        ),
+        (
+            "the host IPC namespace",
+            |j| spec(j).host_ipc = Some(true),
+            "(host)",
+        ),
+        (
+            "a host port",
+            |j| {
+                container(j).ports = Some(vec![ContainerPort {
+                    container_port: 8080,
+                    host_port: Some(8080),
+                    ..Default::default()
+                }])
+            },
+            "(host)",
+        ),
+        // Placement and scheduling the worker leaves to the cluster.
+        (
+            "a node name",
+            |j| spec(j).node_name = Some("kwok-node-0".into()),
+            "(node)",
+        ),
+        (
+            "a toleration",
+            |j| {
+                spec(j).tolerations = Some(vec![Toleration {
+                    key: Some("node-role.kubernetes.io/control-plane".into()),
+                    operator: Some("Exists".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Default::default()
+                }])
+            },
+            "(node)",
+        ),
+        (
+            "a node selector",
+            |j| {
+                spec(j).node_selector = Some(
+                    [(
+                        "kubernetes.io/hostname".to_owned(),
+                        "kwok-node-0".to_owned(),
+                    )]
+                    .into(),
+                )
+            },
+            "(node)",
+        ),
+        (
+            "an affinity",
+            |j| {
+                spec(j).affinity = Some(Affinity {
+                    node_affinity: Some(NodeAffinity {
+                        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                            node_selector_terms: vec![NodeSelectorTerm {
+                                match_fields: Some(vec![NodeSelectorRequirement {
+                                    key: "metadata.name".into(),
+                                    operator: "In".into(),
+                                    values: Some(vec!["kwok-node-0".into()]),
+                                }]),
+                                ..Default::default()
+                            }],
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            "(node)",
+        ),
+        (
+            "a topology spread",
+            |j| {
+                spec(j).topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+                    max_skew: 1,
+                    topology_key: "kubernetes.io/hostname".into(),
+                    when_unsatisfiable: "DoNotSchedule".into(),
+                    ..Default::default()
+                }])
+            },
+            "(node)",
+        ),
+        (
+            "another scheduler",
+            |j| spec(j).scheduler_name = Some("my-scheduler".into()),
+            "(node)",
+        ),
+        (
+            "a priority class",
+            |j| spec(j).priority_class_name = Some("system-node-critical".into()),
+            "(priority class)",
+        ),
+        (
+            "a runtime class",
+            |j| spec(j).runtime_class_name = Some("runc-privileged".into()),
+            "(runtime class)",
+        ),
+        (
+            "host aliases",
+            |j| {
+                spec(j).host_aliases = Some(vec![HostAlias {
+                    ip: "203.0.113.7".into(),
+                    hostnames: Some(vec!["api.github.com".into()]),
+                }])
+            },
+            "(host aliases)",
+        ),
+        // Resources within the ceiling of the policy's parameters.
+        ("no limits", |j| resources(j).limits = None, "(resources)"),
+        (
+            "a CPU limit over the ceiling",
+            |j| {
+                resources(j)
+                    .limits
+                    .as_mut()
+                    .unwrap()
+                    .insert("cpu".into(), Quantity("64".into()));
+            },
+            "(resources)",
+        ),
+        (
+            "a memory limit over the ceiling",
+            |j| {
+                resources(j)
+                    .limits
+                    .as_mut()
+                    .unwrap()
+                    .insert("memory".into(), Quantity("256Gi".into()));
+            },
+            "(resources)",
+        ),
+        (
+            "a GPU",
+            |j| {
+                let r = resources(j);
+                for list in [&mut r.requests, &mut r.limits] {
+                    list.as_mut()
+                        .unwrap()
+                        .insert("nvidia.com/gpu".into(), Quantity("1".into()));
+                }
+            },
+            "(resources)",
+        ),
+        (
+            "an unbounded /tmp",
+            |j| tmp(j).size_limit = None,
+            "(emptyDir size)",
+        ),
+        (
+            "a /tmp over the ceiling",
+            |j| tmp(j).size_limit = Some(Quantity("1Ti".into())),
+            "(emptyDir size)",
+        ),
+        (
+            "many pods at once",
+            |j| j.spec.as_mut().unwrap().parallelism = Some(100),
+            "(one pod)",
+        ),
+        (
+            "many completions",
+            |j| j.spec.as_mut().unwrap().completions = Some(100),
+            "(one pod)",
+        ),
     ];
+    // Every case is tried, so a failure lists all the shapes wrongly admitted at once.
+    let mut wrong = Vec::new();
     for (what, change, rule) in cases {
         let mut job = worker::job::build(&item, &settings, "token-0");
         change(&mut job);
-        let denied = jobs
-            .create(&dry, &job)
-            .await
-            .expect_err(&format!("a Job with {what} must be denied"));
-        let message = denied.to_string();
-        assert!(
-            message.contains("scorecard-fleet-scans") && message.contains(rule),
-            "{what}: the denial names rule {rule}: {message}"
-        );
+        match jobs.create(&dry, &job).await {
+            Ok(_) => wrong.push(format!("a Job with {what} was admitted")),
+            Err(denied) => {
+                let message = denied.to_string();
+                if !(message.contains("scorecard-fleet-scans") && message.contains(rule)) {
+                    wrong.push(format!(
+                        "{what}: the denial does not name rule {rule}: {message}"
+                    ));
+                }
+            }
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // Pods are held to the same rules, whoever creates them (here an admin).
     let mut bare = worker::job::build(&item, &settings, "token-0");
@@ -511,4 +846,133 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
             .expect_err("no Secret is readable");
         assert!(refused.to_string().contains("forbidden"), "{refused}");
     }
+
+    // A ConfigMap written before the policy grew a parameter: the denial says which ConfigMap
+    // lacks what, not how a later rule failed to evaluate.
+    ok(
+        &kubectl(
+            &[
+                "patch",
+                "configmap",
+                "scorecard-scan-policy",
+                "-n",
+                &scans.name,
+                "--type=json",
+                "-p",
+                r#"[{"op": "remove", "path": "/data/maxCpu"}]"#,
+            ],
+            None,
+        ),
+        "removing a parameter",
+    );
+    let job = worker::job::build(&item, &settings, "token-0");
+    kube_support::eventually(
+        "a denial naming the missing parameter",
+        std::time::Duration::from_secs(30),
+        || async {
+            match jobs.create(&dry, &job).await {
+                Ok(_) => Ok(None),
+                Err(e) if e.to_string().contains("(parameters)") => Ok(Some(())),
+                Err(e) => anyhow::bail!("denied, but not for the parameters: {e}"),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The labels deploy/base/namespaces.yaml gives namespace `name`.
+fn namespace_labels(name: &str) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root().join("deploy/base/namespaces.yaml")).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| -> k8s_openapi::api::core::v1::Namespace {
+            serde::Deserialize::deserialize(doc).unwrap()
+        })
+        .find(|ns| ns.metadata.name.as_deref() == Some(name))
+        .and_then(|ns| ns.metadata.labels)
+        .unwrap_or_else(|| panic!("namespaces.yaml labels namespace {name}"))
+}
+
+/// Beside the admission policy, Kubernetes' own Pod Security Admission holds the scans'
+/// namespace to `restricted` (deploy/base/namespaces.yaml's labels, here without the policy):
+/// it refuses a pod running as root and admits the pod of the Job the worker builds.
+#[tokio::test]
+async fn the_scans_namespace_enforces_restricted_pod_security() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let labels = namespace_labels("scorecard-scans");
+    for mode in ["enforce", "warn", "audit"] {
+        assert_eq!(
+            labels
+                .get(&format!("pod-security.kubernetes.io/{mode}"))
+                .map(String::as_str),
+            Some("restricted"),
+            "{mode}"
+        );
+    }
+    let admin = kube_support::admin().await;
+    let ns = TestNamespace::create(&admin, "psa-scans").await;
+    let mut label = vec!["label", "namespace", ns.name.as_str(), "--overwrite"];
+    let pairs: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    label.extend(pairs.iter().map(String::as_str));
+    ok(&kubectl(&label, None), "labelling the namespace");
+    let scan = root().join("deploy/base/scans/scan.yaml");
+    ok(
+        &kubectl(
+            &["apply", "-n", &ns.name, "-f", scan.to_str().unwrap()],
+            None,
+        ),
+        "the scan ServiceAccount",
+    );
+
+    let item = fleet_proto::v1::WorkItem {
+        id: "0190a8f2-7c4b-7d4e-9a4b-1c2d3e4f5a6b".into(),
+        repo: "github.com/ossf/scorecard".into(),
+        ..Default::default()
+    };
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns.name);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pod_of = |credential: &str, root: bool| {
+        let template = worker::job::build(&item, &scan_settings(&ns.name), credential)
+            .spec
+            .unwrap()
+            .template;
+        let mut spec = template.spec.unwrap();
+        if root {
+            let sc = spec.containers[0].security_context.as_mut().unwrap();
+            sc.run_as_user = Some(0);
+            sc.run_as_non_root = Some(false);
+            sc.allow_privilege_escalation = Some(true);
+        }
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("scan-{}", credential.replace(':', "-"))),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            ..Default::default()
+        }
+    };
+    for credential in ["token-0", "app:4242"] {
+        pods.create(&dry, &pod_of(credential, false))
+            .await
+            .unwrap_or_else(|e| panic!("the worker's pod ({credential}) is restricted: {e}"));
+    }
+    let refused = pods
+        .create(&dry, &pod_of("token-0", true))
+        .await
+        .expect_err("a root pod is refused by pod security");
+    assert!(
+        refused
+            .to_string()
+            .contains("violates PodSecurity \"restricted:"),
+        "{refused}"
+    );
 }
