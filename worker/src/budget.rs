@@ -99,8 +99,8 @@ impl Lease {
 }
 
 impl Pool {
-    /// A credential with room for a scan of `lane`, waiting (no message held) until one has
-    /// room; `None` once `shutdown` comes first.
+    /// A credential with room for a scan of `lane`, waiting until one has room; `None` once
+    /// `shutdown` comes first.
     pub async fn take(&self, lane: Lane, shutdown: &CancellationToken) -> Option<Lease> {
         match self {
             Pool::Budget(budget) => budget

@@ -1,7 +1,7 @@
 //! Pull, run, publish, ack: the worker's loop. A permit is taken before a message is pulled,
-//! so at most `max_in_flight` items run at once; the manual lane is always asked first. While a
-//! scan runs the message gets progress acks, so JetStream's ack wait only has to cover a
-//! crashed worker. Publish, then ack, then clean up: a crash anywhere repeats a step, never
+//! so at most `max_in_flight` items are held at once; the manual lane is always asked first.
+//! While an item waits for a credential or its scan runs, the message gets progress acks, so
+//! JetStream's ack wait only has to cover a crashed worker. Publish, then ack, then clean up: a crash anywhere repeats a step, never
 //! loses one.
 
 use std::sync::Arc;

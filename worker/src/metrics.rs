@@ -159,7 +159,7 @@ impl Metrics {
         );
         r.register(
             "budget_waits",
-            "Times a slot waited for a GitHub credential with room (no message is held meanwhile)",
+            "Times an item waited for a GitHub credential with room (held with progress acks meanwhile)",
             m.budget_waits.clone(),
         );
         r.register(
