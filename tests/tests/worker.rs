@@ -1539,7 +1539,9 @@ async fn readyz_names_nats_or_the_job_watch_while_it_is_cut() {
 }
 
 /// A worker whose Jobs the scans' admission policy would deny, every one, does not start: the
-/// error names the setting and both values. With matching settings it starts (and is ready).
+/// error names the setting and both values, or, for what the parameters bound rather than name
+/// (a CPU limit over `maxCpu`), the policy's rule, from a dry run of the worker's own Job. With
+/// matching settings it starts (and is ready).
 #[tokio::test]
 async fn a_worker_at_odds_with_the_admission_policy_does_not_start() {
     use clap::Parser as _;
@@ -1552,8 +1554,8 @@ async fn a_worker_at_odds_with_the_admission_policy_does_not_start() {
     let kubeconfig = std::env::temp_dir().join(stack::unique("drift-kubeconfig"));
     kube_support::write_token_kubeconfig(&token, &kubeconfig).unwrap();
     let prefix = stack::unique("drift");
-    let cli = |image: &str| {
-        worker::config::Cli::try_parse_from([
+    let cli = |settings: &[&str]| {
+        let common = [
             "worker",
             "--nats-url",
             &stack::nats_url(),
@@ -1565,27 +1567,39 @@ async fn a_worker_at_odds_with_the_admission_policy_does_not_start() {
             &ns.name,
             "--http-addr",
             "127.0.0.1:0",
-            "--image",
-            image,
-        ])
-        .unwrap()
+        ];
+        worker::config::Cli::try_parse_from(common.iter().chain(settings)).unwrap()
     };
-    let refused = worker::run(
-        cli("ghcr.io/ossf/scorecard:latest"),
-        CancellationToken::new(),
-    )
-    .await
-    .expect_err("a worker whose every Job would be denied does not start");
-    let message = format!("{refused:#}");
+    // The start-up error of a worker with `settings`; one still running after a minute fails.
+    let refusal = |settings: &[&str]| {
+        let run = worker::run(cli(settings), CancellationToken::new());
+        let described = format!("{settings:?}");
+        async move {
+            match tokio::time::timeout(Duration::from_secs(60), run).await {
+                Ok(ended) => format!(
+                    "{:#}",
+                    ended.expect_err("a worker whose every Job would be denied does not start")
+                ),
+                Err(_) => panic!("a worker with {described} is still running after a minute"),
+            }
+        }
+    };
+    let message = refusal(&["--image", "ghcr.io/ossf/scorecard:latest"]).await;
     assert!(
         message.contains("SCORECARD_IMAGE")
             && message.contains("ghcr.io/ossf/scorecard:latest")
             && message.contains("ghcr.io/ossf/scorecard:v5.3.0"),
         "{message}"
     );
+    // SCAN_CPU_LIMIT over the parameters' maxCpu (2): the dry run meets the policy's rule.
+    let message = refusal(&["--cpu-limit", "8"]).await;
+    assert!(
+        message.contains("scorecard-fleet-scans (resources)") && message.contains("at most 2 CPU"),
+        "{message}"
+    );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker::run(
-        cli("ghcr.io/ossf/scorecard:v5.3.0"),
+        cli(&["--image", "ghcr.io/ossf/scorecard:v5.3.0"]),
         shutdown.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
