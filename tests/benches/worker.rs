@@ -281,7 +281,8 @@ async fn throughput_in(scratch: &Scratch, design: Design) -> anyhow::Result<Thro
                 heartbeat: Duration::from_secs(15),
                 drain_deadline: Duration::from_secs(10),
                 max_deliver: 3,
-                poll: Duration::from_millis(200),
+                // WORKER_POLL_MS's default: a pull that waited out a poll hid behind a shorter one.
+                poll: Duration::from_secs(1),
                 quota_window: Duration::from_secs(3600),
             },
             Duration::from_secs(600),
