@@ -261,9 +261,7 @@ impl Worker {
 
     /// The credential `delivery` needs: none for a message that is no work item or for a
     /// redelivery whose Job exists (re-attaching spends no quota), else one with room for a
-    /// scan of its lane. Deliveries of a lane queue for credentials one behind the other, so
-    /// the fleet-wide budget sees one waiter per lane, not one per slot; while it waits, the
-    /// message gets progress acks. `None` once `shutdown` comes first.
+    /// scan of its lane ([`Self::wait_for_credential`]). `None` once `shutdown` comes first.
     async fn lease_for(&self, delivery: &Delivery, shutdown: &CancellationToken) -> Option<Lease> {
         let Ok(item) = &delivery.item else {
             return Some(Lease::none());
@@ -271,7 +269,21 @@ impl Worker {
         if delivery.delivered > 1 && self.runner.has_run(item).await {
             return Some(Lease::none());
         }
-        let (credit, line) = if delivery.manual_lane {
+        self.wait_for_credential(&delivery.message, delivery.manual_lane, shutdown)
+            .await
+    }
+
+    /// A credential with room for a scan of the manual lane or the scheduled one. Deliveries of
+    /// a lane queue for it one behind the other, so the fleet-wide budget sees one waiter per
+    /// lane, not one per slot; while it waits, `message` gets progress acks. `None` once
+    /// `shutdown` comes first.
+    async fn wait_for_credential(
+        &self,
+        message: &Message,
+        manual_lane: bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Lease> {
+        let (credit, line) = if manual_lane {
             (budget::Lane::Manual, &self.credit_lines[0])
         } else {
             (budget::Lane::Scheduled, &self.credit_lines[1])
@@ -288,7 +300,7 @@ impl Worker {
                 lease = &mut take => return lease,
                 () = shutdown.cancelled() => return None,
                 _ = heartbeat.tick() => {
-                    if let Err(e) = delivery.message.ack_with(AckKind::Progress).await {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!(error = %e, "progress ack while waiting for a credential failed");
                     }
                 }
@@ -440,7 +452,7 @@ impl Worker {
             }
         };
         let span = tracing::info_span!("work", work_id = %item.id, repo = %item.repo, delivered);
-        self.handle_item(&message, item, delivered, &lease, abandon)
+        self.handle_item(&message, item, delivered, lease, abandon)
             .instrument(span)
             .await
     }
@@ -450,7 +462,7 @@ impl Worker {
         message: &Message,
         item: WorkItem,
         delivered: u64,
-        lease: &Lease,
+        mut lease: Lease,
         abandon: &CancellationToken,
     ) -> Handled {
         let enqueued = message
@@ -459,7 +471,7 @@ impl Worker {
             .unwrap_or_else(|_| Utc::now());
         let decision = self.register.begin(&item, enqueued).await;
         if !matches!(decision, Ok(Decision::Scan)) {
-            self.pool.give_back(lease).await;
+            self.pool.give_back(&lease).await;
         }
         match decision {
             Ok(Decision::Scan) => {}
@@ -482,13 +494,12 @@ impl Worker {
         }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let credential = lease.key.as_deref();
         let scanned = self
-            .scan_afresh_if_stale(message, &item, credential, delivered, abandon)
+            .scan_afresh_if_stale(message, &item, &mut lease, delivered, abandon)
             .await;
         self.metrics.in_flight.dec();
         if scanned.as_ref().is_some_and(|r| !r.spent_credential()) {
-            self.pool.give_back(lease).await;
+            self.pool.give_back(&lease).await;
         }
         let Some(result) = scanned else {
             tracing::info!("left running for the next delivery");
@@ -512,16 +523,19 @@ impl Worker {
 
     /// Runs the scan; if that only found a run an earlier delivery already judged a failure
     /// to retry (its Job's delete had failed), removes it and runs a fresh one: reading it
-    /// again would spend every delivery on one failed run.
+    /// again would spend every delivery on one failed run. A delivery that came to re-attach,
+    /// without a credential, takes one into `lease` for the fresh run.
     async fn scan_afresh_if_stale(
         &self,
         message: &Message,
         item: &WorkItem,
-        credential: Option<&str>,
+        lease: &mut Lease,
         delivered: u64,
         abandon: &CancellationToken,
     ) -> Option<RunResult> {
-        let scanned = self.scan(message, item, credential, abandon).await;
+        let scanned = self
+            .scan(message, item, lease.key.as_deref(), abandon)
+            .await;
         let Some(
             run @ RunResult::Ended {
                 ended_before: true, ..
@@ -539,7 +553,14 @@ impl Worker {
                     "a previous attempt's failed Job was left behind; starting a fresh one"
                 );
                 self.metrics.fresh_attempts.inc();
-                self.scan(message, item, credential, abandon).await
+                if lease.key.is_none() {
+                    let manual_lane = message.subject.as_str() == self.topology.manual_subject();
+                    *lease = self
+                        .wait_for_credential(message, manual_lane, abandon)
+                        .await?;
+                }
+                self.scan(message, item, lease.key.as_deref(), abandon)
+                    .await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not remove the previous attempt's Job");
