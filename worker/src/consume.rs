@@ -140,6 +140,10 @@ enum Lane {
 /// How long one pull of the reserved manual slots waits for a request before asking again.
 const MANUAL_LONG_POLL: Duration = Duration::from_secs(5);
 
+/// How long a reserved manual slot holds a credential while no request comes before giving
+/// it back.
+const LEASE_IDLE: Duration = Duration::from_secs(30);
+
 /// How long the answer to a no-wait pull may take: the server answers at once, so only a
 /// request lost with a restarting server takes longer, and then the pull is given up.
 const NO_WAIT_ANSWER: Duration = Duration::from_secs(5);
@@ -222,7 +226,8 @@ impl Worker {
     /// message is pulled, so no more than `slots` are held at once. The credential is taken
     /// after the pull, by the message's own task, so the loop goes on pulling while one waits:
     /// a redelivery that re-attaches to its running or finished Job needs none and starts at
-    /// once, however long fresh work waits for quota.
+    /// once, however long fresh work waits for quota. The reserved manual slots take theirs
+    /// before they pull instead, so a person's request finds one ready.
     async fn run_lane(
         self: Arc<Self>,
         lane: Lane,
@@ -237,9 +242,28 @@ impl Worker {
                 () = shutdown.cancelled() => return,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
+            // The reserved manual slots hold a credential ready before they pull, so a
+            // person's request starts the moment it comes, even on a spent pool.
+            let ready = match lane {
+                Lane::ManualOnly => match self.pool.take(budget::Lane::Manual, &shutdown).await {
+                    Some(lease) => Some(lease),
+                    None => return,
+                },
+                Lane::Any => None,
+            };
             let message = tokio::select! {
-                () = shutdown.cancelled() => return,
-                message = self.next_in(lane) => message,
+                () = shutdown.cancelled() => None,
+                message = self.next_before(lane, ready.is_some().then(|| Instant::now() + LEASE_IDLE)) => message,
+            };
+            let Some(message) = message else {
+                // A credential held through a quiet queue would start late and out of pace.
+                if let Some(lease) = &ready {
+                    self.pool.give_back(lease).await;
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                continue;
             };
             let delivery = self.delivery(message);
             let worker = self.clone();
@@ -247,7 +271,11 @@ impl Worker {
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                let Some(lease) = worker.lease_for(&delivery, &shutdown).await else {
+                let lease = match ready {
+                    Some(lease) => Some(lease),
+                    None => worker.lease_for(&delivery, &shutdown).await,
+                };
+                let Some(lease) = lease else {
                     // Shutdown while waiting for a credential: another replica takes it now.
                     if let Err(e) = delivery.message.ack_with(AckKind::Nak(None)).await {
                         tracing::warn!(error = %e, "handing back an unstarted item failed; it comes again after its ack wait");
@@ -315,6 +343,11 @@ impl Worker {
 
     /// The next message of `lane`, pulling again (with backoff after errors) until one comes.
     async fn next_in(&self, lane: Lane) -> Message {
+        self.next_before(lane, None).await.expect("no deadline")
+    }
+
+    /// [`Self::next_in`], or `None` once a pull comes back empty after `deadline`.
+    async fn next_before(&self, lane: Lane, deadline: Option<Instant>) -> Option<Message> {
         let policy = || fleet_runtime::retry::PULL.pauses();
         let mut backoff = policy();
         loop {
@@ -323,7 +356,8 @@ impl Worker {
                 Lane::ManualOnly => self.pull_manual().await,
             };
             match pulled {
-                Ok(Some(message)) => return message,
+                Ok(Some(message)) => return Some(message),
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
                 Ok(None) => backoff = policy(),
                 Err(e) => {
                     let pause = backoff.next().unwrap_or(fleet_runtime::retry::PULL.cap);
