@@ -1,8 +1,8 @@
 //! Pull, run, publish, ack: the worker's loop. A permit is taken before a message is pulled,
 //! so at most `max_in_flight` items are held at once; the manual lane is always asked first.
 //! While an item waits for a credential or its scan runs, the message gets progress acks, so
-//! JetStream's ack wait only has to cover a crashed worker. Publish, then ack, then clean up: a crash anywhere repeats a step, never
-//! loses one.
+//! JetStream's ack wait only has to cover a crashed worker. Publish, then ack, then clean up:
+//! a crash anywhere repeats a step, never loses one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -320,18 +320,31 @@ impl Worker {
             let _turn = line.lock().await;
             self.pool.take(credit, shutdown).await
         };
-        tokio::pin!(take);
+        self.with_progress_acks(message, take, shutdown)
+            .await
+            .flatten()
+    }
+
+    /// Awaits `work` while `message` gets a progress ack every heartbeat, so its ack wait does
+    /// not run out meanwhile; `None` once `stop` comes first.
+    async fn with_progress_acks<T>(
+        &self,
+        message: &Message,
+        work: impl std::future::Future<Output = T>,
+        stop: &CancellationToken,
+    ) -> Option<T> {
+        tokio::pin!(work);
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         heartbeat.tick().await;
         loop {
             tokio::select! {
-                lease = &mut take => return lease,
-                () = shutdown.cancelled() => return None,
+                done = &mut work => return Some(done),
                 _ = heartbeat.tick() => {
                     if let Err(e) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(error = %e, "progress ack while waiting for a credential failed");
+                        tracing::warn!(error = %e, "progress ack failed");
                     }
                 }
+                () = stop.cancelled() => return None,
             }
         }
     }
@@ -611,21 +624,8 @@ impl Worker {
         credential: Option<&str>,
         abandon: &CancellationToken,
     ) -> Option<RunResult> {
-        let run = self.runner.run(item, credential);
-        tokio::pin!(run);
-        let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
-        heartbeat.tick().await;
-        loop {
-            tokio::select! {
-                result = &mut run => return Some(result),
-                _ = heartbeat.tick() => {
-                    if let Err(e) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(error = %e, "progress ack failed");
-                    }
-                }
-                () = abandon.cancelled() => return None,
-            }
-        }
+        self.with_progress_acks(message, self.runner.run(item, credential), abandon)
+            .await
     }
 
     /// The outcome of a run, and the credential it used.
