@@ -1,10 +1,11 @@
-# All four binaries in one small image; pick one with the container command
-# (/usr/local/bin/producer, worker, sink or api).
+# All five binaries in one small image; pick one with the container command
+# (/usr/local/bin/producer, worker, sink, api or export).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p producer -p worker -p sink -p api \
- && mkdir /out && cp target/release/producer target/release/worker target/release/sink target/release/api /out/
+RUN cargo build --release --locked -p producer -p worker -p sink -p api -p export \
+ && mkdir /out && cp target/release/producer target/release/worker target/release/sink \
+    target/release/api target/release/export /out/
 
 # distroless: no shell, no package manager; glibc and CA certificates for TLS to the API
 # server and PostgreSQL.

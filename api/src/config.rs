@@ -67,6 +67,11 @@ pub struct RunArgs {
     #[arg(long, env = "SCORE_INTERVAL_DAYS", default_value_t = 14)]
     pub interval_days: u32,
 
+    /// The export's local directory (the `export` command's EXPORT_TO), served under /data/
+    /// with range requests; without it /data/ answers 404
+    #[arg(long, env = "EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
+
     /// Days the sink keeps each result's full output (SINK_RAW_HISTORY_DAYS), for the
     /// message of a `?commit=` older than that
     #[arg(long, env = "SINK_RAW_HISTORY_DAYS", default_value_t = 90)]

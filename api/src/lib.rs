@@ -11,9 +11,11 @@
 //! - [`html`]: the pages.
 //! - [`keys`]: scan-request keys and their rate limit.
 //! - [`metrics`]: what `/metrics` exports.
+//! - [`data`]: the export's files under `/data/`.
 
 pub mod badge;
 pub mod config;
+pub mod data;
 pub mod html;
 pub mod keys;
 pub mod metrics;
@@ -77,6 +79,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         lease: TimeDelta::seconds(i64::from(args.scan_lease_secs.max(1))),
         interval: TimeDelta::days(i64::from(args.interval_days)),
         raw_history_days: args.raw_history_days,
+        data: args.export_dir.clone().map(data::DataDir::new),
         metrics,
         readiness: readiness.clone(),
         db_failing: AtomicBool::new(false),

@@ -41,12 +41,20 @@ impl ScanLabel {
     }
 }
 
+/// How a request for an export file was answered: `range` (part of it), `whole`,
+/// `not_modified`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DataLabel {
+    pub answer: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: Family<RequestLabel, Counter>,
     pub request_seconds: Family<RouteLabel, Histogram>,
     pub scan_requests: Family<ScanLabel, Counter>,
     pub db_errors: Family<ErrorLabel, Counter>,
+    pub data_requests: Family<DataLabel, Counter>,
 }
 
 impl Metrics {
@@ -59,6 +67,7 @@ impl Metrics {
             }),
             scan_requests: Family::default(),
             db_errors: Family::default(),
+            data_requests: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("api");
         r.register(
@@ -77,7 +86,20 @@ impl Metrics {
             m.scan_requests.clone(),
         );
         r.register("db_errors", "Database errors by kind", m.db_errors.clone());
+        r.register(
+            "data_requests",
+            "Requests for an export file under /data/, by answer (range, whole, not_modified)",
+            m.data_requests.clone(),
+        );
         m
+    }
+
+    pub fn data_request(&self, answer: &str) {
+        self.data_requests
+            .get_or_create(&DataLabel {
+                answer: answer.to_owned(),
+            })
+            .inc();
     }
 }
 

@@ -46,6 +46,8 @@ pub struct App {
     pub lease: TimeDelta,
     pub interval: TimeDelta,
     pub raw_history_days: u32,
+    /// The export's directory, when this api serves it under /data/.
+    pub data: Option<crate::data::DataDir>,
     pub metrics: Metrics,
     pub readiness: Readiness,
     pub db_failing: AtomicBool,
@@ -65,6 +67,9 @@ pub fn router(app: Shared) -> Router {
         .route("/projects/{platform}/{org}/{repo}/history", get(history))
         .route("/projects/{platform}/{org}/{repo}/scan", post(scan))
         .route("/checks/{name}", get(ranking))
+        .route("/data", get(|| async { Redirect::permanent("/data/") }))
+        .route("/data/", get(crate::data::index))
+        .route("/data/{*path}", get(crate::data::file))
         .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "no such path") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

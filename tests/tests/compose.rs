@@ -161,6 +161,56 @@ fn dockerfile_and_deploy_agree_on_binaries_ports_and_config() {
     }
 }
 
+/// The export's CronJob runs the image's export binary with only its real flags, and the api
+/// serves the volume the export writes.
+#[test]
+fn the_export_cronjob_runs_the_export_and_the_api_serves_its_volume() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("target/release/export"),
+        "the image builds export"
+    );
+    let base = root().join("deploy/base/fleet");
+    let docs = yaml_docs(&base.join("export.yaml"));
+    let cron = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("CronJob"))
+        .expect("the export CronJob");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(str_list(&container["command"]), ["/usr/local/bin/export"]);
+    assert_eq!(str_list(&container["args"]), ["run"]);
+    let flags = env_vars("export", Some("run"));
+    let mut to = None;
+    for env in container["env"].as_sequence().into_iter().flatten() {
+        let key = env["name"].as_str().unwrap();
+        assert!(
+            flags.contains(key),
+            "deploy/ sets {key} for export, which is no flag of it"
+        );
+        if key == "EXPORT_TO" {
+            to = env["value"].as_str();
+        }
+    }
+    let api = &yaml_docs(&base.join("api.yaml"))[0]["spec"]["template"]["spec"]["containers"][0];
+    let served = api["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"].as_str() == Some("EXPORT_DIR"))
+        .and_then(|e| e["value"].as_str());
+    assert!(to.is_some());
+    assert_eq!(served, to, "the api serves the directory the export writes");
+    let mounted = |c: &Value, path: &str| {
+        c["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|m| m["mountPath"].as_str() == Some(path))
+    };
+    assert!(mounted(container, to.unwrap()) && mounted(api, to.unwrap()));
+}
+
 #[test]
 fn readme_documents_every_flag() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -169,6 +219,7 @@ fn readme_documents_every_flag() {
         ("worker", None),
         ("sink", Some("run")),
         ("api", Some("run")),
+        ("export", Some("run")),
     ] {
         for env in env_vars(bin, sub) {
             assert!(

@@ -1,0 +1,221 @@
+//! `/data/`: the export's files over HTTP, so a reader such as polars, DuckDB or Spark queries
+//! `/data/latest.parquet` with range requests instead of downloading all of it.
+//!
+//! The export (the `export` binary) publishes a snapshot by replacing `manifest.json` at the
+//! root of its directory; this serves the published snapshot's files at stable paths, each with
+//! its SHA-256 from the manifest as a strong `ETag`. Ranges, `HEAD` and `If-Modified-Since` are
+//! tower-http's `ServeFile`; `If-None-Match` is answered here, from the manifest, before the
+//! file is opened.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt as _;
+use tower_http::services::ServeFile;
+
+use crate::routes::{App, Failure};
+
+/// The manifest's fields this serves (export/src/manifest.rs writes it; fields it adds later
+/// are ignored here).
+#[derive(Debug, Clone, Deserialize)]
+struct Manifest {
+    schema_version: u32,
+    snapshot: String,
+    exported_at: DateTime<Utc>,
+    data_as_of: DateTime<Utc>,
+    files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileEntry {
+    path: String,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    date: Option<NaiveDate>,
+    rows: u64,
+    bytes: u64,
+    sha256: String,
+}
+
+/// The index `/data/` answers.
+#[derive(Debug, Serialize)]
+struct Index {
+    schema_version: u32,
+    exported_at: DateTime<Utc>,
+    data_as_of: DateTime<Utc>,
+    manifest: &'static str,
+    files: Vec<IndexEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct IndexEntry {
+    url: String,
+    #[serde(flatten)]
+    file: FileEntry,
+}
+
+struct Published {
+    modified: SystemTime,
+    manifest: Manifest,
+    by_path: HashMap<String, usize>,
+}
+
+/// The export's directory, its published manifest read again whenever the file changes.
+pub struct DataDir {
+    dir: PathBuf,
+    published: Mutex<Option<Arc<Published>>>,
+}
+
+impl DataDir {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            published: Mutex::new(None),
+        }
+    }
+
+    fn published(&self) -> Result<Arc<Published>, Failure> {
+        let path = self.dir.join("manifest.json");
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|_| not_yet())?;
+        let mut cached = self.published.lock().expect("data manifest lock");
+        if let Some(p) = cached.as_ref().filter(|p| p.modified == modified) {
+            return Ok(p.clone());
+        }
+        let manifest: Manifest = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| {
+                tracing::warn!(path = %path.display(), "the export's manifest does not read");
+                Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the export's manifest cannot be read; try again shortly",
+                )
+            })?;
+        let by_path = manifest
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.clone(), i))
+            .collect();
+        let published = Arc::new(Published {
+            modified,
+            manifest,
+            by_path,
+        });
+        *cached = Some(published.clone());
+        Ok(published)
+    }
+
+    fn file(&self, published: &Published, relative: &str) -> PathBuf {
+        let mut path = self.dir.join(FsPath::new(&published.manifest.snapshot));
+        path.extend(relative.split('/'));
+        path
+    }
+}
+
+fn not_yet() -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "no export has been published here yet (the export CronJob writes one a day)",
+    )
+}
+
+fn data_dir(app: &App) -> Result<&DataDir, Failure> {
+    app.data.as_ref().ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            "this api serves no export (EXPORT_DIR is not set)",
+        )
+    })
+}
+
+/// `GET /data/`: every file of the published export, with its URL, rows, bytes and SHA-256.
+pub async fn index(State(app): State<Arc<App>>) -> Result<Response, Failure> {
+    let published = data_dir(&app)?.published()?;
+    let m = &published.manifest;
+    let index = Index {
+        schema_version: m.schema_version,
+        exported_at: m.exported_at,
+        data_as_of: m.data_as_of,
+        manifest: "/data/manifest.json",
+        files: m
+            .files
+            .iter()
+            .map(|f| IndexEntry {
+                url: format!("/data/{}", f.path),
+                file: f.clone(),
+            })
+            .collect(),
+    };
+    let mut response = axum::Json(index).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", app.cache_seconds)).expect("ascii"),
+    );
+    Ok(response)
+}
+
+/// `GET /data/{path}`: one file of the published export, ranges and all.
+pub async fn file(
+    State(app): State<Arc<App>>,
+    Path(relative): Path<String>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let dir = data_dir(&app)?;
+    let published = dir.published()?;
+    let etag = if relative == "manifest.json" {
+        // The manifest lists every file's hash; its own is the snapshot's name.
+        format!("\"{}\"", published.manifest.snapshot.replace('/', "-"))
+    } else {
+        let entry = published
+            .by_path
+            .get(&relative)
+            .map(|i| &published.manifest.files[*i])
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!("the published export has no file {relative} (GET /data/ lists them)"),
+                )
+            })?;
+        format!("\"{}\"", entry.sha256)
+    };
+    let ranged = request.headers().contains_key(header::RANGE);
+    let fresh = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    app.metrics.data_request(if fresh {
+        "not_modified"
+    } else if ranged {
+        "range"
+    } else {
+        "whole"
+    });
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let path = dir.file(&published, &relative);
+        match ServeFile::new(path).oneshot(request).await {
+            Ok(served) => served.map(Body::new),
+            Err(e) => match e {},
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", app.cache_seconds)).expect("ascii"),
+    );
+    Ok(response)
+}

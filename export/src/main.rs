@@ -1,0 +1,12 @@
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    fleet_runtime::exit::status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = export::config::Cli::parse();
+    fleet_runtime::telemetry::init(&cli.log)?;
+    export::run(cli.command).await
+}
