@@ -72,6 +72,7 @@ struct Published {
 pub struct DataDir {
     dir: PathBuf,
     published: Mutex<Option<Arc<Published>>>,
+    stats: Mutex<Option<Arc<Stats>>>,
 }
 
 impl DataDir {
@@ -79,6 +80,7 @@ impl DataDir {
         Self {
             dir,
             published: Mutex::new(None),
+            stats: Mutex::new(None),
         }
     }
 
@@ -217,5 +219,127 @@ pub async fn file(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&format!("public, max-age={}", app.cache_seconds)).expect("ascii"),
     );
+    Ok(response)
+}
+
+/// `stats.json` of the published export, as the `/stats` page reads it (the export's
+/// `stats::Figures`; fields it adds later are ignored here).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Figures {
+    pub computed_at: DateTime<Utc>,
+    pub pass_at: u8,
+    pub coverage: Coverage,
+    pub latest: Summary,
+    pub weeks: Vec<Week>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Coverage {
+    pub repositories: i64,
+    pub scored: i64,
+    pub failing: i64,
+    pub never_scored: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Summary {
+    pub results: u64,
+    pub mean_score: Option<f64>,
+    pub score_histogram: Vec<Bin>,
+    pub checks: std::collections::BTreeMap<String, CheckSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Bin {
+    pub from: u8,
+    pub to: u8,
+    pub results: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckSummary {
+    pub scored: u64,
+    pub mean: Option<f64>,
+    pub pass_rate: Option<f64>,
+    pub scores: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Week {
+    pub week_start: NaiveDate,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// The figures of one published snapshot, parsed once.
+pub struct Stats {
+    pub snapshot: String,
+    pub json: Vec<u8>,
+    pub figures: Figures,
+}
+
+impl DataDir {
+    /// The published snapshot's figures: read when a new snapshot is published, never by a
+    /// query over the score tables.
+    fn stats(&self) -> Result<Arc<Stats>, Failure> {
+        let published = self.published()?;
+        let mut cached = self.stats.lock().expect("stats lock");
+        if let Some(s) = cached
+            .as_ref()
+            .filter(|s| s.snapshot == published.manifest.snapshot)
+        {
+            return Ok(s.clone());
+        }
+        let path = self.file(&published, "stats.json");
+        let json = std::fs::read(&path).map_err(|_| not_yet())?;
+        let figures = serde_json::from_slice(&json).map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "the export's figures do not read");
+            Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the export's figures cannot be read; try again shortly",
+            )
+        })?;
+        let stats = Arc::new(Stats {
+            snapshot: published.manifest.snapshot.clone(),
+            json,
+            figures,
+        });
+        *cached = Some(stats.clone());
+        Ok(stats)
+    }
+}
+
+/// `GET /stats`: the ecosystem's figures from the latest export, as JSON, or as a page with
+/// charts for a browser.
+pub async fn stats(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Failure> {
+    let stats = data_dir(&app)?.stats()?;
+    let html = crate::routes::wants_html(&headers);
+    let (content_type, body) = if html {
+        (
+            "text/html; charset=utf-8",
+            crate::html::stats(&stats.figures).into_bytes(),
+        )
+    } else {
+        ("application/json", stats.json.clone())
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", app.cache_seconds)).expect("ascii"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    if let Ok(modified) = HeaderValue::from_str(
+        &stats
+            .figures
+            .computed_at
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string(),
+    ) {
+        h.insert(header::LAST_MODIFIED, modified);
+    }
     Ok(response)
 }

@@ -300,6 +300,233 @@ pub fn not_found(repo: &RepoName) -> String {
     )
 }
 
+/// Vertical bars, each `(label, count, colour)`, counts above them: an SVG the page inlines.
+fn bar_chart(id: &str, title: &str, bars: &[(String, u64, &str)]) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 200.0;
+    const TOP: f64 = 20.0;
+    const BOTTOM: f64 = 24.0;
+    let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64;
+    let slot = W / bars.len().max(1) as f64;
+    let mut svg = format!(
+        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" aria-label=\"{}\">",
+        escape(title)
+    );
+    for (i, (label, count, colour)) in bars.iter().enumerate() {
+        let h = (H - TOP - BOTTOM) * *count as f64 / max;
+        let x = i as f64 * slot;
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{colour}\"><title>{}: {count}</title></rect>\
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#1f2328\">{count}</text>\
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
+            x + 4.0,
+            H - BOTTOM - h,
+            slot - 8.0,
+            escape(label),
+            x + slot / 2.0,
+            H - BOTTOM - h - 4.0,
+            x + slot / 2.0,
+            H - 8.0,
+            escape(label),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A check's scores 0..10 as eleven small bars.
+fn spark_bars(scores: &[u64]) -> String {
+    let max = scores.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let mut svg = String::from(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 110 24\" width=\"110\" height=\"24\" role=\"img\" aria-label=\"results by score 0 to 10\">",
+    );
+    for (score, n) in scores.iter().enumerate() {
+        let h = 22.0 * *n as f64 / max;
+        let _ = write!(
+            svg,
+            "<rect x=\"{}\" y=\"{:.1}\" width=\"8\" height=\"{h:.1}\" fill=\"{}\"><title>{score}: {n}</title></rect>",
+            score * 10,
+            24.0 - h,
+            badge::colour(Some(score as f64))
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A line over weeks; `None` leaves a gap (a week without scans).
+fn line_chart(
+    id: &str,
+    title: &str,
+    points: &[(String, Option<f64>)],
+    max: f64,
+    big: bool,
+) -> String {
+    let (w, h, pad) = if big {
+        (640.0, 180.0, 24.0)
+    } else {
+        (120.0, 24.0, 2.0)
+    };
+    let step = (w - 2.0 * pad) / (points.len().max(2) - 1) as f64;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v / max).clamp(0.0, 1.0);
+    let mut svg = format!(
+        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{}\" role=\"img\" aria-label=\"{}\">",
+        if big {
+            "100%".to_owned()
+        } else {
+            format!("{w}")
+        },
+        escape(title)
+    );
+    let mut path = String::new();
+    let mut pen_down = false;
+    for (i, (label, v)) in points.iter().enumerate() {
+        let x = pad + i as f64 * step;
+        match v {
+            Some(v) => {
+                let _ = write!(
+                    path,
+                    "{}{x:.1},{:.1} ",
+                    if pen_down { "L" } else { "M" },
+                    y(*v)
+                );
+                pen_down = true;
+                if big {
+                    let _ = write!(
+                        svg,
+                        "<circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#0969da\"><title>{}: {v:.2}</title></circle>\
+<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#1f2328\">{v:.1}</text>",
+                        y(*v),
+                        escape(label),
+                        y(*v) - 6.0
+                    );
+                }
+            }
+            None => pen_down = false,
+        }
+        if big && (i % 2 == 0 || points.len() <= 8) {
+            let _ = write!(
+                svg,
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
+                h - 6.0,
+                escape(label)
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        "<path d=\"{path}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"{}\"/></svg>",
+        if big { 2 } else { 1 }
+    );
+    svg
+}
+
+fn percent_of(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The ecosystem at a glance, from the latest export's figures.
+pub fn stats(f: &crate::data::Figures) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<section><h1>The ecosystem at a glance</h1><p class=\"muted\">Computed <time id=\"computed\">{}</time> \
+from the daily export (<a href=\"/data/\">the files</a>, <a href=\"/stats\">as JSON</a>). A check passes at {} or above.</p><div class=\"tiles\" id=\"coverage\">",
+        f.computed_at.format("%Y-%m-%d %H:%M UTC"),
+        f.pass_at
+    );
+    let mean = f
+        .latest
+        .mean_score
+        .map_or_else(|| "–".to_owned(), |m| format!("{m:.2}"));
+    for (id, label, value) in [
+        (
+            "repositories",
+            "repositories",
+            f.coverage.repositories.to_string(),
+        ),
+        ("scored", "scored", f.coverage.scored.to_string()),
+        (
+            "failing",
+            "latest attempt failed",
+            f.coverage.failing.to_string(),
+        ),
+        (
+            "never-scored",
+            "never scored",
+            f.coverage.never_scored.to_string(),
+        ),
+        ("mean", "mean score", mean),
+    ] {
+        let _ = write!(
+            body,
+            "<div class=\"tile\" id=\"{id}\"><b>{value}</b>{label}</div>"
+        );
+    }
+    body.push_str("</div></section><section><h2>Aggregate scores</h2>");
+    let bars: Vec<(String, u64, &str)> = f
+        .latest
+        .score_histogram
+        .iter()
+        .map(|b| {
+            (
+                format!("{}–{}", b.from, b.to),
+                b.results,
+                badge::colour(Some(f64::from(b.from) + 0.5)),
+            )
+        })
+        .collect();
+    body.push_str(&bar_chart(
+        "score-histogram",
+        "repositories by aggregate score",
+        &bars,
+    ));
+    let weeks =
+        |value: &dyn Fn(&crate::data::Summary) -> Option<f64>| -> Vec<(String, Option<f64>)> {
+            f.weeks
+                .iter()
+                .map(|w| (w.week_start.format("%m-%d").to_string(), value(&w.summary)))
+                .collect()
+        };
+    let _ = write!(
+        body,
+        "</section><section><h2>Mean score of each week's scans, the last {} weeks</h2>{}</section>",
+        f.weeks.len(),
+        line_chart(
+            "weekly-mean",
+            "mean aggregate score by week",
+            &weeks(&|s| s.mean_score),
+            10.0,
+            true
+        )
+    );
+    body.push_str(
+        "<section><h2>Checks</h2><table id=\"checks\"><tr><th>check</th><th class=\"num\">mean</th>\
+<th class=\"num\">passing</th><th>scores 0–10</th><th>passing by week</th></tr>",
+    );
+    for (name, c) in &f.latest.checks {
+        let trend = weeks(&|s| s.checks.get(name).and_then(|c| c.pass_rate));
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            c.mean.map_or_else(|| "–".to_owned(), |m| format!("{m:.2}")),
+            percent_of(c.pass_rate),
+            spark_bars(&c.scores),
+            line_chart(
+                &format!("trend-{}", escape(name)),
+                "share passing by week",
+                &trend,
+                1.0,
+                false
+            ),
+        );
+    }
+    body.push_str("</table></section>");
+    page("scorecard-fleet: the ecosystem at a glance", &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,7 @@ pub fn router(app: Shared) -> Router {
         .route("/projects/{platform}/{org}/{repo}/history", get(history))
         .route("/projects/{platform}/{org}/{repo}/scan", post(scan))
         .route("/checks/{name}", get(ranking))
+        .route("/stats", get(crate::data::stats))
         .route("/data", get(|| async { Redirect::permanent("/data/") }))
         .route("/data/", get(crate::data::index))
         .route("/data/{*path}", get(crate::data::file))
@@ -221,7 +222,7 @@ fn repo_name((platform, org, repo): &(String, String, String)) -> Result<RepoNam
 }
 
 /// A browser asking for a page rather than a program asking for JSON.
-fn wants_html(headers: &HeaderMap) -> bool {
+pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -16,8 +16,10 @@
 //! - [`proxy`]: a TCP proxy a test can cut, for network outages.
 //! - [`probe`]: a service's `/readyz` over a socket, and plain HTTP requests.
 //! - [`api_server`]: the api binary running on loopback, as its read-only login.
+//! - [`browser`]: pages as a real headless Chromium renders them, with screenshots.
 
 pub mod api_server;
+pub mod browser;
 pub mod fixtures;
 pub mod fleet;
 pub mod kube_support;

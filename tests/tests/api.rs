@@ -10,6 +10,7 @@ use fleet_proto::v1::{WorkItem, WorkReason};
 use fleet_runtime::db::Timeouts;
 use fleet_runtime::topology::{Topology, TopologyArgs};
 use fleet_tests::api_server::{self, ApiServer};
+use fleet_tests::browser::browse;
 use fleet_tests::results::{repo_list, result_at_commit};
 use fleet_tests::stack;
 use prost::Message as _;
@@ -706,53 +707,6 @@ async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
             .unwrap(),
         0
     );
-}
-
-/// Chromium, as installed by dev/web-tools.
-fn chromium() -> std::path::PathBuf {
-    stack::tool("chromium")
-}
-
-/// The page at `url` as a real headless Chromium renders it (its DOM), with a screenshot.
-fn browse(url: &str, screenshot: &std::path::Path) -> String {
-    let profile = std::env::temp_dir().join(stack::unique("chromium"));
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1400",
-    ];
-    let run = |extra: &str| {
-        let out = std::process::Command::new(chromium())
-            .args(common)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(extra)
-            .arg(url)
-            .output()
-            .expect("running chromium (dev/web-tools installs it)");
-        assert!(
-            out.status.success(),
-            "chromium {extra}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let dom = run("--dump-dom");
-    run(&format!("--screenshot={}", screenshot.display()));
-    assert!(
-        std::fs::metadata(screenshot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no screenshot at {}",
-        screenshot.display()
-    );
-    let _ = std::fs::remove_dir_all(profile);
-    dom
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]

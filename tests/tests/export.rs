@@ -102,6 +102,16 @@ async fn seeded(
     (topology, js, repos, scratch_dir())
 }
 
+/// The api as deploy/ runs it, serving the export in `dir`.
+async fn api_serving(pool: &PgPool, dir: &Path) -> ApiServer {
+    api_server::ensure_login(pool).await;
+    ApiServer::start(
+        &api_server::url_as_login(pool),
+        &[("EXPORT_DIR", dir.to_string_lossy().into_owned())],
+    )
+    .await
+}
+
 /// Change events the events stream holds.
 async fn events_in(js: &async_nats::jetstream::Context, topology: &Topology) -> u64 {
     let mut stream = js.get_stream(topology.events_stream()).await.unwrap();
@@ -401,12 +411,7 @@ async fn polars_reads_latest_over_http_from_the_api_with_range_requests_and_the_
 ) {
     let (topology, js, repos, dir) = seeded(&pool, 3).await;
     export_done(&pool, &topology, &dir);
-    api_server::ensure_login(&pool).await;
-    let api = ApiServer::start(
-        &api_server::url_as_login(&pool),
-        &[("EXPORT_DIR", dir.to_string_lossy().into_owned())],
-    )
-    .await;
+    let api = api_serving(&pool, &dir).await;
 
     let both = read(&["http", &api.url(""), dir.to_str().unwrap()]);
     assert_eq!(both["http"], both["local"], "{both}");
@@ -474,5 +479,88 @@ async fn polars_reads_latest_over_http_from_the_api_with_range_requests_and_the_
         "the new latest.parquet has another hash: {again:?}"
     );
     assert_ne!(again.header("etag"), Some(etag.as_str()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_ecosystem_figures_come_from_the_export_and_render_as_charts_in_a_real_browser(
+    pool: PgPool,
+) {
+    let (topology, _js, _repos, dir) = seeded(&pool, 3).await;
+    sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name) VALUES ('github.com/fleet-test/never', 'github.com', 'fleet-test', 'never')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    export_done(&pool, &topology, &dir);
+    let api = api_serving(&pool, &dir).await;
+
+    let figures = api.get("/stats", &[]).await;
+    assert_eq!(figures.status, 200, "{figures:?}");
+    assert!(figures.header("last-modified").is_some());
+    let f = figures.json();
+    let truth = truth(&pool).await;
+    assert_eq!(f["coverage"]["repositories"], REPOS + 1);
+    assert_eq!(f["coverage"]["scored"], truth["rows"]);
+    assert_eq!(f["coverage"]["never_scored"], 1);
+    assert_eq!(f["latest"]["results"], truth["rows"]);
+    let binned: u64 = f["latest"]["score_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["results"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        binned + f["latest"]["inconclusive"].as_u64().unwrap(),
+        REPOS as u64
+    );
+    let mean = f["latest"]["mean_score"].as_f64().unwrap();
+    assert!(
+        (mean - truth["avg_score"].as_f64().unwrap()).abs() < 0.006,
+        "{mean} {truth}"
+    );
+    let maintained: Vec<u64> = f["latest"]["checks"]["Maintained"]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        maintained[..3].iter().sum::<u64>(),
+        truth["maintained_below_3"].as_u64().unwrap()
+    );
+    // This week and the ones before: every scan of history is in one of them.
+    let weekly: u64 = f["weeks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["results"].as_u64().unwrap())
+        .sum();
+    let scans: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(weekly, scans as u64);
+
+    let shot = fleet_tests::report::target_dir().join("export-stats.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let dom = tokio::task::spawn_blocking({
+        let url = api.url("/stats");
+        move || fleet_tests::browser::browse(&url, &shot)
+    })
+    .await
+    .unwrap();
+    for id in ["score-histogram", "weekly-mean", "checks", "coverage"] {
+        assert!(
+            dom.contains(&format!("id=\"{id}\"")),
+            "{id} missing:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("<div class=\"tile\" id=\"never-scored\"><b>1</b>"),
+        "{dom}"
+    );
+    assert!(!dom.contains("<script"), "no script on the page");
     std::fs::remove_dir_all(&dir).ok();
 }
