@@ -80,8 +80,22 @@ def local(root):
         f"SELECT count(*), count(DISTINCT repo) FROM read_json_auto('{events_glob}')"
     ).fetchone() if glob.glob(events_glob) else (0, 0)
 
+    # README's pandas lines, as written there.
+    import pandas as pd
+    frame = pd.read_parquet(latest)
+    pandas_low = int((frame.maintained < 3).sum())
+    pandas_means = {k: (None if pd.isna(v) else float(v))
+                    for k, v in frame.select_dtypes("number").mean().items()}
+    pandas_history = len(pd.read_parquet(os.path.join(snap, "history"))) \
+        if glob.glob(history_glob) else 0
+
     return {
         "snapshot": manifest["snapshot"],
+        "pandas": {
+            "maintained_below_3": pandas_low,
+            "check_means": pandas_means,
+            "history_rows": pandas_history,
+        },
         "files": files,
         "latest": {
             "rows": count,

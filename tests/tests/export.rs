@@ -218,6 +218,11 @@ async fn truth(pool: &PgPool) -> Value {
     })
 }
 
+/// The check columns of `latest`: one per check scorecard documents.
+fn check_columns() -> usize {
+    fleet_proto::scorecard::CHECKS.len()
+}
+
 fn assert_readers_agree(found: &Value, truth: &Value, events: u64) {
     for file in found["files"].as_array().unwrap() {
         for check in ["bytes_ok", "sha256_ok", "rows_ok"] {
@@ -245,6 +250,27 @@ fn assert_readers_agree(found: &Value, truth: &Value, events: u64) {
             }
         }
     }
+    let pandas = &found["pandas"];
+    assert_eq!(pandas["maintained_below_3"], truth["maintained_below_3"]);
+    assert_eq!(
+        pandas["check_means"].as_object().unwrap().len(),
+        check_columns(),
+        "pandas' numeric columns are the check columns: {pandas}"
+    );
+    for (column, mean) in pandas["check_means"].as_object().unwrap() {
+        assert_eq!(
+            mean.as_f64(),
+            latest["check_means"][column].as_f64(),
+            "{column}"
+        );
+    }
+    let history_rows: i64 = truth["by_date"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_i64().unwrap())
+        .sum();
+    assert_eq!(pandas["history_rows"], history_rows);
     let history = &found["history"];
     assert_eq!(history["by_date_duckdb"], truth["by_date"], "{history}");
     assert_eq!(history["by_date_pyarrow"], truth["by_date"]);
