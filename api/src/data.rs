@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
+use crate::model::ApiError;
 use crate::routes::{App, Failure};
 
 /// The manifest's fields this serves (export/src/manifest.rs writes it; fields it adds later
@@ -125,6 +126,15 @@ impl DataDir {
     }
 }
 
+/// The export's three kinds of file, by name (NDJSON has no registered type of its own).
+fn content_type(relative: &str) -> &'static str {
+    match relative.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("ndjson") => "application/x-ndjson",
+        _ => "application/json",
+    }
+}
+
 fn not_yet() -> Failure {
     Failure::new(
         StatusCode::NOT_FOUND,
@@ -142,6 +152,16 @@ fn data_dir(app: &App) -> Result<&DataDir, Failure> {
 }
 
 /// `GET /data/`: every file of the published export, with its URL, rows, bytes and SHA-256.
+#[utoipa::path(
+    get,
+    path = "/data/",
+    responses(
+        (status = 200, description = "The published export's files: url, path, kind, date, rows, bytes, sha256",
+            content_type = "application/json", body = Object),
+        (status = 404, description = "No export is served here, or none is published yet", body = ApiError),
+        (status = 503, description = "The export's manifest cannot be read", body = ApiError),
+    )
+)]
 pub async fn index(State(app): State<Arc<App>>) -> Result<Response, Failure> {
     let published = data_dir(&app)?.published()?;
     let m = &published.manifest;
@@ -168,6 +188,21 @@ pub async fn index(State(app): State<Arc<App>>) -> Result<Response, Failure> {
 }
 
 /// `GET /data/{path}`: one file of the published export, ranges and all.
+#[utoipa::path(
+    get,
+    path = "/data/{path}",
+    params(("path" = String, Path, example = "latest.parquet", description = "A file the index lists")),
+    responses(
+        (status = 200, description = "The file, its SHA-256 as ETag",
+            content((String = "application/vnd.apache.parquet"), (String = "application/x-ndjson"), (String = "application/json"))),
+        (status = 206, description = "The requested range (Range)",
+            content((String = "application/vnd.apache.parquet"), (String = "application/x-ndjson"), (String = "application/json"))),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "No such file in the published export", body = ApiError),
+        (status = 416, description = "The range is outside the file"),
+        (status = 503, description = "The export's manifest cannot be read", body = ApiError),
+    )
+)]
 pub async fn file(
     State(app): State<Arc<App>>,
     Path(relative): Path<String>,
@@ -213,7 +248,17 @@ pub async fn file(
             Err(e) => match e {},
         }
     };
+    let carries_file = matches!(
+        response.status(),
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT
+    );
     let headers = response.headers_mut();
+    if carries_file {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(&relative)),
+        );
+    }
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
     headers.insert(
         header::CACHE_CONTROL,
@@ -311,6 +356,16 @@ impl DataDir {
 
 /// `GET /stats`: the ecosystem's figures from the latest export, as JSON, or as a page with
 /// charts for a browser.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    responses(
+        (status = 200, description = "The figures of the latest export (its stats.json); a page of charts for browsers",
+            content((Object = "application/json"), (String = "text/html"))),
+        (status = 404, description = "No export is served here, or none is published yet", body = ApiError),
+        (status = 503, description = "The export's figures cannot be read", body = ApiError),
+    )
+)]
 pub async fn stats(
     State(app): State<Arc<App>>,
     headers: axum::http::HeaderMap,

@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::{badge, model, routes};
+use crate::{badge, data, model, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,9 @@ use crate::{badge, model, routes};
         routes::index,
         routes::search,
         routes::openapi,
+        data::stats,
+        data::index,
+        data::file,
     ),
     components(schemas(
         model::ScorecardResult,

@@ -838,11 +838,23 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
     })
     .unwrap();
     topology.ensure(&js).await.unwrap();
+    // An export to serve, so /stats and /data/ answer with their files too.
+    let export_dir = std::env::temp_dir().join(stack::unique("api-contract-export"));
+    let exported = std::process::Command::new(stack::workspace_binary("export"))
+        .arg("run")
+        .env("DATABASE_URL", stack::database_url_of(&pool))
+        .env("NATS_URL", stack::nats_url())
+        .env("NATS_PREFIX", &prefix)
+        .env("EXPORT_TO", &export_dir)
+        .output()
+        .expect("running the export");
+    assert!(exported.status.success(), "{exported:?}");
     let api = api_on(
         &pool,
         &[
             ("NATS_PREFIX", prefix),
             ("API_KEYS_FILE", keys.display().to_string()),
+            ("EXPORT_DIR", export_dir.display().to_string()),
         ],
     )
     .await;
@@ -892,6 +904,7 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
     );
     println!("{report}");
     let _ = std::fs::remove_file(keys);
+    let _ = std::fs::remove_dir_all(export_dir);
     for s in topology.streams() {
         let _ = js.delete_stream(&s.name).await;
     }
