@@ -392,6 +392,14 @@ fn line_chart(
                     y(*v)
                 );
                 pen_down = true;
+                if !big {
+                    // A week alone (no neighbour to draw a line to) still shows.
+                    let _ = write!(
+                        svg,
+                        "<circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#0969da\"/>",
+                        y(*v)
+                    );
+                }
                 if big {
                     let _ = write!(
                         svg,
