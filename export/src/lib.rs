@@ -21,8 +21,10 @@ pub mod manifest;
 pub mod stats;
 pub mod tables;
 
+use sqlx::ConnectOptions as _;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::str::FromStr as _;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
@@ -68,7 +70,20 @@ pub async fn export(args: &RunArgs) -> anyhow::Result<String> {
         row_group_rows: args.row_group_rows.max(1),
     };
 
-    let pool = fleet_runtime::db::connect_once(&args.db).await?;
+    // Its reads run for minutes by design: sqlx's slow-statement warning would fire on each.
+    let options = sqlx::postgres::PgConnectOptions::from_str(args.db.database_url.expose())
+        .context("reading DATABASE_URL")?
+        .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(3600));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {}",
+                fleet_runtime::config::redact_url(args.db.database_url.expose())
+            )
+        })?;
     fleet_runtime::db::check_schema(&pool).await?;
     let mut tx = pool.begin().await?;
     // One snapshot of the database for every table; a read as long as the data, not a

@@ -153,10 +153,10 @@ const LATEST: &str = "
     FROM scores s
     JOIN repos r ON r.id = s.repo_id
     LEFT JOIN LATERAL (
-        SELECT array_agg(name ORDER BY name) AS check_names,
-               array_agg(score ORDER BY name) AS check_scores,
-               array_agg(reason ORDER BY name) AS check_reasons
-        FROM score_checks WHERE repo_id = s.repo_id
+        SELECT array_agg(name) AS check_names, array_agg(score) AS check_scores,
+               array_agg(reason) AS check_reasons
+        FROM (SELECT name, score, reason FROM score_checks WHERE repo_id = s.repo_id
+              ORDER BY name) ordered
     ) c ON true
     ORDER BY r.repo_key";
 
