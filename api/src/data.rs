@@ -64,7 +64,9 @@ struct IndexEntry {
 }
 
 struct Published {
-    modified: SystemTime,
+    /// The manifest file's mtime, length and inode: a publish replaces the file (a new inode),
+    /// whatever the clock's resolution.
+    identity: (SystemTime, u64, u64),
     manifest: Manifest,
     by_path: HashMap<String, usize>,
 }
@@ -87,11 +89,14 @@ impl DataDir {
 
     fn published(&self) -> Result<Arc<Published>, Failure> {
         let path = self.dir.join("manifest.json");
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
+        let identity = std::fs::metadata(&path)
+            .and_then(|m| {
+                use std::os::unix::fs::MetadataExt as _;
+                Ok((m.modified()?, m.len(), m.ino()))
+            })
             .map_err(|_| not_yet())?;
         let mut cached = self.published.lock().expect("data manifest lock");
-        if let Some(p) = cached.as_ref().filter(|p| p.modified == modified) {
+        if let Some(p) = cached.as_ref().filter(|p| p.identity == identity) {
             return Ok(p.clone());
         }
         let manifest: Manifest = std::fs::read(&path)
@@ -111,7 +116,7 @@ impl DataDir {
             .map(|(i, f)| (f.path.clone(), i))
             .collect();
         let published = Arc::new(Published {
-            modified,
+            identity,
             manifest,
             by_path,
         });
@@ -199,6 +204,7 @@ pub async fn index(State(app): State<Arc<App>>) -> Result<Response, Failure> {
             content((String = "application/vnd.apache.parquet"), (String = "application/x-ndjson"), (String = "application/json"))),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 404, description = "No such file in the published export", body = ApiError),
+        (status = 412, description = "If-Match names another version: a new export was published", body = ApiError),
         (status = 416, description = "The range is outside the file"),
         (status = 503, description = "The export's manifest cannot be read", body = ApiError),
     )
@@ -226,12 +232,37 @@ pub async fn file(
             })?;
         format!("\"{}\"", entry.sha256)
     };
-    let ranged = request.headers().contains_key(header::RANGE);
-    let fresh = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut request = request;
+    let headers = request.headers_mut();
+    let names = |name: header::HeaderName| {
+        headers.get(&name).and_then(|v| v.to_str().ok()).map(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+        })
+    };
+    // The file behind a stable path changes with each publish: a reader's later ranges must come
+    // from the file its first one did, or it learns that it changed (RFC 9110 13.1).
+    if names(header::IF_MATCH) == Some(false) {
+        app.metrics.data_request("precondition_failed");
+        return Err(Failure::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the file changed: a new export was published since (GET /data/ lists it)",
+        ));
+    }
+    let fresh = names(header::IF_NONE_MATCH) == Some(true);
+    // If-Range is honoured only as the exact strong ETag: any other answers the whole file.
+    if headers
+        .get(header::IF_RANGE)
+        .is_some_and(|v| v.to_str().ok() != Some(etag.as_str()))
+    {
+        headers.remove(header::RANGE);
+    }
+    headers.remove(header::IF_RANGE);
+    // With If-None-Match present, If-Modified-Since is ignored (RFC 9110 13.1.3).
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        headers.remove(header::IF_MODIFIED_SINCE);
+    }
+    let ranged = headers.contains_key(header::RANGE);
     app.metrics.data_request(if fresh {
         "not_modified"
     } else if ranged {

@@ -42,7 +42,7 @@ impl ScanLabel {
 }
 
 /// How a request for an export file was answered: `range` (part of it), `whole`,
-/// `not_modified`.
+/// `not_modified`, `precondition_failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DataLabel {
     pub answer: String,

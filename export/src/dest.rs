@@ -21,6 +21,8 @@ pub struct Destination {
     pub root: Path,
     /// For messages: the destination as given, without credentials.
     pub shown: String,
+    /// The directory, when the destination is one on this machine.
+    pub local: Option<std::path::PathBuf>,
 }
 
 impl Destination {
@@ -45,14 +47,17 @@ impl Destination {
                 .map_err(|()| anyhow::anyhow!("{shown} is not a local directory"))?;
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating the export directory {}", dir.display()))?;
-            // Directories emptied by a removed snapshot go too, as a bucket has none.
+            // Directories emptied by a removed snapshot go too, as a bucket has none; every file
+            // and rename reaches the disk before the manifest names it.
             let store = LocalFileSystem::new_with_prefix(&dir)
                 .with_context(|| format!("opening the export directory {}", dir.display()))?
-                .with_automatic_cleanup(true);
+                .with_automatic_cleanup(true)
+                .with_fsync(true);
             return Ok(Self {
                 store: Arc::new(store),
                 root: Path::default(),
                 shown,
+                local: Some(dir),
             });
         }
         let (store, root) = object_store::parse_url_opts(&url, std::env::vars())
@@ -61,6 +66,7 @@ impl Destination {
             store: Arc::from(store),
             root,
             shown,
+            local: None,
         })
     }
 

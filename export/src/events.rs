@@ -1,7 +1,7 @@
 //! The change events of each day, as NDJSON, read from the events stream (which keeps
-//! EVENTS_MAX_AGE_DAYS of them). A day's file only grows: the oldest day the stream still holds
-//! may have lost events to its age limit, so an earlier export's copy of that day with more
-//! lines is kept.
+//! EVENTS_MAX_AGE_DAYS of them). Each line carries its stream sequence, so the oldest day the
+//! stream still holds, which may have lost events to its age limit, is completed from an earlier
+//! export's copy of it: that copy's events from before the stream's first one come first.
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -14,7 +14,10 @@ use futures::TryStreamExt as _;
 use prost::Message as _;
 use serde_json::json;
 
+use object_store::ObjectStoreExt as _;
+
 use crate::dest::{Destination, Hashed, Written};
+use crate::manifest::{Kind, Manifest};
 
 pub struct Day {
     pub date: NaiveDate,
@@ -23,8 +26,9 @@ pub struct Day {
     pub written: Written,
 }
 
-/// One line: the event as the fleet published it, with the time it was published.
-pub fn line(event: &ScoreChanged, published: DateTime<Utc>) -> serde_json::Value {
+/// One line: the event as the fleet published it, with the time it was published and its
+/// sequence in the events stream.
+pub fn line(event: &ScoreChanged, published: DateTime<Utc>, seq: u64) -> serde_json::Value {
     let scored_at = event
         .scored_at
         .as_ref()
@@ -38,18 +42,21 @@ pub fn line(event: &ScoreChanged, published: DateTime<Utc>) -> serde_json::Value
         "commit": event.commit,
         "scored_at": scored_at,
         "published_at": published,
+        "seq": seq,
         "checks": event.checks.iter().map(|c| json!({
             "name": c.name, "previous": c.previous, "score": c.score,
         })).collect::<Vec<_>>(),
     })
 }
 
-/// Writes a file per publish date of every event in the stream, under `snapshot`.
+/// Writes a file per publish date of every event in the stream, under `snapshot`; the first
+/// day starts with `previous`'s events of that day from before the stream's first.
 pub async fn write_days(
     js: &async_nats::jetstream::Context,
     topology: &Topology,
     dest: &Destination,
     snapshot: &str,
+    previous: Option<&Manifest>,
 ) -> anyhow::Result<Vec<Day>> {
     use async_nats::jetstream::ErrorCode;
     use async_nats::jetstream::context::GetStreamErrorKind;
@@ -88,28 +95,42 @@ pub async fn write_days(
             info.published.nanosecond(),
         )
         .unwrap_or_default();
-        let date = published.date_naive();
+        // Never back to a day already written: a publish time a moment behind the one before
+        // (clocks of a cluster's servers) stays in the day being written.
+        let date = match &open {
+            Some((d, ..)) => published.date_naive().max(*d),
+            None => published.date_naive(),
+        };
         if open.as_ref().is_some_and(|(d, ..)| *d != date)
             && let Some((date, path, writer, lines)) = open.take()
         {
             days.push(finish(date, path, writer, lines).await?);
         }
-        let (_, _, writer, lines) = open.get_or_insert_with(|| {
+        if open.is_none() {
             let path = format!("events/date={date}/events.ndjson");
-            let writer = dest.writer(&format!("{snapshot}/{path}"));
-            (date, path, writer, 0)
-        });
+            let mut writer = dest.writer(&format!("{snapshot}/{path}"));
+            let mut lines = 0;
+            if days.is_empty()
+                && let Some((kept, n)) = earlier(dest, previous, date, seq).await?
+            {
+                writer.put(kept).await?;
+                lines = n;
+            }
+            open = Some((date, path, writer, lines));
+        }
+        let (_, _, writer, lines) = open.as_mut().expect("opened above");
         // An event the fleet cannot read is skipped, never a stopped export.
         match ScoreChanged::decode(message.payload.clone()) {
             Ok(event) => {
-                let mut text = serde_json::to_vec(&line(&event, published))?;
+                let mut text = serde_json::to_vec(&line(&event, published, seq))?;
                 text.push(b'\n');
                 writer.put(Bytes::from(text)).await?;
                 *lines += 1;
             }
             Err(e) => tracing::warn!(seq, error = %e, "an event that does not decode is left out"),
         }
-        if seq >= last {
+        // The last one there was at the start, or none left (it expired meanwhile).
+        if seq >= last || info.pending == 0 {
             break;
         }
     }
@@ -117,6 +138,40 @@ pub async fn write_days(
         days.push(finish(date, path, writer, lines).await?);
     }
     Ok(days)
+}
+
+/// `previous`'s lines of `date` with a sequence below `first`, and how many.
+async fn earlier(
+    dest: &Destination,
+    previous: Option<&Manifest>,
+    date: NaiveDate,
+    first: u64,
+) -> anyhow::Result<Option<(Bytes, u64)>> {
+    let Some((previous, entry)) = previous.and_then(|p| Some((p, p.entry(Kind::Events, date)?)))
+    else {
+        return Ok(None);
+    };
+    let path = dest.path(&format!("{}/{}", previous.snapshot, entry.path));
+    let text = dest
+        .store
+        .get(&path)
+        .await
+        .with_context(|| format!("reading {} of {}", entry.path, previous.snapshot))?
+        .bytes()
+        .await?;
+    let mut kept = Vec::new();
+    let mut n = 0;
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let seq = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["seq"].as_u64());
+        if seq.is_some_and(|s| s < first) {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+            n += 1;
+        }
+    }
+    Ok((n > 0).then(|| (Bytes::from(kept), n)))
 }
 
 async fn finish(date: NaiveDate, path: String, writer: Hashed, lines: u64) -> anyhow::Result<Day> {

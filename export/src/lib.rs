@@ -57,7 +57,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 pub async fn export(args: &RunArgs) -> anyhow::Result<String> {
     let started = Instant::now();
     let dest = Destination::parse(&args.to)?;
-    let previous = manifest::published(&dest).await?;
+    // Files of another schema are never carried into this one: everything is written again.
+    let previous = manifest::published(&dest)
+        .await?
+        .filter(|m| m.schema_version == manifest::SCHEMA_VERSION);
     let exported_at = Utc::now();
     let id = format!(
         "{}-{}",
@@ -89,9 +92,11 @@ pub async fn export(args: &RunArgs) -> anyhow::Result<String> {
     // One snapshot of the database for every table; a read as long as the data, not a
     // service's statement.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     sqlx::query("SET LOCAL statement_timeout = 0")
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     let data_as_of: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
@@ -125,6 +130,7 @@ pub async fn export(args: &RunArgs) -> anyhow::Result<String> {
                 count(*) FILTER (WHERE last_scored_at IS NULL) AS never_scored
          FROM repos",
     )
+    .persistent(false)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -168,36 +174,19 @@ pub async fn export(args: &RunArgs) -> anyhow::Result<String> {
         fleet_runtime::nats::connect(&args.nats, "scorecard-fleet-export", &shutdown).await?;
     let js = async_nats::jetstream::new(client);
     let topology = fleet_runtime::topology::Topology::new(args.nats.topology.clone())?;
-    let days = events::write_days(&js, &topology, &dest, &snapshot)
+    let days = events::write_days(&js, &topology, &dest, &snapshot, previous.as_ref())
         .await
         .context("writing the change events")?;
-    let mut written_days = Vec::new();
-    for (i, day) in days.into_iter().enumerate() {
-        let kept = previous
-            .as_ref()
-            .and_then(|p| p.entry(Kind::Events, day.date));
-        match kept {
-            // The stream's oldest day may have aged out in part: the fuller copy stays.
-            Some(kept) if i == 0 && kept.rows > day.lines => {
-                dest.store
-                    .delete(&dest.path(&format!("{snapshot}/{}", day.path)))
-                    .await?;
-                let previous = previous.as_ref().expect("kept comes from it");
-                carry(&dest, previous, &snapshot, kept).await?;
-                files.push(kept.clone());
-            }
-            _ => files.push(FileEntry {
-                path: day.path,
-                kind: Kind::Events,
-                date: Some(day.date),
-                rows: day.lines,
-                bytes: day.written.bytes,
-                sha256: day.written.sha256,
-                tally: None,
-            }),
-        }
-        written_days.push(day.date);
-    }
+    let written_days: Vec<_> = days.iter().map(|d| d.date).collect();
+    files.extend(days.into_iter().map(|day| FileEntry {
+        path: day.path,
+        kind: Kind::Events,
+        date: Some(day.date),
+        rows: day.lines,
+        bytes: day.written.bytes,
+        sha256: day.written.sha256,
+        tally: None,
+    }));
     if let Some(previous) = &previous {
         for entry in previous.files.iter().filter(|f| f.kind == Kind::Events) {
             if entry.date.is_some_and(|d| !written_days.contains(&d)) {
@@ -320,6 +309,16 @@ async fn remove_old_snapshots(
     for dir in listed.common_prefixes {
         let relative = format!("snapshots/{}", dir.filename().unwrap_or_default());
         if keep.contains(&Some(relative.as_str())) {
+            continue;
+        }
+        // On a disk, the whole directory: a killed export's staged parts are files the store
+        // does not list.
+        if let Some(local) = &dest.local {
+            let path = local.join(&relative);
+            tokio::fs::remove_dir_all(&path)
+                .await
+                .with_context(|| format!("removing {}", path.display()))?;
+            removed += 1;
             continue;
         }
         let paths: Vec<Path> = dest

@@ -272,7 +272,10 @@ pub async fn write_latest(
     let mut builder = LatestBuilder::new();
     let mut pending = 0;
     let mut rows = 0u64;
-    let mut stream = sqlx::query_as::<_, LatestRow>(LATEST).fetch(&mut *conn);
+    // Unnamed statements: a transaction pooler (PgBouncer) must not keep them.
+    let mut stream = sqlx::query_as::<_, LatestRow>(LATEST)
+        .persistent(false)
+        .fetch(&mut *conn);
     while let Some(row) = stream.try_next().await? {
         builder.push(&row, tally);
         pending += 1;
@@ -325,6 +328,7 @@ pub async fn touched_dates(
          WHERE recorded_at > coalesce($1, '-infinity'::timestamptz) ORDER BY 1",
     )
     .bind(since)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     Ok(dates)
@@ -351,6 +355,7 @@ pub async fn write_history_day(
     let mut stream = sqlx::query_as::<_, HistoryRow>(HISTORY_DAY)
         .bind(start)
         .bind(start + TimeDelta::days(1))
+        .persistent(false)
         .fetch(&mut *conn);
     while let Some(row) = stream.try_next().await? {
         batch.push(row);

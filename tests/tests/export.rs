@@ -301,17 +301,29 @@ async fn duckdb_and_pyarrow_read_every_file_with_postgresqls_counts_and_a_second
         events,
     );
 
-    // A result recorded today for a scan two days ago, and new scans today: those dates are
-    // written again, every other date is the same file.
-    let late = Record::Result(result_for(
-        &repos[0],
-        "late",
-        Utc::now() - TimeDelta::days(2),
-        1,
-    ));
+    // What the first export read was recorded hours ago (past the export's margin for
+    // results still committing), so only dates touched since are written again.
+    sqlx::query("UPDATE score_history SET recorded_at = recorded_at - interval '2 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The events stream loses its oldest events to its age limit: the export keeps them.
+    let first_half = events_in(&js, &topology).await / 2;
+    js.get_stream(topology.events_stream())
+        .await
+        .unwrap()
+        .purge()
+        .sequence(first_half + 1)
+        .await
+        .unwrap();
+    // A result recorded today for a scan six days ago (a date the first export wrote), and new
+    // scans: those dates are written again, every other date is the same file.
+    let late_at = Utc::now() - TimeDelta::days(6) - TimeDelta::hours(1);
+    let late = Record::Result(result_for(&repos[0], "late", late_at, 1));
     record(&pool, &js, &topology, vec![late]).await;
     record(&pool, &js, &topology, scans(&repos[..5], -2, "today")).await;
-    export_done(&pool, &topology, &dir);
+    let published = first_half + events_in(&js, &topology).await;
+    let said = export_done(&pool, &topology, &dir);
     let second = manifest(&dir);
     assert_ne!(first["snapshot"], second["snapshot"]);
     let history = |m: &Value| -> BTreeMap<String, String> {
@@ -329,9 +341,13 @@ async fn duckdb_and_pyarrow_read_every_file_with_postgresqls_counts_and_a_second
             .collect()
     };
     let (before, after) = (history(&first), history(&second));
-    let two_days_ago = (Utc::now() - TimeDelta::days(2)).date_naive().to_string();
+    let rewritten = late_at.date_naive().to_string();
+    assert!(
+        before.contains_key(&rewritten),
+        "{rewritten} was in the first export"
+    );
     for (date, sha) in &before {
-        if *date == two_days_ago {
+        if *date == rewritten {
             assert_ne!(
                 after.get(date),
                 Some(sha),
@@ -343,13 +359,24 @@ async fn duckdb_and_pyarrow_read_every_file_with_postgresqls_counts_and_a_second
                 Some(sha),
                 "{date} is unchanged: the same file"
             );
+            // Copied, not written again: a hard link to the first snapshot's file.
+            let file = |m: &Value| {
+                dir.join(m["snapshot"].as_str().unwrap())
+                    .join(format!("history/date={date}/part-0.parquet"))
+            };
+            use std::os::unix::fs::MetadataExt as _;
+            let inode = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+            assert_eq!(inode(file(&first)), inode(file(&second)), "{date} copied");
         }
     }
-    let events = events_in(&js, &topology).await;
+    assert!(
+        said.contains(&format!("and {} copied", before.len() - 1)),
+        "{said}"
+    );
     assert_readers_agree(
         &read(&["local", dir.to_str().unwrap()]),
         &truth(&pool).await,
-        events,
+        published,
     );
     // The first snapshot stays for readers still in it; nothing older would.
     let kept: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
@@ -505,6 +532,35 @@ async fn polars_reads_latest_over_http_from_the_api_with_range_requests_and_the_
         "the new latest.parquet has another hash: {again:?}"
     );
     assert_ne!(again.header("etag"), Some(etag.as_str()));
+    // A reader whose first read came from the old file learns that it changed, and never gets
+    // a range of the new one in its place.
+    let changed = api
+        .get(
+            "/data/latest.parquet",
+            &[("if-match", &etag), ("range", "bytes=0-3")],
+        )
+        .await;
+    assert_eq!(changed.status, 412, "{changed:?}");
+    let stale = fleet_tests::probe::request(
+        api.addr,
+        "HEAD",
+        "/data/latest.parquet",
+        &[("if-range", &etag), ("range", "bytes=0-3")],
+    )
+    .await;
+    assert_eq!(
+        stale.status, 200,
+        "a stale If-Range gets the whole file: {stale:?}"
+    );
+    let current = again.header("etag").unwrap().to_owned();
+    let same = fleet_tests::probe::request(
+        api.addr,
+        "HEAD",
+        "/data/latest.parquet",
+        &[("if-range", &current), ("range", "bytes=0-3")],
+    )
+    .await;
+    assert_eq!(same.status, 206, "{same:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
