@@ -59,6 +59,8 @@ struct Index {
 #[derive(Debug, Serialize)]
 struct IndexEntry {
     url: String,
+    /// The same file under its snapshot's path, which never changes while it is kept.
+    snapshot_url: String,
     #[serde(flatten)]
     file: FileEntry,
 }
@@ -129,6 +131,74 @@ impl DataDir {
         path.extend(relative.split('/'));
         path
     }
+
+    /// Where `relative` is: a file of the published snapshot at its stable path, or
+    /// `snapshots/<id>/<file>` of a snapshot still kept, whose files never change.
+    fn resolve(&self, relative: &str) -> Result<Target, Failure> {
+        let missing = |what: String| Failure::new(StatusCode::NOT_FOUND, what);
+        if let Some(rest) = relative.strip_prefix("snapshots/") {
+            let (id, file) = rest.split_once('/').unwrap_or((rest, ""));
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(missing(format!("no snapshot {id}")));
+            }
+            let snapshot = self.dir.join("snapshots").join(id);
+            let manifest: Manifest = std::fs::read(snapshot.join("manifest.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| {
+                    missing(format!(
+                        "no snapshot {id} (the published one and the one before it are kept; \
+                         GET /data/ names them)"
+                    ))
+                })?;
+            let etag = if file == "manifest.json" {
+                format!("\"{}\"", manifest.snapshot.replace('/', "-"))
+            } else {
+                let entry = manifest
+                    .files
+                    .iter()
+                    .find(|f| f.path == file)
+                    .ok_or_else(|| missing(format!("snapshot {id} has no file {file}")))?;
+                format!("\"{}\"", entry.sha256)
+            };
+            let mut path = snapshot;
+            path.extend(file.split('/'));
+            return Ok(Target {
+                path,
+                etag,
+                immutable: true,
+            });
+        }
+        let published = self.published()?;
+        let etag = if relative == "manifest.json" {
+            // The manifest lists every file's hash; its own is the snapshot's name.
+            format!("\"{}\"", published.manifest.snapshot.replace('/', "-"))
+        } else {
+            let entry = published
+                .by_path
+                .get(relative)
+                .map(|i| &published.manifest.files[*i])
+                .ok_or_else(|| {
+                    missing(format!(
+                        "the published export has no file {relative} (GET /data/ lists them)"
+                    ))
+                })?;
+            format!("\"{}\"", entry.sha256)
+        };
+        Ok(Target {
+            path: self.file(&published, relative),
+            etag,
+            immutable: false,
+        })
+    }
+}
+
+/// A file to serve and its strong ETag.
+struct Target {
+    path: PathBuf,
+    etag: String,
+    /// Under its snapshot's path: the same bytes for as long as it exists.
+    immutable: bool,
 }
 
 /// The export's three kinds of file, by name (NDJSON has no registered type of its own).
@@ -180,6 +250,7 @@ pub async fn index(State(app): State<Arc<App>>) -> Result<Response, Failure> {
             .iter()
             .map(|f| IndexEntry {
                 url: format!("/data/{}", f.path),
+                snapshot_url: format!("/data/{}/{}", m.snapshot, f.path),
                 file: f.clone(),
             })
             .collect(),
@@ -215,23 +286,11 @@ pub async fn file(
     request: Request,
 ) -> Result<Response, Failure> {
     let dir = data_dir(&app)?;
-    let published = dir.published()?;
-    let etag = if relative == "manifest.json" {
-        // The manifest lists every file's hash; its own is the snapshot's name.
-        format!("\"{}\"", published.manifest.snapshot.replace('/', "-"))
-    } else {
-        let entry = published
-            .by_path
-            .get(&relative)
-            .map(|i| &published.manifest.files[*i])
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::NOT_FOUND,
-                    format!("the published export has no file {relative} (GET /data/ lists them)"),
-                )
-            })?;
-        format!("\"{}\"", entry.sha256)
-    };
+    let Target {
+        path,
+        etag,
+        immutable,
+    } = dir.resolve(&relative)?;
     let mut request = request;
     let headers = request.headers_mut();
     let names = |name: header::HeaderName| {
@@ -273,7 +332,6 @@ pub async fn file(
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let path = dir.file(&published, &relative);
         match ServeFile::new(path).oneshot(request).await {
             Ok(served) => served.map(Body::new),
             Err(e) => match e {},
@@ -291,9 +349,14 @@ pub async fn file(
         );
     }
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    let cache = if immutable {
+        "public, max-age=31536000, immutable".to_owned()
+    } else {
+        format!("public, max-age={}", app.cache_seconds)
+    };
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("public, max-age={}", app.cache_seconds)).expect("ascii"),
+        HeaderValue::from_str(&cache).expect("ascii"),
     );
     Ok(response)
 }

@@ -561,6 +561,16 @@ async fn polars_reads_latest_over_http_from_the_api_with_range_requests_and_the_
     )
     .await;
     assert_eq!(same.status, 206, "{same:?}");
+    // The first file stays reachable, unchanged, under its snapshot's path.
+    let kept = latest["snapshot_url"].as_str().unwrap();
+    let old = api.get(kept, &[("range", "bytes=0-3")]).await;
+    assert_eq!((old.status, old.body.as_str()), (206, "PAR1"), "{old:?}");
+    assert_eq!(old.header("etag"), Some(etag.as_str()));
+    assert!(old.header("cache-control").unwrap().contains("immutable"));
+    let unlisted = api
+        .get(&kept.replace("latest.parquet", "../../manifest.json"), &[])
+        .await;
+    assert_eq!(unlisted.status, 404);
     std::fs::remove_dir_all(&dir).ok();
 }
 
