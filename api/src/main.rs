@@ -3,6 +3,7 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    fleet_runtime::tls::install_crypto_provider();
     fleet_runtime::exit::status(run().await)
 }
 

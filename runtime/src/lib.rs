@@ -15,6 +15,7 @@
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
 //! - [`retry`]: every retry loop's backoff policy, and waiting for a dependency at start-up.
 //! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
+//! - [`tls`]: the TLS crypto provider every binary installs first.
 
 pub mod budget;
 pub mod config;
@@ -30,4 +31,5 @@ pub mod scrub;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;

@@ -16,6 +16,7 @@ pub async fn admin() -> Client {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("valid kubeconfig");
+    fleet_runtime::tls::install_crypto_provider();
     Client::try_from(config).expect("kube client")
 }
 
@@ -57,6 +58,7 @@ pub async fn as_service_account_via(token: String, via: Option<std::net::SocketA
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("valid kubeconfig");
+    fleet_runtime::tls::install_crypto_provider();
     Client::try_from(config).expect("kube client")
 }
 

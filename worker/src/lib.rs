@@ -162,6 +162,7 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
             kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?
         }
     };
+    fleet_runtime::tls::install_crypto_provider();
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
