@@ -91,6 +91,15 @@ pub fn render(style: Style, score: Option<f64>, known: bool) -> String {
     }
 }
 
+/// A grey badge that says `value` instead of a score: pending, an error.
+pub fn render_text(style: Style, value: &str) -> String {
+    match style {
+        Style::ForTheBadge => rect_badge(style, &LABEL.to_uppercase(), &value.to_uppercase(), GREY),
+        Style::Social => social(value),
+        _ => rect_badge(style, LABEL, value, GREY),
+    }
+}
+
 fn rect_badge(style: Style, label: &str, value: &str, colour: &str) -> String {
     let caps = style == Style::ForTheBadge;
     let (pad, height, font) = if caps { (12, 28, 10) } else { (6, 20, 11) };

@@ -76,4 +76,35 @@ pub struct RunArgs {
     /// message of a `?commit=` older than that
     #[arg(long, env = "SINK_RAW_HISTORY_DAYS", default_value_t = 90)]
     pub raw_history_days: u32,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// Discovery: a GET of a repository never scored queues one scan of it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiscoveryArgs {
+    /// Whether a GET of a repository never scored queues its scan (`false`: a plain 404)
+    #[arg(long = "discovery", env = "API_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Discoveries the whole fleet queues an hour (all api replicas together); past it the
+    /// 404 says "not queued" with Retry-After
+    #[arg(long, env = "API_DISCOVERY_PER_HOUR", default_value_t = 600)]
+    pub discovery_per_hour: u32,
+
+    /// Discoveries one client address may queue an hour, per api replica; past it the 404 says
+    /// "not queued" with Retry-After
+    #[arg(long, env = "API_DISCOVERY_PER_CLIENT_PER_HOUR", default_value_t = 30)]
+    pub discovery_per_client_per_hour: u32,
+
+    /// The header a trusted proxy in front of the api sets to the client's address (e.g.
+    /// X-Forwarded-For; its last entry is taken). Unset: the connection's peer address. Set it
+    /// only behind a proxy that writes it, or clients choose their own address
+    #[arg(long, env = "API_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<axum::http::HeaderName>,
+
+    /// Seconds a scan usually takes, added to the discovery lane's wait in Retry-After
+    #[arg(long, env = "API_EXPECTED_SCAN_SECS", default_value_t = 60)]
+    pub expected_scan_secs: u64,
 }

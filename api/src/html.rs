@@ -3,9 +3,11 @@
 
 use std::fmt::Write as _;
 
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use fleet_proto::RepoName;
 
 use crate::badge;
+use crate::discovery::{Unscored, human_duration, human_time};
 use crate::model::Status;
 use crate::store::{Check, Failure, Latest, Scan};
 
@@ -56,7 +58,7 @@ td,th{text-align:left;padding:6px 8px;border-bottom:1px solid #eaeef2;vertical-a
 .num{text-align:right;font-variant-numeric:tabular-nums}.score{display:inline-block;min-width:3em;text-align:center;color:#fff;border-radius:4px;padding:2px 6px;font-weight:700}\
 .big{font-size:2.2em;padding:6px 14px}.muted{color:#57606a}.tiles{display:flex;flex-wrap:wrap;gap:12px}\
 .tile{flex:1 1 140px;border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}.tile b{display:block;font-size:1.6em}\
-form input{width:60%;padding:6px}details summary{cursor:pointer;color:#57606a}code{font-size:.9em}";
+form input{width:60%;padding:6px}details summary{cursor:pointer;color:#57606a}.stale{color:#9a6700;background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:6px 10px}code{font-size:.9em}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -75,6 +77,18 @@ fn score_chip(score: Option<f64>, big: bool) -> String {
     )
 }
 
+/// An RFC 3339 time as a `<time>` a person reads at a glance.
+fn readable(rfc3339: &str) -> String {
+    match DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => format!(
+            "<time datetime=\"{}\">{}</time>",
+            escape(rfc3339),
+            human_time(t.with_timezone(&Utc))
+        ),
+        Err(_) => escape(rfc3339),
+    }
+}
+
 /// The status page: the fleet's numbers and a search box.
 pub fn status(s: &Status) -> String {
     let mut body = String::new();
@@ -84,9 +98,9 @@ pub fn status(s: &Status) -> String {
 <div class=\"tiles\" id=\"numbers\">",
         s.interval_days,
         if s.estimated {
-            format!("{} (estimated from a sample)", escape(&s.counted_at))
+            format!("{} (estimated from a sample)", readable(&s.counted_at))
         } else {
-            escape(&s.counted_at)
+            readable(&s.counted_at)
         }
     );
     let pct = format!("{:.1}%", s.fresh_ratio * 100.0);
@@ -104,13 +118,27 @@ pub fn status(s: &Status) -> String {
     }
     body.push_str("</div>");
     if let Some(oldest) = &s.oldest_overdue {
+        let _ = write!(body, "<p>Longest overdue since {}.</p>", readable(oldest));
+    }
+    body.push_str("</section><section><h2>Waiting now</h2><table id=\"lanes\"><tr><th>lane</th><th class=\"num\">waiting</th><th class=\"num\">the oldest for</th></tr>");
+    for (lane, queue) in [
+        ("scan requests (manual)", &s.lanes.manual),
+        ("new repositories (discovery)", &s.lanes.discovery),
+    ] {
+        let (waiting, wait) = match queue {
+            None => ("not measured".to_owned(), String::new()),
+            Some(q) if q.waiting == 0 => ("none".to_owned(), String::new()),
+            Some(q) => (
+                q.waiting.to_string(),
+                human_duration(std::time::Duration::from_secs(q.oldest_wait_seconds)),
+            ),
+        };
         let _ = write!(
             body,
-            "<p>Longest overdue since <time>{}</time>.</p>",
-            escape(oldest)
+            "<tr><td>{lane}</td><td class=\"num\">{waiting}</td><td class=\"num\">{wait}</td></tr>"
         );
     }
-    body.push_str("</section><section><h2>Latest attempts that failed, by class</h2>");
+    body.push_str("</table></section><section><h2>Latest attempts that failed, by class</h2>");
     if s.failures_by_class.is_empty() {
         body.push_str("<p id=\"failures\">None.</p>");
     } else {
@@ -141,6 +169,8 @@ pub fn repo(
     checks: &[Check],
     scans: &[Scan],
     failure: Option<&Failure>,
+    interval: TimeDelta,
+    now: DateTime<Utc>,
 ) -> String {
     let mut body = String::new();
     let _ = write!(
@@ -152,21 +182,21 @@ pub fn repo(
         (Some(at), Some(_)) => {
             let _ = write!(
                 body,
-                "<p id=\"score\">{} <span class=\"muted\">scored <time>{}</time>, commit <code>{}</code>, scorecard {}</span></p>",
+                "<p id=\"score\">{} <span class=\"muted\">scorecard {}</span></p>",
                 score_chip(latest.score, true),
-                at.to_rfc3339(),
-                escape(latest.commit_sha.as_deref().unwrap_or_default()),
                 escape(latest.scorecard_version.as_deref().unwrap_or_default()),
             );
+            body.push_str(&freshness(latest, *at, interval, now));
         }
         _ => body.push_str("<p id=\"score\">Not scored yet.</p>"),
     }
     if let Some(f) = failure {
         let _ = write!(
             body,
-            "<p id=\"failure\">Latest attempt failed ({}) at <time>{}</time>: {}</p>",
+            "<p id=\"failure\">Latest attempt failed ({}) at <time datetime=\"{}\">{}</time>: {}</p>",
             escape(&f.class),
-            f.failed_at.to_rfc3339(),
+            f.failed_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            human_time(f.failed_at),
             escape(&f.message)
         );
     }
@@ -199,8 +229,9 @@ pub fn repo(
         for s in scans {
             let _ = write!(
                 body,
-                "<tr><td><time>{}</time></td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
-                s.scored_at.to_rfc3339(),
+                "<tr><td><time datetime=\"{}\">{}</time></td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
+                s.scored_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                human_time(s.scored_at),
                 s.score.map_or_else(|| "?".into(), |v| format!("{v:.1}")),
                 escape(&s.commit_sha)
             );
@@ -289,15 +320,92 @@ fn chart(scans: &[Scan]) -> String {
     svg + "</svg>"
 }
 
-/// The page of a repository the service has never heard of.
-pub fn not_found(repo: &RepoName) -> String {
-    page(
-        &format!("{repo} — not known"),
-        &format!(
-            "<section><h1 id=\"repo\">{}</h1><p id=\"score\">This repository is not known to this service yet.</p></section>",
-            escape(&repo.to_string())
+/// When a result was scanned, at which commit, when it is due next, and a flag when it is
+/// older than two intervals: what a reader needs to trust the number.
+fn freshness(
+    latest: &Latest,
+    at: DateTime<Utc>,
+    interval: TimeDelta,
+    now: DateTime<Utc>,
+) -> String {
+    let commit = latest.commit_sha.as_deref().unwrap_or_default();
+    let mut text = format!(
+        "<p id=\"freshness\">Scanned <time datetime=\"{}\">{}</time> ({} ago) at commit <code title=\"{}\">{}</code>. ",
+        at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        human_time(at),
+        human_duration((now - at).to_std().unwrap_or_default()),
+        escape(commit),
+        escape(commit.get(..12).unwrap_or(commit)),
+    );
+    if latest.retired_at.is_some() {
+        text.push_str("Not rescanned: nobody asked for it for a while; asking brought it back.");
+    } else if !latest.enabled {
+        text.push_str("Not rescanned: an operator turned its schedule off.");
+    } else if latest.next_due_at <= now {
+        text.push_str("Due for its next scan now.");
+    } else {
+        let _ = write!(
+            text,
+            "Next scan due <time datetime=\"{}\">{}</time>.",
+            latest
+                .next_due_at
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            human_time(latest.next_due_at)
+        );
+    }
+    text.push_str("</p>");
+    if now - at > interval * 2 {
+        let _ = write!(
+            text,
+            "<p id=\"stale\" class=\"stale\">Stale: this result is {} old, more than two scoring intervals ({} days each).</p>",
+            human_duration((now - at).to_std().unwrap_or_default()),
+            interval.num_days()
+        );
+    }
+    text
+}
+
+/// The page of a repository without a score: being scored (it refreshes itself, no script
+/// needed), missing from GitHub, or not known.
+pub fn unscored(repo: &RepoName, answer: &Unscored) -> String {
+    let name = escape(&repo.to_string());
+    let (title, says) = match answer {
+        Unscored::Queued { .. } | Unscored::Pending { .. } => (
+            "being scored",
+            format!(
+                "<p id=\"score\">This repository is being scored.</p><p id=\"detail\" class=\"muted\">{}. This page refreshes itself.</p>",
+                escape(&answer.message(repo))
+            ),
         ),
-    )
+        Unscored::Missing { .. } => (
+            "not on GitHub",
+            format!("<p id=\"score\">{}.</p>", escape(&answer.message(repo))),
+        ),
+        Unscored::Unknown => (
+            "not known",
+            "<p id=\"score\">This repository is not known to this service yet.</p>".to_owned(),
+        ),
+        _ => (
+            "not scored yet",
+            format!("<p id=\"score\">{}.</p>", escape(&answer.message(repo))),
+        ),
+    };
+    let html = page(
+        &format!("{repo} — {title}"),
+        &format!("<section><h1 id=\"repo\">{name}</h1>{says}</section>"),
+    );
+    match answer.retry_after().filter(|_| answer.coming()) {
+        // A meta refresh, not script: the page comes back by itself when the score may be in.
+        Some(retry) => html.replacen(
+            "<meta charset=\"utf-8\">",
+            &format!(
+                "<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{}\">",
+                retry.as_secs().clamp(5, 60)
+            ),
+            1,
+        ),
+        None => html,
+    }
 }
 
 /// Vertical bars, each `(label, count, colour)`, counts above them: an SVG the page inlines.

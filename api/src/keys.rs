@@ -81,7 +81,9 @@ impl Keys {
 /// Per key: `per_minute` requests, refilled evenly, with a burst of the same size.
 #[derive(Debug)]
 pub struct RateLimit {
-    per_minute: u32,
+    /// The bucket's size: requests a burst may make.
+    capacity: f64,
+    per_second: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -91,19 +93,38 @@ struct Bucket {
     at: Instant,
 }
 
+/// Past this many buckets, full ones are dropped: a full bucket is what a new one would be,
+/// so keys seen once (client addresses) do not pile up.
+const PRUNE_AT: usize = 10_000;
+
 impl RateLimit {
     pub fn new(per_minute: u32) -> Self {
+        let capacity = f64::from(per_minute.max(1));
         Self {
-            per_minute: per_minute.max(1),
+            capacity,
+            per_second: capacity / 60.0,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn per_hour(per_hour: u32) -> Self {
+        let capacity = f64::from(per_hour.max(1));
+        Self {
+            capacity,
+            per_second: capacity / 3_600.0,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes one request from `key`'s budget, or says how long until one is there.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute);
-        let per_second = capacity / 60.0;
+        let (capacity, per_second) = (self.capacity, self.per_second);
         let mut buckets = self.buckets.lock().expect("rate limit lock");
+        if buckets.len() >= PRUNE_AT && !buckets.contains_key(key) {
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < capacity
+            });
+        }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: capacity,
             at: now,
@@ -165,5 +186,24 @@ mod tests {
         limit.take("alice", t0).unwrap();
         limit.take("ci", t0 + Duration::from_millis(1_001)).unwrap();
         assert!(limit.take("ci", t0 + Duration::from_millis(1_002)).is_err());
+    }
+
+    #[test]
+    fn keys_seen_once_do_not_pile_up() {
+        let limit = RateLimit::per_hour(10);
+        let t0 = Instant::now();
+        for i in 0..PRUNE_AT {
+            limit.take(&format!("client-{i}"), t0).unwrap();
+        }
+        // An hour on, every bucket is full again and is dropped to make room.
+        limit.take("late", t0 + Duration::from_secs(3_600)).unwrap();
+        assert_eq!(limit.buckets.lock().unwrap().len(), 1);
+        for _ in 0..9 {
+            limit.take("late", t0 + Duration::from_secs(3_600)).unwrap();
+        }
+        let wait = limit
+            .take("late", t0 + Duration::from_secs(3_600))
+            .unwrap_err();
+        assert!((wait.as_secs_f64() - 360.0).abs() < 1.0, "{wait:?}");
     }
 }

@@ -12,10 +12,12 @@
 //! - [`keys`]: scan-request keys and their rate limit.
 //! - [`metrics`]: what `/metrics` exports.
 //! - [`data`]: the export's files under `/data/`.
+//! - [`discovery`]: a GET of a repository never scored queues its scan.
 
 pub mod badge;
 pub mod config;
 pub mod data;
+pub mod discovery;
 pub mod html;
 pub mod keys;
 pub mod metrics;
@@ -84,7 +86,20 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         readiness: readiness.clone(),
         db_failing: AtomicBool::new(false),
         status: Mutex::new(None),
+        discovery: discovery::Discovery::new(discovery::Settings {
+            enabled: args.discovery.enabled,
+            per_hour: args.discovery.discovery_per_hour,
+            per_client_per_hour: args.discovery.discovery_per_client_per_hour,
+            client_header: args.discovery.client_address_header.clone(),
+            expected_scan: std::time::Duration::from_secs(args.discovery.expected_scan_secs),
+        }),
     });
+    if !args.discovery.enabled {
+        tracing::info!(
+            "discovery is off (API_DISCOVERY=false): unknown repositories are a plain 404"
+        );
+    }
+    let asked = tokio::spawn(record_asked(app.clone(), shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding the API to {}", args.api_addr))?;
@@ -92,13 +107,51 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     readiness.set(true);
     let drain = shutdown.clone();
     let ready = readiness.clone();
-    axum::serve(listener, routes::router(app))
-        .with_graceful_shutdown(async move {
-            drain.cancelled().await;
-            ready.set(false);
-        })
-        .await
-        .context("serving the API")?;
+    axum::serve(
+        listener,
+        routes::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        drain.cancelled().await;
+        ready.set(false);
+    })
+    .await
+    .context("serving the API")?;
+    asked.await.ok();
+    record_asked_once(&app).await;
     server.await.ok();
     Ok(())
+}
+
+/// Writes which discovered repositories were asked for, every few seconds: what keeps them
+/// from retirement. A failed write is retried with the next batch's ids lost, which costs at
+/// most a day of an ask's credit.
+async fn record_asked(app: Arc<App>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => record_asked_once(&app).await,
+        }
+    }
+}
+
+async fn record_asked_once(app: &App) {
+    let ids = app.discovery.take_asked();
+    if ids.is_empty() {
+        return;
+    }
+    let written = async {
+        let mut tx = app.db.pool.begin().await?;
+        sqlx::query("SELECT asked_for($1)")
+            .persistent(false)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %db::describe(&e), repos = ids.len(), "recording asks for discovered repositories failed");
+    }
 }

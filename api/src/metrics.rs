@@ -48,6 +48,22 @@ pub struct DataLabel {
     pub answer: String,
 }
 
+/// How a GET of a repository without a score was answered: `queued` (a discovery), `pending`,
+/// and the refusals `missing`, `failed`, `over_budget`, `client_limited`, `not_scheduled`,
+/// `unknown`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabel {
+    pub answer: String,
+}
+
+impl DiscoveryLabel {
+    pub fn new(answer: &str) -> Self {
+        Self {
+            answer: answer.to_owned(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: Family<RequestLabel, Counter>,
@@ -55,6 +71,7 @@ pub struct Metrics {
     pub scan_requests: Family<ScanLabel, Counter>,
     pub db_errors: Family<ErrorLabel, Counter>,
     pub data_requests: Family<DataLabel, Counter>,
+    pub discovery: Family<DiscoveryLabel, Counter>,
 }
 
 impl Metrics {
@@ -68,6 +85,7 @@ impl Metrics {
             scan_requests: Family::default(),
             db_errors: Family::default(),
             data_requests: Family::default(),
+            discovery: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("api");
         r.register(
@@ -90,6 +108,12 @@ impl Metrics {
             "data_requests",
             "Requests for an export file under /data/, by answer (range, whole, not_modified)",
             m.data_requests.clone(),
+        );
+        r.register(
+            "discovery",
+            "GETs of a repository without a score, by answer (queued: a scan queued; pending; \
+             refused: missing, failed, over_budget, client_limited, not_scheduled, unknown)",
+            m.discovery.clone(),
         );
         m
     }

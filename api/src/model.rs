@@ -115,6 +115,25 @@ pub struct Status {
     /// The repository counts are estimated from a sample of the table (above 250,000
     /// repositories); the failures are counted.
     pub estimated: bool,
+    /// The queues of the lanes people wait on, measured when asked (every 5 s at most), not
+    /// cached with the counts; null where NATS could not be asked.
+    pub lanes: Lanes,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lanes {
+    /// Scan requests (`POST .../scan`, `producer enqueue`).
+    pub manual: Option<LaneQueue>,
+    /// GETs of repositories never scored.
+    pub discovery: Option<LaneQueue>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LaneQueue {
+    /// Items waiting for a worker.
+    pub waiting: u64,
+    /// How long the oldest of them has waited so far (0: none waits).
+    pub oldest_wait_seconds: u64,
 }
 
 /// A scan request, queued on the manual lane.

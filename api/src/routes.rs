@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_runtime::db::Db;
 use fleet_runtime::http::Readiness;
@@ -21,9 +21,11 @@ use fleet_runtime::topology::Topology;
 use serde::Deserialize;
 
 use crate::badge::{self, Style};
+use crate::discovery::{self, Client, Discovery, Standing, Unscored};
 use crate::keys::{Keys, RateLimit};
 use crate::metrics::Metrics;
 use crate::model::{self, ApiError};
+use crate::store::Latest;
 use crate::{html, store};
 
 /// The readiness dependency of the database.
@@ -52,6 +54,7 @@ pub struct App {
     pub readiness: Readiness,
     pub db_failing: AtomicBool,
     pub status: Mutex<Option<(Instant, model::Status)>>,
+    pub discovery: Discovery,
 }
 
 type Shared = Arc<App>;
@@ -85,6 +88,8 @@ pub struct Failure {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    /// How long a cache may keep the answer.
+    max_age: u32,
 }
 
 impl Failure {
@@ -93,7 +98,16 @@ impl Failure {
             status,
             message: message.into(),
             retry_after: None,
+            max_age: 60,
         }
+    }
+
+    /// A repository without a score, as the public API answers it: a 404 in its shape.
+    fn unscored(repo: &RepoName, answer: &Unscored) -> Self {
+        let mut failure = Self::new(answer.status(), answer.message(repo));
+        failure.retry_after = answer.retry_after().map(|d| d.as_secs().max(1));
+        failure.max_age = unscored_max_age(answer);
+        failure
     }
 
     fn retry_after(mut self, seconds: u64) -> Self {
@@ -112,10 +126,7 @@ impl IntoResponse for Failure {
         let headers = response.headers_mut();
         // Errors may change any moment (a first score, a recovered database): a CDN keeps
         // them briefly at most.
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        );
+        headers.insert(header::CACHE_CONTROL, max_age(self.max_age));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -204,15 +215,18 @@ where
     }
 }
 
-/// `{platform}/{org}/{repo}` as a repository name, or the 400 that says what is wrong. Stricter
-/// than a pasted name: each segment must be the name itself (no `.git`, no encoded slash).
-fn repo_name((platform, org, repo): &(String, String, String)) -> Result<RepoName, Failure> {
+/// `{platform}/{org}/{repo}` as a repository name, or the answer (`status`: 404 on the GET
+/// paths, as the public API has it; 400 on a POST) that says what is wrong. Stricter than a
+/// pasted name: each segment must be the name itself (no `.git`, no encoded slash).
+fn repo_name(
+    (platform, org, repo): &(String, String, String),
+    status: StatusCode,
+) -> Result<RepoName, Failure> {
     let given = format!("{platform}/{org}/{repo}");
-    let parsed = RepoName::parse(&given)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let parsed = RepoName::parse(&given).map_err(|e| Failure::new(status, e.to_string()))?;
     if platform != fleet_proto::repo::GITHUB || parsed.owner() != org || parsed.name() != repo {
         return Err(Failure::new(
-            StatusCode::BAD_REQUEST,
+            status,
             format!(
                 "{given:?} is not a repository path: expected github.com/OWNER/NAME, each part as GitHub spells it"
             ),
@@ -229,26 +243,48 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-/// Whether `If-None-Match` already names `etag` (weak comparison, as RFC 9110 asks for it).
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    headers
+/// Whether the client's copy is current: `If-None-Match` names `etag` (weak comparison, as RFC
+/// 9110 asks for it), or, without one, `If-Modified-Since` is no older than `modified`.
+fn not_modified(headers: &HeaderMap, etag: &str, modified: Option<DateTime<Utc>>) -> bool {
+    let mut tags = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
+        .peekable();
+    if tags.peek().is_some() {
+        return tags
+            .flat_map(|v| v.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == etag || tag == "*");
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    match (since, modified) {
+        (Some(since), Some(modified)) => {
+            // HTTP dates have whole seconds.
+            modified.timestamp() <= DateTime::<Utc>::from(since).timestamp()
+        }
+        _ => false,
+    }
 }
 
-/// A cacheable answer: 304 when the client has it, else `body` as `content_type`.
+fn max_age(seconds: u32) -> HeaderValue {
+    HeaderValue::try_from(format!("public, max-age={seconds}")).expect("a valid header value")
+}
+
+/// A cacheable answer: 304 when the client has it, else `body` as `content_type`;
+/// `modified` (the scan's date) becomes `Last-Modified`.
 fn cached(
     app: &App,
     headers: &HeaderMap,
     etag: String,
+    modified: Option<DateTime<Utc>>,
     content_type: &'static str,
     body: String,
 ) -> Response {
-    let mut response = if not_modified(headers, &etag) {
+    let mut response = if not_modified(headers, &etag, modified) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
@@ -258,6 +294,11 @@ fn cached(
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     if let Ok(etag) = HeaderValue::try_from(etag) {
         h.insert(header::ETAG, etag);
+    }
+    if let Some(modified) = modified
+        && let Ok(value) = HeaderValue::try_from(httpdate::fmt_http_date(modified.into()))
+    {
+        h.insert(header::LAST_MODIFIED, value);
     }
     response
 }
@@ -274,12 +315,174 @@ fn html_page(body: String) -> Response {
         .into_response()
 }
 
+/// How long a cache may keep the answer for a repository without a score: briefly while its
+/// scan is on the way, so the score shows soon after it lands.
+fn unscored_max_age(answer: &Unscored) -> u32 {
+    if answer.coming() { 15 } else { 60 }
+}
+
+/// A repository a GET asked for: its row with a score, or what to answer without one.
+enum Found {
+    Scored(Box<Latest>),
+    Unscored(Unscored),
+}
+
+/// Looks `repo` up for a GET (`badge`: without scorecard's output), queueing its scan when
+/// the fleet has never scored it and discovery may.
+async fn look_up(
+    app: &App,
+    repo: &RepoName,
+    client: &Client,
+    badge: bool,
+) -> Result<Found, Failure> {
+    let row = if badge {
+        app.query(store::badge(&app.db, &repo.key())).await?
+    } else {
+        app.query(store::latest(&app.db, &repo.key())).await?
+    };
+    let now = Utc::now();
+    if let Some(r) = &row {
+        app.discovery.note_asked(r, now);
+    }
+    match discovery::standing(row.as_ref(), now, app.lease) {
+        Standing::Scored { rediscover } => {
+            if rediscover {
+                // Retired, and asked for again: scheduled again, the kept score served now.
+                discover(app, repo, true, client).await?;
+            }
+            Ok(Found::Scored(Box::new(row.expect("a scored row"))))
+        }
+        Standing::Discoverable => Ok(Found::Unscored(
+            discover(app, repo, row.is_some(), client).await?,
+        )),
+        Standing::Unscored(Unscored::Pending { since, .. }) => {
+            let waits = app.discovery.waits(app.nats.get(), &app.topology).await;
+            let answer = Unscored::Pending {
+                since,
+                retry: app.discovery.retry(waits),
+            };
+            app.count_discovery(&answer);
+            Ok(Found::Unscored(answer))
+        }
+        Standing::Unscored(answer) => {
+            app.count_discovery(&answer);
+            Ok(Found::Unscored(answer))
+        }
+    }
+}
+
+/// Queues one scan of `repo` on the discovery lane if the database's `discover()` says so,
+/// publishing inside its transaction; `known`: the repository has a row.
+async fn discover(
+    app: &App,
+    repo: &RepoName,
+    known: bool,
+    client: &Client,
+) -> Result<Unscored, Failure> {
+    let answer = discover_once(app, repo, known, client).await?;
+    app.count_discovery(&answer);
+    Ok(answer)
+}
+
+async fn discover_once(
+    app: &App,
+    repo: &RepoName,
+    known: bool,
+    client: &Client,
+) -> Result<Unscored, Failure> {
+    if !app.discovery.settings.enabled {
+        return Ok(if known {
+            Unscored::NotScheduled
+        } else {
+            Unscored::Unknown
+        });
+    }
+    let Some(js) = app.nats.get() else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NATS is not connected yet; try again shortly",
+        )
+        .retry_after(5));
+    };
+    let (tx, outcome, retry_secs) = app
+        .query(async {
+            let mut tx = app.db.pool.begin().await?;
+            let (outcome, retry_secs): (String, i32) = sqlx::query_as(
+                "SELECT outcome, retry_secs FROM discover($1, $2, $3, $4::interval, $5, $6)",
+            )
+            .persistent(false)
+            .bind(repo.key())
+            .bind(repo.owner())
+            .bind(repo.name())
+            .bind(fleet_runtime::db::interval_text(app.lease))
+            .bind(i32::try_from(app.discovery.settings.per_hour).unwrap_or(i32::MAX))
+            .bind(discovery::DISCOVERED_PRIORITY)
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok((tx, outcome, retry_secs))
+        })
+        .await?;
+    let retry = |waits| app.discovery.retry(waits);
+    match outcome.as_str() {
+        "queued" => {
+            // Only a scan this request would queue counts against its client: concurrent GETs
+            // of one new repository cost one.
+            if let Err(wait) = app.discovery.take_client(client.0) {
+                drop(tx);
+                return Ok(Unscored::ClientLimited { retry: wait });
+            }
+            let item = discovery::work_item(repo);
+            let failed = fleet_runtime::publish::publish_all(
+                js,
+                &app.topology.discovery_subject(),
+                std::slice::from_ref(&item),
+            )
+            .await;
+            if let Some((_, e)) = failed.first() {
+                // Dropping the transaction rolls it back: nothing says a scan is queued.
+                drop(tx);
+                tracing::warn!(%repo, error = %e, "publishing a discovery failed");
+                return Err(Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{repo} has not been scored yet, and its scan could not be queued; try again shortly"),
+                )
+                .retry_after(5));
+            }
+            app.query(tx.commit()).await?;
+            tracing::info!(%repo, work_id = %item.id, "discovered: scan queued");
+            let waits = app.discovery.waits(Some(js), &app.topology).await;
+            Ok(Unscored::Queued {
+                retry: retry(waits),
+            })
+        }
+        other => {
+            app.query(tx.commit()).await?;
+            Ok(match other {
+                "pending" => {
+                    let waits = app.discovery.waits(Some(js), &app.topology).await;
+                    Unscored::Pending {
+                        since: None,
+                        retry: retry(waits),
+                    }
+                }
+                "missing" => Unscored::Missing { checked: None },
+                "budget" => Unscored::OverBudget {
+                    retry: Duration::from_secs(u64::try_from(retry_secs).unwrap_or(1)),
+                },
+                _ => Unscored::NotScheduled,
+            })
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ProjectQuery {
     commit: Option<String>,
 }
 
 /// The latest result of a repository (or the one of `?commit=`), as the public API serves it.
+/// A repository the fleet has never scored gets its scan queued (discovery) and a 404 that
+/// says so, with `Retry-After`.
 #[utoipa::path(
     get,
     path = "/projects/{platform}/{org}/{repo}",
@@ -290,51 +493,58 @@ pub struct ProjectQuery {
         ("commit" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{40}$", description = "40 hex digits: the result for that commit, if kept"),
     ),
     responses(
-        (status = 200, description = "scorecard's JSON v2 (an HTML view for browsers)",
+        (status = 200, description = "scorecard's JSON v2 (an HTML view for browsers); Last-Modified is the scan's date",
             content((model::ScorecardResult = "application/json"), (String = "text/html"))),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 400, description = "Invalid platform, name or commit", body = ApiError),
-        (status = 404, description = "Unknown or never scored", body = ApiError),
-        (status = 503, description = "The database is unavailable", body = ApiError),
+        (status = 304, description = "Not modified (If-None-Match, or If-Modified-Since)"),
+        (status = 400, description = "Invalid commit", body = ApiError),
+        (status = 404, description = "Not a repository name; not scored yet (its scan queued, or refused for now: Retry-After); or no such repository on GitHub", body = ApiError),
+        (status = 503, description = "The database or NATS is unavailable", body = ApiError),
     )
 )]
 pub async fn project(
     State(app): State<Shared>,
     Segments(path): Segments<(String, String, String)>,
     Params(query): Params<ProjectQuery>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    let repo = repo_name(&path)?;
+    let repo = repo_name(&path, StatusCode::NOT_FOUND)?;
     let commit = query.commit.map(|c| commit_hex(&c)).transpose()?;
-    if wants_html(&headers) && commit.is_none() {
-        return repo_page(&app, &repo).await;
-    }
-    let latest = app
-        .query(store::latest(&app.db, &repo.key()))
-        .await?
-        .ok_or_else(|| unknown(&repo))?;
-    let (Some(work_id), Some(raw)) = (latest.work_id.as_deref(), latest.raw_json.as_deref()) else {
-        return Err(never_scored(&repo));
+    let page = wants_html(&headers) && commit.is_none();
+    let latest = match look_up(&app, &repo, &client, false).await? {
+        Found::Scored(latest) => latest,
+        Found::Unscored(answer) if page => return Ok(unscored_page(&repo, &answer)),
+        Found::Unscored(answer) => return Err(Failure::unscored(&repo, &answer)),
     };
-    let (work_id, raw) = match &commit {
-        Some(c) if latest.commit_sha.as_deref() != Some(c.as_str()) => app
-            .query(store::at_commit(&app.db, latest.repo_id, c))
-            .await?
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "{repo} has no result for commit {c} (results are kept {} days)",
-                        app.raw_history_days
-                    ),
-                )
-            })?,
-        _ => (work_id.to_owned(), raw.to_owned()),
+    if page {
+        return repo_page(&app, &latest).await;
+    }
+    let (Some(work_id), Some(raw)) = (latest.work_id.as_deref(), latest.raw_json.as_deref()) else {
+        return Err(Failure::unscored(&repo, &Unscored::NotScheduled));
+    };
+    let (work_id, raw, modified) = match &commit {
+        Some(c) if latest.commit_sha.as_deref() != Some(c.as_str()) => {
+            let (work_id, raw) = app
+                .query(store::at_commit(&app.db, latest.repo_id, c))
+                .await?
+                .ok_or_else(|| {
+                    Failure::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{repo} has no result for commit {c} (results are kept {} days)",
+                            app.raw_history_days
+                        ),
+                    )
+                })?;
+            (work_id, raw, None)
+        }
+        _ => (work_id.to_owned(), raw.to_owned(), latest.scored_at),
     };
     Ok(cached(
         &app,
         &headers,
         format!("\"{work_id}\""),
+        modified,
         "application/json",
         raw,
     ))
@@ -358,29 +568,34 @@ fn unknown(repo: &RepoName) -> Failure {
     )
 }
 
-fn never_scored(repo: &RepoName) -> Failure {
-    Failure::new(
-        StatusCode::NOT_FOUND,
-        format!("{repo} has not been scored yet"),
-    )
+/// The page of a repository without a score; it refreshes itself while its scan is on the way.
+fn unscored_page(repo: &RepoName, answer: &Unscored) -> Response {
+    let mut page = html_page(html::unscored(repo, answer));
+    *page.status_mut() = answer.status();
+    page.headers_mut()
+        .insert(header::CACHE_CONTROL, max_age(unscored_max_age(answer)));
+    if let Some(retry) = answer.retry_after() {
+        page.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry.as_secs().max(1)),
+        );
+    }
+    page
 }
 
-async fn repo_page(app: &App, repo: &RepoName) -> Result<Response, Failure> {
-    let Some(latest) = app.query(store::latest(&app.db, &repo.key())).await? else {
-        let mut page = html_page(html::not_found(repo));
-        *page.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(page);
-    };
+async fn repo_page(app: &App, latest: &Latest) -> Result<Response, Failure> {
     let checks = app.query(store::checks(&app.db, latest.repo_id)).await?;
     let scans = app
         .query(store::history(&app.db, latest.repo_id, None, PAGE_MAX))
         .await?;
     let failure = app.query(store::failure(&app.db, latest.repo_id)).await?;
     Ok(html_page(html::repo(
-        &latest,
+        latest,
         &checks,
         &scans,
         failure.as_ref(),
+        app.interval,
+        Utc::now(),
     )))
 }
 
@@ -389,7 +604,8 @@ pub struct BadgeQuery {
     style: Option<String>,
 }
 
-/// An SVG badge of the repository's score; grey "unknown" for a repository without one.
+/// An SVG badge of the repository's score. Every answer is a badge, errors included (it is
+/// embedded in `<img>`): grey, naming the problem; "pending" while a scan is on the way.
 #[utoipa::path(
     get,
     path = "/projects/{platform}/{org}/{repo}/badge",
@@ -400,41 +616,83 @@ pub struct BadgeQuery {
         ("style" = Option<Style>, Query, description = "The badge's shape"),
     ),
     responses(
-        (status = 200, description = "The badge", content_type = "image/svg+xml", body = String),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 400, description = "Invalid platform, name or style", body = ApiError),
-        (status = 404, description = "No such path", body = ApiError),
-        (status = 503, description = "The database is unavailable", body = ApiError),
+        (status = 200, description = "The badge: the score, or grey \"pending\" (short max-age), \"repo not found\", \"unknown\"; Last-Modified is the scan's date", content_type = "image/svg+xml", body = String),
+        (status = 304, description = "Not modified (If-None-Match, or If-Modified-Since)"),
+        (status = 400, description = "Invalid style: a grey badge that says so", content_type = "image/svg+xml", body = String),
+        (status = 404, description = "Not a repository path: a grey \"invalid repo path\" badge", content_type = "image/svg+xml", body = String),
+        (status = 503, description = "The database is unavailable: a grey badge that says so", content_type = "image/svg+xml", body = String),
     )
 )]
 pub async fn badge_svg(
     State(app): State<Shared>,
-    Segments(path): Segments<(String, String, String)>,
-    Params(query): Params<BadgeQuery>,
+    path: Result<Segments<(String, String, String)>, Failure>,
+    query: Result<Params<BadgeQuery>, Failure>,
+    client: Client,
     headers: HeaderMap,
-) -> Result<Response, Failure> {
-    let repo = repo_name(&path)?;
-    let style = match query.style.as_deref() {
-        None => Style::default(),
-        Some(s) => serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-            Failure::new(
-                StatusCode::BAD_REQUEST,
-                format!("style {s:?} is not one of flat, flat-square, plastic, for-the-badge, social"),
-            )
-        })?,
+) -> Response {
+    let style = match query {
+        Ok(Params(BadgeQuery { style: None })) => Ok(Style::default()),
+        Ok(Params(BadgeQuery { style: Some(s) })) => {
+            serde_json::from_value::<Style>(serde_json::Value::String(s.clone()))
+                .map_err(|_| format!("invalid style {s}"))
+        }
+        // A malformed query (`style` twice, say).
+        Err(_) => Err("invalid query".to_owned()),
     };
-    let found = app.query(store::badge(&app.db, &repo.key())).await?;
-    let (etag, svg) = match found {
-        Some((work_id, score)) => (
-            format!("\"{work_id}-{}\"", style.name()),
-            badge::render(style, score, true),
-        ),
-        None => (
-            format!("\"unknown-{}\"", style.name()),
-            badge::render(style, None, false),
-        ),
+    let style = match style {
+        Ok(style) => style,
+        Err(says) => return badge_answer(StatusCode::BAD_REQUEST, Style::default(), &says, 60),
     };
-    Ok(cached(&app, &headers, etag, "image/svg+xml", svg))
+    let repo = match path.and_then(|Segments(p)| repo_name(&p, StatusCode::NOT_FOUND)) {
+        Ok(repo) => repo,
+        Err(_) => return badge_answer(StatusCode::NOT_FOUND, style, "invalid repo path", 3_600),
+    };
+    match look_up(&app, &repo, &client, true).await {
+        Ok(Found::Scored(latest)) => cached(
+            &app,
+            &headers,
+            format!(
+                "\"{}-{}\"",
+                latest.work_id.as_deref().unwrap_or_default(),
+                style.name()
+            ),
+            latest.scored_at,
+            "image/svg+xml",
+            badge::render(style, latest.score, true),
+        ),
+        Ok(Found::Unscored(answer)) => {
+            let mut response = badge_answer(
+                StatusCode::OK,
+                style,
+                answer.badge_value(),
+                unscored_max_age(&answer),
+            );
+            if let Some(retry) = answer.retry_after() {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry.as_secs().max(1)),
+                );
+            }
+            response
+        }
+        Err(failure) => badge_answer(failure.status, style, "unavailable", 30),
+    }
+}
+
+/// A grey badge that says `value`, answered with `status`.
+fn badge_answer(status: StatusCode, style: Style, value: &str, seconds: u32) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (header::CACHE_CONTROL, max_age(seconds)),
+        ],
+        badge::render_text(style, value),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -488,8 +746,8 @@ fn history_cursor(text: &str) -> Result<store::HistoryCursor, Failure> {
     ),
     responses(
         (status = 200, description = "A page of scans", body = model::History),
-        (status = 400, description = "Invalid name, limit or cursor", body = ApiError),
-        (status = 404, description = "Unknown repository", body = ApiError),
+        (status = 400, description = "Invalid limit or cursor", body = ApiError),
+        (status = 404, description = "Not a repository name, or unknown", body = ApiError),
         (status = 503, description = "The database is unavailable", body = ApiError),
     )
 )]
@@ -498,7 +756,7 @@ pub async fn history(
     Segments(path): Segments<(String, String, String)>,
     Params(query): Params<PageQuery>,
 ) -> Result<Response, Failure> {
-    let repo = repo_name(&path)?;
+    let repo = repo_name(&path, StatusCode::NOT_FOUND)?;
     let limit = page_limit(query.limit)?;
     let before = query.before.as_deref().map(history_cursor).transpose()?;
     // The repository alone: its latest result (and its raw output) is not needed here.
@@ -643,10 +901,24 @@ pub async fn ranking(
 
 /// The fleet's numbers, counted at most every 30 s per replica.
 async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
+    let waits = app.discovery.waits(app.nats.get(), &app.topology).await;
+    let queue = |lane: Option<discovery::LaneWait>| {
+        lane.map(|l| model::LaneQueue {
+            waiting: l.waiting,
+            oldest_wait_seconds: l.oldest.as_secs(),
+        })
+    };
+    let lanes = model::Lanes {
+        manual: queue(waits.manual),
+        discovery: queue(waits.discovery),
+    };
     if let Some((at, status)) = app.status.lock().expect("status cache").as_ref()
         && at.elapsed() < STATUS_FOR
     {
-        return Ok(status.clone());
+        return Ok(model::Status {
+            lanes,
+            ..status.clone()
+        });
     }
     let s = app
         .query(fleet_runtime::status::status(&app.db.pool, app.interval))
@@ -664,10 +936,13 @@ async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
         due_now: s.due_now,
         in_flight: s.in_flight,
         never_scored: s.never_scored,
-        oldest_overdue: s.oldest_overdue.map(|t| t.to_rfc3339()),
+        oldest_overdue: s
+            .oldest_overdue
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
         failures_by_class: s.failed_by_class.into_iter().collect::<BTreeMap<_, _>>(),
-        counted_at: Utc::now().to_rfc3339(),
+        counted_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         estimated: s.estimated,
+        lanes,
     };
     *app.status.lock().expect("status cache") = Some((Instant::now(), status.clone()));
     Ok(status)
@@ -747,7 +1022,7 @@ pub async fn scan(
     let Some(key) = bearer_key(&app, &headers) else {
         return Ok(unauthorized(&app));
     };
-    let repo = repo_name(&path)?;
+    let repo = repo_name(&path, StatusCode::BAD_REQUEST)?;
     if let Err(wait) = app.limit.take(key, Instant::now()) {
         app.count_scan("rate_limited");
         return Err(Failure::new(
@@ -824,6 +1099,24 @@ fn unauthorized(app: &App) -> Response {
 }
 
 impl App {
+    /// A GET of a repository without a score, by how it was answered.
+    fn count_discovery(&self, answer: &Unscored) {
+        let label = match answer {
+            Unscored::Queued { .. } => "queued",
+            Unscored::Pending { .. } => "pending",
+            Unscored::Missing { .. } => "missing",
+            Unscored::Failed { .. } => "failed",
+            Unscored::OverBudget { .. } => "over_budget",
+            Unscored::ClientLimited { .. } => "client_limited",
+            Unscored::NotScheduled => "not_scheduled",
+            Unscored::Unknown => "unknown",
+        };
+        self.metrics
+            .discovery
+            .get_or_create(&crate::metrics::DiscoveryLabel::new(label))
+            .inc();
+    }
+
     /// One scan request, by how it ended.
     fn count_scan(&self, outcome: &str) {
         self.metrics

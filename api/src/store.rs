@@ -16,7 +16,7 @@ macro_rules! read {
     }};
 }
 
-/// A repository and its latest result, if it has one.
+/// A repository, its latest result if it has one, and where it stands in the schedule.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Latest {
     pub repo_id: i64,
@@ -27,8 +27,18 @@ pub struct Latest {
     pub commit_sha: Option<String>,
     pub scorecard_version: Option<String>,
     pub scored_at: Option<DateTime<Utc>>,
-    /// scorecard's JSON v2, verbatim.
+    /// scorecard's JSON v2, verbatim (not read for badges).
     pub raw_json: Option<String>,
+    pub enabled: bool,
+    pub discovered: bool,
+    pub last_asked_at: Option<DateTime<Utc>>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub last_enqueued_at: Option<DateTime<Utc>>,
+    pub next_due_at: DateTime<Utc>,
+    pub missing_checked_at: Option<DateTime<Utc>>,
+    pub missing_until: Option<DateTime<Utc>>,
+    /// When its latest failure was recorded, if it failed since its latest score.
+    pub failed_at: Option<DateTime<Utc>>,
 }
 
 /// The repository of `key` (lower-cased name) with its latest result; `None` if unknown.
@@ -39,8 +49,29 @@ pub async fn latest(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
         sqlx::query_as(
             "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
                 s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
-                s.scored_at, s.raw_json
+                s.scored_at, s.raw_json, r.enabled, r.discovered, r.last_asked_at, r.retired_at,
+                r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until, f.failed_at
          FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+              LEFT JOIN work_failures f ON f.repo_id = r.id
+         WHERE r.repo_key = $1",
+        )
+        .bind(key)
+    )
+}
+
+/// [`latest`] without scorecard's output, for badges.
+pub async fn badge(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+    read!(
+        db,
+        fetch_optional,
+        sqlx::query_as(
+            "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
+                s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
+                s.scored_at, NULL::text AS raw_json, r.enabled, r.discovered, r.last_asked_at,
+                r.retired_at, r.last_enqueued_at, r.next_due_at, r.missing_checked_at,
+                r.missing_until, f.failed_at
+         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+              LEFT JOIN work_failures f ON f.repo_id = r.id
          WHERE r.repo_key = $1",
         )
         .bind(key)
@@ -54,19 +85,6 @@ pub async fn repo(db: &Db, key: &str) -> Result<Option<(i64, String)>, sqlx::Err
         fetch_optional,
         sqlx::query_as(
             "SELECT id, host || '/' || owner || '/' || name FROM repos WHERE repo_key = $1",
-        )
-        .bind(key)
-    )
-}
-
-/// The work id and score of a repository's latest result, for badges (no raw JSON read).
-pub async fn badge(db: &Db, key: &str) -> Result<Option<(String, Option<f64>)>, sqlx::Error> {
-    read!(
-        db,
-        fetch_optional,
-        sqlx::query_as(
-            "SELECT s.work_id, s.score::float8 FROM repos r JOIN scores s ON s.repo_id = r.id
-         WHERE r.repo_key = $1",
         )
         .bind(key)
     )

@@ -101,6 +101,17 @@ pub struct RunArgs {
     /// (jitter adds up to as much again).
     #[arg(long, env = "PRODUCER_BACKOFF_CAP_SECS", default_value_t = 60)]
     pub backoff_cap_secs: u64,
+
+    /// Days between two scores of a repository (the sink schedules them); the unit of
+    /// PRODUCER_RETIRE_AFTER_INTERVALS.
+    #[arg(long, env = "SCORE_INTERVAL_DAYS", default_value_t = 14)]
+    pub interval_days: u32,
+
+    /// Score intervals a repository discovered by a GET stays scheduled after its last GET
+    /// (or, never asked for again, after it was added); then it is retired: disabled, its
+    /// data kept, until a GET or an import names it again. 0: never retired.
+    #[arg(long, env = "PRODUCER_RETIRE_AFTER_INTERVALS", default_value_t = 3)]
+    pub retire_after_intervals: u32,
 }
 
 impl RunArgs {
@@ -111,6 +122,45 @@ impl RunArgs {
             lease: TimeDelta::seconds(i64::from(self.lease_secs.max(1))),
             backoff_cap: Duration::from_secs(self.backoff_cap_secs.max(1)),
             db_timeouts: self.db.timeouts(),
+            retire_after: (self.retire_after_intervals > 0).then(|| {
+                TimeDelta::days(
+                    i64::from(self.interval_days.max(1)) * i64::from(self.retire_after_intervals),
+                )
+            }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let base = [
+            "producer",
+            "run",
+            "--database-url",
+            "postgres://localhost/fleet",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+        let Command::Run(run) = cli.command else {
+            unreachable!("parsed as run")
+        };
+        run.settings()
+    }
+
+    #[test]
+    fn retirement_is_counted_in_score_intervals_and_zero_turns_it_off() {
+        assert_eq!(settings(&[]).retire_after, Some(TimeDelta::days(42)));
+        assert_eq!(
+            settings(&["--interval-days", "7", "--retire-after-intervals", "2"]).retire_after,
+            Some(TimeDelta::days(14))
+        );
+        assert_eq!(
+            settings(&["--retire-after-intervals", "0"]).retire_after,
+            None
+        );
     }
 }

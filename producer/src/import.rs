@@ -3,11 +3,12 @@
 //! A rejected line is reported with its number and reason and does not stop the import;
 //! re-importing is idempotent and leaves existing rows (and their scores) alone, but for the
 //! priority a line's `criticality_score` sets ([`priority_of`]): the claim takes the most
-//! critical due repositories first.
+//! critical due repositories first; and a repository a GET discovered becomes the list's
+//! (`adopt`).
 
 use fleet_proto::{RepoName, RepoNameError};
 use futures::StreamExt;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// Rows per INSERT: large enough that a million rows take ~100 round trips, small enough
 /// that one statement's arrays stay a few megabytes.
@@ -159,6 +160,7 @@ async fn write_rows(
             chunk.iter().map(|(k, r, p)| (k.as_str(), *r, *p)).collect();
         let mut tx = pool.begin().await?;
         let inserted = fleet_runtime::db::insert_repos(&mut tx, &named).await?;
+        adopt(&mut tx, &named).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>((chunk.len() as u64, inserted))
     });
@@ -171,6 +173,34 @@ async fn write_rows(
         done.existing += rows - inserted;
     }
     Ok(done)
+}
+
+/// The import's own step after [`fleet_runtime::db::insert_repos`] (which the sink shares, and
+/// which must not adopt anything): a list naming a repository a GET discovered makes it the
+/// list's. It is no longer discovered, so never retired; it takes at least a list's lowest
+/// priority (0) unless its line gave one; and one the producer retired is enabled again, so it
+/// is scheduled. One an operator disabled stays disabled.
+async fn adopt(
+    conn: &mut PgConnection,
+    rows: &[(&str, &RepoName, Option<i32>)],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| *k).collect();
+    // Rows locked in id order, as the sink locks them, so the two cannot deadlock. Discovered
+    // rows are few: almost always this finds none.
+    sqlx::query(
+        "WITH listed AS (
+             SELECT id FROM repos WHERE repo_key = ANY($1) AND discovered
+             ORDER BY id FOR UPDATE
+         )
+         UPDATE repos r SET discovered = false, priority = greatest(r.priority, 0),
+             enabled = r.enabled OR r.retired_at IS NOT NULL, retired_at = NULL
+         FROM listed WHERE r.id = listed.id",
+    )
+    .persistent(false)
+    .bind(&keys)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

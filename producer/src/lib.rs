@@ -6,6 +6,7 @@
 //! - [`import`]: parse and validate repository lists; write them in large batches.
 //! - [`claim`]: claim due repositories under a lease (`FOR UPDATE SKIP LOCKED`).
 //! - [`run`]: the control loop (high-water mark, backoff).
+//! - [`retire`]: discovered repositories nobody asks for, disabled with their data kept.
 //! - `enqueue` is [`fleet_runtime::manual`], which the api shares.
 //! - [`replay`]: dead letters back into the queue.
 //! - [`metrics`]: what `/metrics` exports.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod import;
 pub mod metrics;
 pub mod replay;
+pub mod retire;
 pub mod run;
 
 use fleet_runtime::http;

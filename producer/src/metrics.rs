@@ -11,6 +11,7 @@ pub struct Metrics {
     pub claimed: Counter,
     pub published: Counter,
     pub publish_errors: Counter,
+    pub retired: Counter,
     pub db_errors: Family<ErrorLabel, Counter>,
     pub due_backlog: Gauge,
     pub oldest_overdue_seconds: Gauge,
@@ -35,6 +36,11 @@ impl Metrics {
             "publish_errors",
             "Work items whose publish failed (handed back)",
             m.publish_errors.clone(),
+        );
+        r.register(
+            "retired",
+            "Discovered repositories retired because nobody asked for them",
+            m.retired.clone(),
         );
         r.register(
             "db_errors",

@@ -2,7 +2,8 @@
 //! that matter most (the most critical, the most overdue first). One [`Producer::tick`] is one
 //! decision (the step tests drive); the loop around it backs off exponentially with jitter when
 //! there is nothing to do or on errors, and resets on success. Idle, it costs one database
-//! query per backoff period.
+//! query per backoff period. At start-up and hourly it also retires the discovered
+//! repositories nobody asks for ([`retire`]).
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use fleet_runtime::topology::Topology;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::claim;
 use crate::metrics::Metrics;
+use crate::{claim, retire};
 use fleet_runtime::publish::{publish_all, work_item};
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct Settings {
     pub backoff_cap: Duration,
     /// Statement and lock timeouts of every claim, hand-back and count.
     pub db_timeouts: Timeouts,
+    /// How long a discovered repository nobody asks for stays scheduled before it is retired
+    /// (`None`: never).
+    pub retire_after: Option<TimeDelta>,
 }
 
 /// What one tick did.
@@ -65,6 +69,10 @@ const POSTGRES: &str = "postgres";
 
 /// Seconds between backlog counts while busy: the count walks the due index, cheap but not free.
 const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+
+/// Between two retirement sweeps: retirement is a matter of intervals (weeks), and a sweep
+/// that finds nothing is one probe of its partial index.
+const RETIRE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a look at the queue and the database gave.
 enum Claim {
@@ -182,10 +190,19 @@ impl Producer {
         let mut backoff = self.backoff();
         let mut last_backlog = Instant::now() - BACKLOG_EVERY;
         let mut claimed: Vec<claim::Claimed> = Vec::new();
+        // None: a sweep is due at start-up.
+        let mut last_retire: Option<Instant> = None;
         loop {
             let stopping = shutdown.is_cancelled();
             if stopping && claimed.is_empty() {
                 break;
+            }
+            if !stopping && last_retire.is_none_or(|t| t.elapsed() >= RETIRE_EVERY) {
+                // A failed sweep waits for the next one: nothing is lost meanwhile.
+                last_retire = Some(Instant::now());
+                if let Err(e) = self.retire_unasked().await {
+                    tracing::warn!(error = %format!("{e:#}"), "retirement sweep failed");
+                }
             }
             let in_flight = claimed.len() as u64;
             let batch = std::mem::take(&mut claimed);
@@ -240,6 +257,48 @@ impl Producer {
             }
         }
         tracing::info!("producer stopped");
+    }
+
+    /// Retires the discovered repositories nobody has asked for within `retire_after`, a
+    /// bounded statement at a time until fewer are left than one takes. Returns how many.
+    pub async fn retire_unasked(&self) -> anyhow::Result<u64> {
+        let Some(after) = self.settings.retire_after else {
+            return Ok(0);
+        };
+        let mut retired = 0;
+        loop {
+            let batch = retire::retire_batch(
+                &self.pool,
+                self.settings.db_timeouts,
+                after,
+                retire::RETIRE_ROWS,
+            )
+            .await;
+            let n = match self.database(batch) {
+                Ok(n) => n,
+                Err(e) => {
+                    // What earlier statements committed is retired all the same.
+                    self.retired(retired, after);
+                    return Err(e).context("retiring discovered repositories nobody asks for");
+                }
+            };
+            self.metrics.retired.inc_by(n);
+            retired += n;
+            if n < retire::RETIRE_ROWS as u64 {
+                self.retired(retired, after);
+                return Ok(retired);
+            }
+        }
+    }
+
+    fn retired(&self, retired: u64, after: TimeDelta) {
+        if retired > 0 {
+            tracing::info!(
+                retired,
+                unasked_days = after.num_days(),
+                "retired discovered repositories nobody asked for"
+            );
+        }
     }
 
     async fn refresh_backlog(&self) {

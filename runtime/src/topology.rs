@@ -1,6 +1,8 @@
 //! Every NATS stream, subject and consumer of the fleet, in one place. Each service calls
 //! [`Topology::ensure`] at start-up: it creates what is missing and verifies what exists, and a
-//! setting that differs is an error naming it. Nothing is ever changed silently.
+//! setting that differs is an error naming it. The one change made to what exists is adding a
+//! subject a newer release introduced (a new work lane) to its stream, logged: it moves no
+//! message and no consumer. Nothing else is ever changed.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -12,8 +14,11 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
-/// Durable consumer the workers pull people's requests from (drained before scheduled work).
+/// Durable consumer the workers pull people's requests from (drained before any other work).
 pub const WORKER_MANUAL: &str = "worker-manual";
+/// Durable consumer the workers pull discoveries from (a GET of a repository never scored):
+/// after people's requests, before scheduled work.
+pub const WORKER_DISCOVERY: &str = "worker-discovery";
 /// Durable consumer the workers pull scheduled work from.
 pub const WORKER_SCHEDULED: &str = "worker-scheduled";
 /// Durable consumer the sink pulls results and failures from.
@@ -27,6 +32,17 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// How long the events stream remembers an event's id: a sink down longer than this between
 /// publishing an event and deleting it from the outbox would publish it twice.
 pub const EVENTS_DUPLICATE_WINDOW: Duration = DAY;
+
+/// The work lanes, in the order workers drain them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkLane {
+    /// A person's request (`producer enqueue`, the api, `nats pub`).
+    Manual,
+    /// A GET of a repository the fleet had never scored: someone is waiting for it.
+    Discovery,
+    /// Due by the producer's schedule.
+    Scheduled,
+}
 
 /// Settings operators tune; names are derived from the prefix.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +67,10 @@ pub struct TopologyArgs {
     /// Fleet-wide cap on manual items in flight, on top of the scheduled cap.
     #[arg(long, env = "MANUAL_MAX_ACK_PENDING", default_value_t = 100)]
     pub manual_max_ack_pending: i64,
+
+    /// Fleet-wide cap on discovery items in flight, on top of the manual and scheduled caps.
+    #[arg(long, env = "DISCOVERY_MAX_ACK_PENDING", default_value_t = 100)]
+    pub discovery_max_ack_pending: i64,
 
     /// Days results are kept in the results stream, so a database can be rebuilt by replay.
     #[arg(long, env = "RESULTS_MAX_AGE_DAYS", default_value_t = 30)]
@@ -94,6 +114,7 @@ impl Default for TopologyArgs {
             work_max_deliver: 5,
             work_max_ack_pending: 1000,
             manual_max_ack_pending: 100,
+            discovery_max_ack_pending: 100,
             results_max_age_days: 30,
             dead_max_age_days: 14,
             events_max_age_days: 7,
@@ -172,7 +193,10 @@ impl Topology {
                 "scan_record_max_age_secs must be at least 1".into(),
             ));
         }
-        if args.work_max_ack_pending < 1 || args.manual_max_ack_pending < 1 {
+        if args.work_max_ack_pending < 1
+            || args.manual_max_ack_pending < 1
+            || args.discovery_max_ack_pending < 1
+        {
             return Err(TopologyError::Setting(
                 "max ack pending caps must be at least 1".into(),
             ));
@@ -251,6 +275,20 @@ impl Topology {
     pub fn manual_subject(&self) -> String {
         self.subject("work.manual")
     }
+    pub fn discovery_subject(&self) -> String {
+        self.subject("work.discovery")
+    }
+    /// The lane a work message belongs to, by the subject it was published to. Anything not
+    /// on the manual or discovery subject is scheduled work.
+    pub fn lane_of(&self, subject: &str) -> WorkLane {
+        if subject == self.manual_subject() {
+            WorkLane::Manual
+        } else if subject == self.discovery_subject() {
+            WorkLane::Discovery
+        } else {
+            WorkLane::Scheduled
+        }
+    }
     pub fn results_subject(&self) -> String {
         self.subject("results")
     }
@@ -272,7 +310,11 @@ impl Topology {
             stream::Config {
                 name: self.work_stream(),
                 description: Some("scorecard-fleet: repositories to score".into()),
-                subjects: vec![self.scheduled_subject(), self.manual_subject()],
+                subjects: vec![
+                    self.scheduled_subject(),
+                    self.manual_subject(),
+                    self.discovery_subject(),
+                ],
                 // An item leaves the stream once a worker acks it: the queue's size is the
                 // backlog, whatever the number of repositories.
                 retention: RetentionPolicy::WorkQueue,
@@ -390,6 +432,14 @@ impl Topology {
                     WORKER_MANUAL,
                     self.manual_subject(),
                     self.args.manual_max_ack_pending,
+                ),
+            ),
+            (
+                self.work_stream(),
+                worker(
+                    WORKER_DISCOVERY,
+                    self.discovery_subject(),
+                    self.args.discovery_max_ack_pending,
                 ),
             ),
             (
@@ -544,7 +594,9 @@ impl Topology {
             found,
             wanted,
         };
-        check("subjects", &found.subjects, &want_subjects, mismatch)?;
+        if !only_adds(&found.subjects, &want_subjects) {
+            check("subjects", &found.subjects, &want_subjects, mismatch)?;
+        }
         check("retention", &found.retention, &want.retention, mismatch)?;
         check("storage", &found.storage, &want.storage, mismatch)?;
         check("discard", &found.discard, &want.discard, mismatch)?;
@@ -575,9 +627,20 @@ impl Topology {
             &want.duplicate_window,
             mismatch,
         )?;
+        if found.subjects != want_subjects {
+            // Every other setting agrees and the stream lacks only subjects: it predates them.
+            let before = std::mem::replace(&mut found.subjects, want_subjects);
+            js.update_stream(&found).await.map_err(|e| nats_err(&e))?;
+            tracing::info!(stream = %name, ?before, after = ?found.subjects, "added subjects to stream");
+        }
         tracing::debug!(stream = %name, "stream verified");
         Ok(())
     }
+}
+
+/// `want` holds every subject of `found`, and perhaps more: adding them is safe.
+fn only_adds(found: &[String], want: &[String]) -> bool {
+    found.iter().all(|s| want.contains(s))
 }
 
 /// The server reports an unreplicated stream as 0 or 1 replicas, depending on how it was made.
@@ -741,6 +804,7 @@ mod tests {
         let plain = Topology::new(TopologyArgs::default()).unwrap();
         assert_eq!(plain.work_stream(), "SCORECARD_WORK");
         assert_eq!(plain.manual_subject(), "scorecard.work.manual");
+        assert_eq!(plain.discovery_subject(), "scorecard.work.discovery");
         assert_eq!(plain.dead_subject("TIMEOUT"), "scorecard.dead.timeout");
 
         let staging = Topology::new(TopologyArgs {
@@ -803,6 +867,7 @@ mod tests {
         for subject in [
             t.scheduled_subject(),
             t.manual_subject(),
+            t.discovery_subject(),
             t.results_subject(),
             t.failures_subject(),
         ] {
@@ -812,5 +877,67 @@ mod tests {
                 .count();
             assert_eq!(owners, 1, "{subject}");
         }
+    }
+
+    #[test]
+    fn each_work_lane_has_its_subject_and_its_own_capped_consumer() {
+        let t = Topology::new(TopologyArgs {
+            nats_prefix: "p".into(),
+            manual_max_ack_pending: 7,
+            discovery_max_ack_pending: 11,
+            work_max_ack_pending: 13,
+            ..Default::default()
+        })
+        .unwrap();
+        let consumers = t.consumers();
+        for (name, subject, lane, cap) in [
+            (WORKER_MANUAL, t.manual_subject(), WorkLane::Manual, 7),
+            (
+                WORKER_DISCOVERY,
+                t.discovery_subject(),
+                WorkLane::Discovery,
+                11,
+            ),
+            (
+                WORKER_SCHEDULED,
+                t.scheduled_subject(),
+                WorkLane::Scheduled,
+                13,
+            ),
+        ] {
+            assert_eq!(t.lane_of(&subject), lane);
+            let (stream, c) = consumers
+                .iter()
+                .find(|(_, c)| c.durable_name.as_deref() == Some(name))
+                .unwrap();
+            assert_eq!(
+                (
+                    stream.as_str(),
+                    c.filter_subject.as_str(),
+                    c.max_ack_pending
+                ),
+                (t.work_stream().as_str(), subject.as_str(), cap),
+                "{name}"
+            );
+        }
+        // Another fleet's manual subject is not this one's manual lane.
+        assert_eq!(t.lane_of("scorecard.work.manual"), WorkLane::Scheduled);
+        let zero = TopologyArgs {
+            discovery_max_ack_pending: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Topology::new(zero),
+            Err(TopologyError::Setting(_))
+        ));
+    }
+
+    #[test]
+    fn a_stream_may_gain_subjects_but_never_lose_one() {
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(only_adds(&s(&["a", "b"]), &s(&["a", "b", "c"])));
+        assert!(only_adds(&s(&["a", "b"]), &s(&["a", "b"])));
+        assert!(!only_adds(&s(&["a", "b", "c"]), &s(&["a", "b"])));
+        assert!(!only_adds(&s(&["a", "x"]), &s(&["a", "b", "c"])));
     }
 }

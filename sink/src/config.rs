@@ -118,6 +118,11 @@ pub struct ScheduleArgs {
     /// do not all come due in the same minute.
     #[arg(long, env = "SCORE_JITTER_HOURS", default_value_t = 24)]
     pub jitter_hours: u32,
+
+    /// Days scorecard's word that GitHub has no such repository (a 404) is trusted: the
+    /// repository is not scanned again meanwhile, and a GET of it queues nothing.
+    #[arg(long, env = "SINK_MISSING_FOR_DAYS", default_value_t = 7)]
+    pub missing_for_days: u32,
 }
 
 impl ScheduleArgs {
@@ -125,6 +130,7 @@ impl ScheduleArgs {
         Schedule {
             interval: TimeDelta::days(i64::from(self.interval_days)),
             jitter: TimeDelta::hours(i64::from(self.jitter_hours)),
+            missing_for: TimeDelta::days(i64::from(self.missing_for_days)),
         }
     }
 }

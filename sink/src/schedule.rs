@@ -8,6 +8,10 @@
 //! - RATE_LIMITED: 1 hour (a token's quota refills hourly), doubling, capped at 1 day.
 //! - TIMEOUT, NO_OUTPUT, INVALID_OUTPUT, POD_FAILED, INFRA: 6 hours, doubling, capped at 1 interval.
 //! - anything else: 1 interval.
+//!
+//! A SCAN_FAILED whose message is scorecard's "repo unreachable ... 404" ([`says_repo_missing`])
+//! means GitHub has no such public repository: that answer is trusted for `missing_for`, and the
+//! repository is not due before it runs out.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::v1::FailureClass;
@@ -16,6 +20,24 @@ use fleet_proto::v1::FailureClass;
 pub struct Schedule {
     pub interval: TimeDelta,
     pub jitter: TimeDelta,
+    /// How long scorecard's word that GitHub has no such repository is trusted.
+    pub missing_for: TimeDelta,
+}
+
+/// Whether a failure's message is scorecard's answer for a repository GitHub does not have:
+/// `Skipping github.com/O/N: repo unreachable: GET https://api.github.com/repos/O/N: 404 Not
+/// Found []`. Deleted, private and never-existing repositories all look like this. Another
+/// status (a 500, a 403 rate limit) or a 404 of something else says nothing about the
+/// repository.
+pub fn says_repo_missing(message: &str) -> bool {
+    let Some((_, after)) = message.split_once("repo unreachable") else {
+        return false;
+    };
+    // The status stands after a `: `, which no repository name holds; a name such as
+    // `error-404` does not count.
+    after
+        .match_indices(": 404")
+        .any(|(i, m)| !after[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
 }
 
 impl Schedule {
@@ -30,6 +52,17 @@ impl Schedule {
         consecutive: u32,
     ) -> DateTime<Utc> {
         failed_at + self.retry_delay(class, consecutive)
+    }
+
+    /// Until when a failure says GitHub does not have the repository, if it says so.
+    pub fn missing_until(
+        &self,
+        failed_at: DateTime<Utc>,
+        class: FailureClass,
+        message: &str,
+    ) -> Option<DateTime<Utc>> {
+        (class == FailureClass::ScanFailed && says_repo_missing(message))
+            .then(|| failed_at + self.missing_for)
     }
 
     pub fn retry_delay(&self, class: FailureClass, consecutive: u32) -> TimeDelta {
@@ -71,7 +104,56 @@ mod tests {
         Schedule {
             interval: TimeDelta::days(14),
             jitter: TimeDelta::hours(24),
+            missing_for: TimeDelta::days(7),
         }
+    }
+
+    /// The line scorecard prints (../shared/fixtures/README.md), as the worker passes it on.
+    const MISSING: &str = "Skipping github.com/OWNER/NAME: repo unreachable: GET \
+                           https://api.github.com/repos/OWNER/NAME: 404 Not Found []";
+
+    #[test]
+    fn only_a_404_of_the_repository_itself_says_it_is_missing() {
+        assert!(says_repo_missing(MISSING));
+        // The worker's own test shape: the status alone, at the end of the line.
+        assert!(says_repo_missing(
+            "Skipping github.com/o/n: repo unreachable: GET https://api.github.com/repos/o/n: 404"
+        ));
+        for other in [
+            MISSING.replace("404 Not Found", "500 Internal Server Error"),
+            MISSING.replace("404 Not Found", "403 Forbidden"),
+            MISSING
+                .replace("OWNER/NAME", "o/error-404")
+                .replace("404 Not Found", "502 Bad Gateway"),
+            MISSING.replace(": 404 ", ": 4040 "),
+            // A 404 of something other than the repository.
+            "Skipping github.com/o/n: internal error: GET \
+             https://api.github.com/repos/o/n/contents/SECURITY.md: 404 Not Found []"
+                .into(),
+            "NO_OUTPUT for github.com/o/n".into(),
+            String::new(),
+        ] {
+            assert!(!says_repo_missing(&other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_missing_repository_is_remembered_only_for_a_scan_failure_that_says_so() {
+        let s = schedule();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(
+            s.missing_until(t, FailureClass::ScanFailed, MISSING),
+            Some(t + TimeDelta::days(7))
+        );
+        assert_eq!(s.missing_until(t, FailureClass::Infra, MISSING), None);
+        assert_eq!(
+            s.missing_until(
+                t,
+                FailureClass::ScanFailed,
+                "SCAN_FAILED for github.com/o/n"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -20,12 +20,18 @@ use crate::decode::{Record, failure_repo};
 use crate::schedule::Schedule;
 
 /// The scored repositories' row update: when each was scored, and when it is due next (a
-/// repository with a failure row keeps the due time the failure set). `$1` ids, `$2` scored
-/// times, `$3` next due times, `$4` the ids whose latest result changed. Public for the bloat
-/// benchmark, which drives this very statement.
+/// repository with a failure row keeps the due time the failure set). A score after scorecard
+/// found no such repository on GitHub says it exists now and clears that memory; one from
+/// before the check (delivered late) does not. `$1` ids, `$2` scored times, `$3` next due
+/// times, `$4` the ids whose latest result changed. Public for the bloat benchmark, which
+/// drives this very statement.
 pub const REPOS_SCORED: &str = "UPDATE repos SET last_scored_at = u.t, pending_work_id = NULL,
          next_due_at = CASE WHEN EXISTS (SELECT 1 FROM work_failures f WHERE f.repo_id = u.r)
-                            THEN repos.next_due_at ELSE u.d END
+                            THEN repos.next_due_at ELSE u.d END,
+         missing_until = CASE WHEN repos.missing_checked_at <= u.t
+                              THEN NULL ELSE repos.missing_until END,
+         missing_checked_at = CASE WHEN repos.missing_checked_at <= u.t
+                                   THEN NULL ELSE repos.missing_checked_at END
      FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS u(r, t, d)
      WHERE repos.id = u.r AND repos.id = ANY($4)";
 
@@ -565,21 +571,37 @@ async fn write_failures(
         return Ok(());
     }
     let ids: Vec<i64> = recorded.iter().map(|r| r.0).collect();
-    let due: Vec<DateTime<Utc>> = recorded
-        .iter()
-        .map(|(_, class, consecutive, at)| {
-            let class = FailureClass::parse(class).unwrap_or(FailureClass::Unspecified);
-            schedule.next_due_after_failure(*at, class, u32::try_from(*consecutive).unwrap_or(1))
-        })
-        .collect();
+    let mut due: Vec<DateTime<Utc>> = Vec::with_capacity(recorded.len());
+    let mut checked: Vec<DateTime<Utc>> = Vec::with_capacity(recorded.len());
+    let mut missing_until: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(recorded.len());
+    for (id, class, consecutive, at) in &recorded {
+        let class = FailureClass::parse(class).unwrap_or(FailureClass::Unspecified);
+        // `rows` is sorted by id, and what was recorded is one of them.
+        let message = rows
+            .binary_search_by_key(id, |(id, _)| *id)
+            .map_or("", |i| rows[i].1.0.message.as_str());
+        let until = schedule.missing_until(*at, class, message);
+        let retry =
+            schedule.next_due_after_failure(*at, class, u32::try_from(*consecutive).unwrap_or(1));
+        // A repository GitHub does not have is not scanned again while that answer holds.
+        due.push(until.map_or(retry, |until| retry.max(until)));
+        checked.push(*at);
+        missing_until.push(until);
+    }
+    // Another failure leaves what an earlier 404 said (`u.m` is NULL).
     sqlx::query(
-        "UPDATE repos SET next_due_at = u.d, pending_work_id = NULL
-         FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(r, d)
+        "UPDATE repos SET next_due_at = u.d, pending_work_id = NULL,
+             missing_checked_at = CASE WHEN u.m IS NULL THEN repos.missing_checked_at ELSE u.t END,
+             missing_until = coalesce(u.m, repos.missing_until)
+         FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
+              AS u(r, d, t, m)
          WHERE repos.id = u.r",
     )
     .persistent(false)
     .bind(&ids)
     .bind(&due)
+    .bind(&checked)
+    .bind(&missing_until)
     .execute(&mut **tx)
     .await?;
     Ok(())

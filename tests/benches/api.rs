@@ -2,8 +2,9 @@
 //! change): `GET /projects/...` and badge throughput and latency on loopback with `wrk` (Debian;
 //! `dev/bench` installs it) against a naive server in the same run (one query, the JSON parsed
 //! and re-serialised, a default pool); the storage cost of scorecard's full output per result;
-//! and `POST .../scan` → score row latency while 10,000 scheduled items wait (the whole fleet,
-//! release binaries, scans simulated).
+//! and `POST .../scan` → score row and a never-scored repository's `GET` (discovery) → score row
+//! latency, idle and while 10,000 scheduled items wait (the whole fleet, release binaries, scans
+//! simulated).
 //!
 //! Run with `dev/bench`, or `cargo build --release --workspace --bins && cargo bench -p
 //! fleet-tests --bench api` once `dev/stack up` is up. Prints a table and writes
@@ -65,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     // For exploring: API_BENCH_ONLY_GET=1 skips the fleet part.
     if std::env::var_os("API_BENCH_ONLY_GET").is_none() {
-        rows.push(scan_latency(&stack).await?);
+        rows.extend(scan_latency(&stack).await?);
     }
 
     let took = started.elapsed();
@@ -411,50 +412,64 @@ async fn load(wrk: &std::path::Path, pool: &PgPool, repos: i64) -> anyhow::Resul
     ])
 }
 
-/// `count` scan requests 250 ms apart for repositories new to the database, and the seconds from
+/// How a bench request asks for a scan.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// `POST .../scan` with this key: the manual lane.
+    Post(&'a str),
+    /// `GET` of a repository never scored: the discovery lane.
+    Discover,
+}
+
+/// `count` requests 250 ms apart for repositories new to the database, and the seconds from
 /// each request to its score row (the sink's write time).
 async fn ask_and_wait(
     api: &ApiServer,
     pool: &PgPool,
-    key: &str,
+    ask: Ask<'_>,
     label: &str,
     count: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let auth = format!("Bearer {key}");
     let mut asked = Vec::new();
     for i in 0..count {
         let at = chrono::Utc::now();
-        let answer = api
-            .post(
-                &format!("/projects/github.com/sim-ok-bench/{label}-{i}/scan"),
-                &[("authorization", &auth)],
-            )
-            .await;
-        ensure!(answer.status == 202, "scan request: {answer:?}");
-        asked.push((
-            answer.json()["work_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            at,
-        ));
+        let path = format!("/projects/github.com/sim-ok-bench/{label}-{i}");
+        match ask {
+            Ask::Post(key) => {
+                let auth = format!("Bearer {key}");
+                let answer = api
+                    .post(&format!("{path}/scan"), &[("authorization", &auth)])
+                    .await;
+                ensure!(answer.status == 202, "scan request: {answer:?}");
+            }
+            Ask::Discover => {
+                let answer = api.get(&path, &[]).await;
+                ensure!(
+                    answer.status == 404 && answer.body.contains("its scan is queued now"),
+                    "discovery: {answer:?}"
+                );
+            }
+        }
+        asked.push((format!("github.com/sim-ok-bench/{label}-{i}"), at));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let ids: Vec<String> = asked.iter().map(|(w, _)| w.clone()).collect();
+    let keys: Vec<String> = asked.iter().map(|(k, _)| k.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT work_id, updated_at FROM scores WHERE work_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(pool)
-                .await?;
-        if rows.len() == ids.len() {
+        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT r.repo_key, s.updated_at FROM scores s JOIN repos r ON r.id = s.repo_id
+             WHERE r.repo_key = ANY($1)",
+        )
+        .bind(&keys)
+        .fetch_all(pool)
+        .await?;
+        if rows.len() == keys.len() {
             return Ok(rows
                 .iter()
-                .map(|(w, written)| {
+                .map(|(k, written)| {
                     let at = asked
                         .iter()
-                        .find(|(id, _)| id == w)
+                        .find(|(key, _)| key == k)
                         .map(|(_, t)| *t)
                         .unwrap_or(*written);
                     (*written - at).as_seconds_f64()
@@ -463,17 +478,25 @@ async fn ask_and_wait(
         }
         ensure!(
             Instant::now() < deadline,
-            "{} of {count} scan requests never got a score",
-            ids.len() - rows.len()
+            "{} of {count} requests never got a score",
+            keys.len() - rows.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// `POST .../scan` to the score row while BACKLOG scheduled items wait: the fleet runs (producer,
-/// two workers, sink, the stand-in), the api queues requests for repositories new to the
-/// database, and each request's work id is looked for in `scores`.
-async fn scan_latency(stack: &Stack) -> anyhow::Result<Row> {
+/// p50 and p99 of `seconds`.
+fn percentiles(mut seconds: Vec<f64>) -> (f64, f64) {
+    seconds.sort_by(f64::total_cmp);
+    let pct = |p: f64| seconds[((seconds.len() as f64 - 1.0) * p).round() as usize];
+    (pct(0.5), pct(0.99))
+}
+
+/// A person's request to the score row while BACKLOG scheduled items wait, for `POST .../scan`
+/// (the manual lane) and for a `GET` of a repository never scored (the discovery lane): the
+/// fleet runs (producer, two workers, sink, the stand-in), the api queues requests for
+/// repositories new to the database, and each one's score row is looked for.
+async fn scan_latency(stack: &Stack) -> anyhow::Result<Vec<Row>> {
     let args = TopologyArgs {
         work_max_deliver: 1,
         work_ack_wait_secs: 60,
@@ -514,11 +537,14 @@ async fn scan_latency(stack: &Stack) -> anyhow::Result<Row> {
                     ("NATS_PREFIX", s.topology.args().nats_prefix.clone()),
                     ("API_KEYS_FILE", keys.display().to_string()),
                     ("API_SCAN_REQUESTS_PER_MINUTE", "1000".into()),
+                    ("API_DISCOVERY_PER_CLIENT_PER_HOUR", "1000".into()),
                 ],
             )
             .await;
             // The scan itself: requests to an idle fleet.
-            let idle = ask_and_wait(&api, &s.pool, key, "idle", SCAN_REQUESTS / 4).await?;
+            let idle = ask_and_wait(&api, &s.pool, Ask::Post(key), "idle", SCAN_REQUESTS / 4).await?;
+            let idle_found =
+                ask_and_wait(&api, &s.pool, Ask::Discover, "idle-found", SCAN_REQUESTS / 4).await?;
             fleet.start("producer", "producer", &["run"]);
             // Wait until the scheduled lane is full.
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -530,36 +556,52 @@ async fn scan_latency(stack: &Stack) -> anyhow::Result<Row> {
                 ensure!(Instant::now() < deadline, "the producer filled the queue with only {waiting} items");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let mut latencies = ask_and_wait(&api, &s.pool, key, "busy", SCAN_REQUESTS).await?;
-            let waiting = s.js.get_stream(s.topology.work_stream()).await?.get_info().await?.state.messages;
+            let busy = ask_and_wait(&api, &s.pool, Ask::Post(key), "busy", SCAN_REQUESTS).await?;
+            let waiting_post = s.js.get_stream(s.topology.work_stream()).await?.get_info().await?.state.messages;
+            let busy_found =
+                ask_and_wait(&api, &s.pool, Ask::Discover, "busy-found", SCAN_REQUESTS).await?;
+            let waiting_get = s.js.get_stream(s.topology.work_stream()).await?.get_info().await?.state.messages;
             drop(api);
             fleet.stop_all().await;
             let _ = std::fs::remove_file(keys);
-            let mut idle = idle;
-            idle.sort_by(f64::total_cmp);
-            let idle_p99 = idle[((idle.len() as f64 - 1.0) * 0.99).round() as usize];
-            let idle_p50 = idle[idle.len() / 2];
-            latencies.sort_by(f64::total_cmp);
-            let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-            let (p50, p99) = (pct(0.5), pct(0.99));
-            Ok(Row {
-                what: format!(
-                    "POST .../scan → score row, p99, with {} scheduled items queued (2 workers x 20 in flight, scans simulated: the stand-in ends a pod as soon as it runs)",
-                    number(BACKLOG as f64)
+            let row = |what: String, busy: Vec<f64>, idle: Vec<f64>, waiting: u64| {
+                let max = busy.iter().copied().fold(0.0, f64::max);
+                let (p50, p99) = percentiles(busy);
+                let (idle_p50, idle_p99) = percentiles(idle);
+                Row {
+                    what,
+                    unit: "s",
+                    value: p99,
+                    baseline: idle_p99,
+                    baseline_how: format!(
+                        "the scan itself: the same requests to the idle fleet (p50 {idle_p50:.2} s, p99 {idle_p99:.2} s)"
+                    ),
+                    better: Better::Lower,
+                    target: Some(idle_p99 + 2.0),
+                    notes: format!(
+                        "{SCAN_REQUESTS} requests 250 ms apart, p50 {p50:.2} s, p99 {p99:.2} s, max {max:.2} s, behind {waiting} scheduled items still queued at the end; idle fleet p50 {idle_p50:.2} s, p99 {idle_p99:.2} s; the fleet adds {:.2} s at p50 and {:.2} s at p99 over the idle fleet",
+                        p50 - idle_p50,
+                        p99 - idle_p99
+                    ),
+                }
+            };
+            Ok(vec![
+                row(
+                    format!(
+                        "POST .../scan → score row, p99, with {} scheduled items queued (2 workers x 20 in flight, scans simulated: the stand-in ends a pod as soon as it runs)",
+                        number(BACKLOG as f64)
+                    ),
+                    busy,
+                    idle,
+                    waiting_post,
                 ),
-                unit: "s",
-                value: p99,
-                baseline: idle_p99,
-                baseline_how: format!(
-                    "the scan itself: the same requests to the idle fleet (p50 {idle_p50:.2} s, p99 {idle_p99:.2} s)"
+                row(
+                    "GET of a repository never scored (discovery) → score row, p99, same backlog and fleet".into(),
+                    busy_found,
+                    idle_found,
+                    waiting_get,
                 ),
-                better: Better::Lower,
-                target: Some(idle_p99 + 2.0),
-                notes: format!(
-                    "{SCAN_REQUESTS} requests 250 ms apart, p50 {p50:.2} s, p99 {p99:.2} s, max {:.2} s, behind {waiting} scheduled items still queued at the end; idle fleet p50 {idle_p50:.2} s, p99 {idle_p99:.2} s",
-                    latencies.last().copied().unwrap_or_default()
-                ),
-            })
+            ])
         })
         .await
 }

@@ -312,6 +312,7 @@ async fn claim_publish_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result
                     lease,
                     backoff_cap: Duration::from_secs(1),
                     db_timeouts: Default::default(),
+                    retire_after: None,
                 },
                 metrics: producer::metrics::Metrics::register(&mut Registry::default()),
                 readiness: Default::default(),
@@ -432,6 +433,7 @@ async fn idle_cost(stack: &Stack) -> anyhow::Result<Row> {
                         lease,
                         backoff_cap: Duration::from_secs(1),
                         db_timeouts: Default::default(),
+                        retire_after: None,
                     },
                     metrics: Default::default(),
                     readiness: Default::default(),
@@ -538,6 +540,7 @@ fn schedule() -> Schedule {
     Schedule {
         interval: TimeDelta::days(14),
         jitter: TimeDelta::hours(24),
+        missing_for: TimeDelta::days(7),
     }
 }
 

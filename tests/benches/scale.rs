@@ -194,6 +194,7 @@ async fn claim_publish(s: &Scratch) -> anyhow::Result<Cost> {
             lease: TimeDelta::hours(24),
             backoff_cap: Duration::from_secs(1),
             db_timeouts: Default::default(),
+            retire_after: None,
         },
         metrics: producer::metrics::Metrics::register(&mut Registry::default()),
         readiness: Default::default(),
@@ -235,6 +236,7 @@ async fn sink_upsert(s: &Scratch, repos: &[RepoName]) -> anyhow::Result<Cost> {
     let schedule = Schedule {
         interval: TimeDelta::days(14),
         jitter: TimeDelta::hours(24),
+        missing_for: TimeDelta::days(7),
     };
     let t = Instant::now();
     for batch in records.chunks(sink::config::DEFAULT_BATCH_SIZE) {

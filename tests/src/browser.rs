@@ -7,6 +7,16 @@ pub fn chromium() -> std::path::PathBuf {
     stack::tool("chromium")
 }
 
+/// [`browse`] from async code: `url`'s DOM, with the screenshot saved as `target/<shot>`.
+pub async fn browse_to(url: String, shot: &str) -> String {
+    let dir = crate::report::target_dir();
+    std::fs::create_dir_all(&dir).expect("the target directory");
+    let shot = dir.join(shot);
+    tokio::task::spawn_blocking(move || browse(&url, &shot))
+        .await
+        .expect("the browser task")
+}
+
 /// The page at `url` as a real headless Chromium renders it (its DOM), with a screenshot.
 pub fn browse(url: &str, screenshot: &std::path::Path) -> String {
     let profile = std::env::temp_dir().join(stack::unique("chromium"));

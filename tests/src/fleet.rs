@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure};
-use fleet_runtime::topology::{SINK, Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED};
+use fleet_runtime::topology::{
+    SINK, Topology, WORKER_DISCOVERY, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -432,6 +434,7 @@ pub async fn unacked(js: &jetstream::Context, topology: &Topology) -> Option<u64
     let mut total = 0;
     for (stream, name) in [
         (topology.work_stream(), WORKER_MANUAL),
+        (topology.work_stream(), WORKER_DISCOVERY),
         (topology.work_stream(), WORKER_SCHEDULED),
         (topology.results_stream(), SINK),
         (topology.exhausted_stream(), WORKER_EXHAUSTED),
@@ -604,6 +607,7 @@ async fn dead_lettered(
         if subject == topology.dead_subject("POISON") {
             // Only poison from the work lanes was an enqueued item; the sink's is not.
             if f.source_subject == topology.manual_subject()
+                || f.source_subject == topology.discovery_subject()
                 || f.source_subject == topology.scheduled_subject()
             {
                 out.poison += 1;

@@ -33,6 +33,7 @@ fn schedule() -> Schedule {
     Schedule {
         interval: TimeDelta::days(14),
         jitter: TimeDelta::hours(24),
+        missing_for: TimeDelta::days(7),
     }
 }
 
@@ -101,7 +102,8 @@ fn assert_error(answer: &fleet_tests::probe::Answer, status: u16, says: &str) {
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_errors(pool: PgPool) {
     seed(&pool).await;
-    let api = api_on(&pool, &[]).await;
+    // Discovery (a GET of an unknown repository queues its scan) has tests of its own.
+    let api = api_on(&pool, &[("API_DISCOVERY", "false".into())]).await;
 
     // Any case finds the repository; the body is the stored output, byte for byte.
     let latest = api.get("/projects/github.com/FLEET-TEST/alpha", &[]).await;
@@ -127,6 +129,43 @@ async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_error
     assert_eq!(again.status, 304, "{again:?}");
     assert!(again.body.is_empty());
     assert_eq!(again.header("etag"), Some(etag.as_str()));
+
+    // Last-Modified is the scan's date; If-Modified-Since answers as If-None-Match does, and
+    // If-None-Match wins when both are sent.
+    let scanned: chrono::DateTime<Utc> = sqlx::query_scalar(
+        "SELECT s.scored_at FROM scores s JOIN repos r ON r.id = s.repo_id WHERE r.repo_key = $1",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let modified = scanned.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    assert_eq!(latest.header("last-modified"), Some(modified.as_str()));
+    let since = |t: chrono::DateTime<Utc>| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    for (when, status) in [
+        (since(scanned), 304),
+        (since(scanned + TimeDelta::days(1)), 304),
+        (since(scanned - TimeDelta::seconds(1)), 200),
+        ("not a date".to_owned(), 200),
+    ] {
+        let answer = api
+            .get(
+                "/projects/github.com/fleet-test/alpha",
+                &[("if-modified-since", &when)],
+            )
+            .await;
+        assert_eq!(answer.status, status, "If-Modified-Since {when}");
+    }
+    let both = api
+        .get(
+            "/projects/github.com/fleet-test/alpha",
+            &[
+                ("if-modified-since", &since(scanned)),
+                ("if-none-match", "\"alpha-1\""),
+            ],
+        )
+        .await;
+    assert_eq!(both.status, 200, "a stale ETag outweighs the date");
     let other = api
         .get(
             "/projects/github.com/fleet-test/alpha",
@@ -175,9 +214,10 @@ async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_error
         400,
         "expected 40 hexadecimal digits",
     );
+    // A name the public API would not find is a 404 there, with the helpful message kept.
     assert_error(
         &api.get("/projects/gitlab.com/fleet-test/alpha", &[]).await,
-        400,
+        404,
         "only github.com repositories are supported",
     );
     for not_a_path in [
@@ -187,13 +227,19 @@ async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_error
     ] {
         assert_error(
             &api.get(not_a_path, &[]).await,
-            400,
+            404,
             "is not a repository path",
         );
     }
     assert_error(
         &api.get("/projects/github.com/-bad-/alpha", &[]).await,
-        400,
+        404,
+        "owner \"-bad-\" is invalid",
+    );
+    assert_error(
+        &api.get("/projects/github.com/-bad-/alpha/history", &[])
+            .await,
+        404,
         "owner \"-bad-\" is invalid",
     );
     assert_error(
@@ -213,7 +259,7 @@ async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_error
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn badges_show_the_score_band_in_every_style_and_grey_for_unknown(pool: PgPool) {
     seed(&pool).await;
-    let api = api_on(&pool, &[]).await;
+    let api = api_on(&pool, &[("API_DISCOVERY", "false".into())]).await;
     let score: f64 = sqlx::query_scalar(
         "SELECT s.score::float8 FROM scores s JOIN repos r ON r.id = s.repo_id WHERE r.repo_key = $1",
     )
@@ -274,15 +320,43 @@ async fn badges_show_the_score_band_in_every_style_and_grey_for_unknown(pool: Pg
         "{}",
         unknown.body
     );
-    assert_error(
-        &api.get(
+    // Every answer is a badge, errors included: an <img> shows it, not a broken image.
+    for (path, status, says) in [
+        (
             "/projects/github.com/fleet-test/alpha/badge?style=neon",
-            &[],
-        )
-        .await,
-        400,
-        "style \"neon\" is not one of",
-    );
+            400,
+            ">invalid style neon<",
+        ),
+        (
+            "/projects/github.com/-bad-/alpha/badge",
+            404,
+            ">invalid repo path<",
+        ),
+        (
+            "/projects/gitlab.com/fleet-test/alpha/badge",
+            404,
+            ">invalid repo path<",
+        ),
+        (
+            "/projects/github.com/fleet-test/alpha.git/badge",
+            404,
+            ">invalid repo path<",
+        ),
+        (
+            "/projects/github.com/fleet-test/never-scored/badge",
+            200,
+            ">unknown<",
+        ),
+    ] {
+        let b = api.get(path, &[]).await;
+        assert_eq!(b.status, status, "{path}: {b:?}");
+        assert_eq!(b.header("content-type"), Some("image/svg+xml"), "{path}");
+        assert!(
+            b.body.starts_with("<svg") && b.body.contains(says),
+            "{path}: {}",
+            b.body
+        );
+    }
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -443,6 +517,8 @@ async fn the_api_role_reads_and_asks_for_scans_and_can_change_nothing(pool: PgPo
         "DELETE FROM _sqlx_migrations",
         "CREATE TABLE mine (x int)",
         "SELECT * FROM score_events",
+        "DELETE FROM discoveries",
+        "UPDATE repos SET discovered = false, retired_at = NULL",
     ] {
         let refused = sqlx::query(sqlx::AssertSqlSafe(write))
             .execute(&api)
@@ -712,7 +788,17 @@ async fn the_raw_history_is_kept_for_its_retention_and_no_longer(pool: PgPool) {
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn the_pages_render_in_a_real_browser(pool: PgPool) {
     seed(&pool).await;
-    let api = api_on(&pool, &[]).await;
+    // One of the others, scored long ago: its page flags the result as stale.
+    sqlx::query(
+        "UPDATE scores SET scored_at = now() - interval '40 days'
+         WHERE repo_id = (SELECT s.repo_id FROM scores s JOIN repos r ON r.id = s.repo_id
+                          WHERE r.repo_key <> $1 ORDER BY s.repo_id DESC LIMIT 1)",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let api = api_on(&pool, &[("API_DISCOVERY", "false".into())]).await;
     let shots = fleet_tests::report::target_dir();
     std::fs::create_dir_all(&shots).unwrap();
 
@@ -789,6 +875,37 @@ async fn the_pages_render_in_a_real_browser(pool: PgPool) {
         "a point per scan: {chart}"
     );
     assert!(page.contains("<polyline"), "{page}");
+    // When it was scanned, at which commit and when it is due, in words read at a glance.
+    let freshness = page
+        .split("<p id=\"freshness\">")
+        .nth(1)
+        .expect("the freshness line");
+    assert!(
+        freshness.contains(&format!("at commit <code title=\"{}\">", ALPHA_SCANS[2].0)),
+        "{freshness}"
+    );
+    assert!(freshness.contains("Next scan due <time"), "{freshness}");
+    assert!(freshness.contains(" UTC</time>"), "{freshness}");
+    assert!(
+        !page.contains("id=\"stale\""),
+        "a fresh result is not stale"
+    );
+    let (old_repo,): (String,) = sqlx::query_as(
+        "SELECT r.owner || '/' || r.name FROM repos r JOIN scores s ON s.repo_id = r.id
+         WHERE s.scored_at < now() - interval '30 days'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let stale = fleet_tests::browser::browse_to(
+        api.url(&format!("/projects/github.com/{old_repo}")),
+        "api-repository-stale.png",
+    )
+    .await;
+    assert!(
+        stale.contains("<p id=\"stale\" class=\"stale\">Stale: this result is 40 days old"),
+        "{stale}"
+    );
 
     // The search box leads to the page; a browser asking for an unknown repository gets a page.
     let found = api
@@ -858,51 +975,73 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
         ],
     )
     .await;
-    let schema = api.url("/openapi.json");
     let auth = format!("Authorization: Bearer {key}");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(stack::tool("schemathesis"))
-            .args([
-                "run",
-                &schema,
-                "--checks",
-                "all",
-                "--exclude-checks",
-                "ignored_auth,positive_data_acceptance",
-            ])
-            .args([
-                "--max-examples",
-                "60",
-                "--workers",
-                "2",
-                "--no-color",
-                "--seed",
-                "20261202",
-            ])
-            .args(["--generation-database", "none"])
-            .current_dir(std::env::temp_dir())
-            .args(["--header", &auth])
-            .env("SCHEMATHESIS_HOOKS", "")
-            .output()
-            .expect("running schemathesis (dev/web-tools installs it)")
-    })
-    .await
-    .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis found a broken contract:\n{report}\napi log:\n{}",
-        api.log_text()
-    );
-    assert!(
-        !report.contains("5xx") && report.contains("passed"),
-        "{report}"
-    );
-    println!("{report}");
+    let own = vec![
+        api.url("/openapi.json"),
+        "--checks".into(),
+        "all".into(),
+        "--exclude-checks".into(),
+        "ignored_auth,positive_data_acceptance".into(),
+        "--header".into(),
+        auth,
+    ];
+    // The public Scorecard API's own spec, its GET paths with every check (positive data
+    // accepted included): clients written
+    // against it work here unchanged (a name it would not find is a 404, a badge is always SVG).
+    let public = vec![
+        fleet_tests::fixtures::dir()
+            .join("api/scorecard-api-openapi.yaml")
+            .display()
+            .to_string(),
+        "--url".into(),
+        api.url(""),
+        "--include-method".into(),
+        "GET".into(),
+        "--checks".into(),
+        "all".into(),
+        // Its POST is scorecard-action's signed upload, which this service does not serve,
+        // so `Allow` rightly leaves it out.
+        "--exclude-checks".into(),
+        "allow_header_conformance".into(),
+    ];
+    for args in [own, public] {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(stack::tool("schemathesis"))
+                .arg("run")
+                .args(&args)
+                .args([
+                    "--max-examples",
+                    "60",
+                    "--workers",
+                    "2",
+                    "--no-color",
+                    "--seed",
+                    "20261202",
+                ])
+                .args(["--generation-database", "none"])
+                .current_dir(std::env::temp_dir())
+                .env("SCHEMATHESIS_HOOKS", "")
+                .output()
+                .expect("running schemathesis (dev/web-tools installs it)")
+        })
+        .await
+        .unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "schemathesis found a broken contract:\n{report}\napi log:\n{}",
+            api.log_text()
+        );
+        assert!(
+            !report.contains("5xx") && report.contains("passed"),
+            "{report}"
+        );
+        println!("{report}");
+    }
     let _ = std::fs::remove_file(keys);
     let _ = std::fs::remove_dir_all(export_dir);
     for s in topology.streams() {

@@ -25,6 +25,7 @@ fn schedule() -> Schedule {
     Schedule {
         interval: TimeDelta::days(14),
         jitter: TimeDelta::hours(24),
+        missing_for: TimeDelta::days(7),
     }
 }
 

@@ -50,6 +50,7 @@ fn settings(high_water: u64) -> Settings {
         lease: TimeDelta::hours(24),
         backoff_cap: Duration::from_secs(1),
         db_timeouts: Default::default(),
+        retire_after: None,
     }
 }
 
@@ -747,4 +748,228 @@ async fn one_shot_commands_need_the_names_not_the_services_settings(pool: PgPool
         js.get_stream(nowhere.work_stream()).await.is_err(),
         "a one-shot command creates nothing"
     );
+}
+
+/// Adds a discovered repository as a GET does (priority -1), asked for `asked` ago (never, if
+/// `None`), created `created` ago; `enabled` false with `retired` as the producer or an
+/// operator leaves it.
+async fn discovered(
+    pool: &PgPool,
+    repo: &str,
+    asked: Option<TimeDelta>,
+    created: TimeDelta,
+    enabled: bool,
+    retired: bool,
+) -> i64 {
+    let r = RepoName::parse(repo).unwrap();
+    let now = Utc::now();
+    sqlx::query_scalar(
+        "INSERT INTO repos (repo_key, host, owner, name, priority, discovered, last_asked_at,
+                            created_at, enabled, retired_at)
+         VALUES ($1, 'github.com', $2, $3, -1, true, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(r.key())
+    .bind(r.owner())
+    .bind(r.name())
+    .bind(asked.map(|a| now - a))
+    .bind(now - created)
+    .bind(enabled)
+    .bind(retired.then(|| now - TimeDelta::days(1)))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn give_score(pool: &PgPool, id: i64) {
+    sqlx::query(
+        "INSERT INTO scores (repo_id, work_id, score, commit_sha, scorecard_version, scorecard_commit,
+                             scored_at, exit_code, raw_json)
+         VALUES ($1, 'w-' || $1, 5.0, 'c', 'v', 'c', now() - interval '10 days', 0, '{}')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// (discovered, enabled, retired, priority) of a repository.
+async fn standing(pool: &PgPool, repo: &str) -> (bool, bool, bool, i32) {
+    sqlx::query_as(
+        "SELECT discovered, enabled, retired_at IS NOT NULL, priority FROM repos WHERE repo_key = $1",
+    )
+    .bind(RepoName::parse(repo).unwrap().key())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A discovered repository nobody has asked for in PRODUCER_RETIRE_AFTER_INTERVALS score
+/// intervals is retired when the producer starts: disabled, its score kept. Ones asked for
+/// since, ones a list names and ones an operator disabled are left alone; with retirement off
+/// nothing is retired.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn discovered_repositories_nobody_asks_for_are_retired_with_their_data_kept(pool: PgPool) {
+    let days = TimeDelta::days;
+    // More than one statement's worth of them, asked for four days ago.
+    sqlx::query(
+        "INSERT INTO repos (repo_key, host, owner, name, priority, discovered, last_asked_at,
+                            created_at)
+         SELECT 'github.com/old/r' || i, 'github.com', 'old', 'r' || i, -1, true,
+                now() - interval '4 days', now() - interval '40 days'
+         FROM generate_series(1, 2500) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let scored: i64 =
+        sqlx::query_scalar("SELECT id FROM repos WHERE repo_key = 'github.com/old/r1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    give_score(&pool, scored).await;
+    discovered(&pool, "github.com/never/asked", None, days(4), true, false).await;
+    discovered(
+        &pool,
+        "github.com/asked/lately",
+        Some(days(2)),
+        days(40),
+        true,
+        false,
+    )
+    .await;
+    discovered(
+        &pool,
+        "github.com/operator/off",
+        Some(days(40)),
+        days(40),
+        false,
+        false,
+    )
+    .await;
+    let listed = import_n(&pool, 1).await[0].to_string();
+    sqlx::query("UPDATE repos SET created_at = now() - interval '40 days' WHERE NOT discovered")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let js = js_at(&stack::nats_url()).await;
+    let t = topology(&js).await;
+    let mut p = producer(&pool, &js, &t, 1).await;
+    assert_eq!(p.retire_unasked().await.unwrap(), 0, "off");
+    // Three intervals of one day.
+    p.settings.retire_after = Some(days(3));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = async {
+        while p.metrics.retired.get() < 2501 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(p.run(shutdown.clone()), stop)
+    })
+    .await
+    .expect("the producer retired them at start-up");
+
+    let retired: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM repos WHERE NOT enabled AND retired_at IS NOT NULL AND discovered",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(retired, 2501);
+    assert_eq!(
+        standing(&pool, "github.com/old/r1").await,
+        (true, false, true, -1)
+    );
+    assert_eq!(
+        standing(&pool, "github.com/never/asked").await,
+        (true, false, true, -1)
+    );
+    let scores: i64 = sqlx::query_scalar("SELECT count(*) FROM scores WHERE repo_id = $1")
+        .bind(scored)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(scores, 1, "a retired repository keeps its score");
+    assert_eq!(
+        standing(&pool, "github.com/asked/lately").await,
+        (true, true, false, -1)
+    );
+    assert_eq!(
+        standing(&pool, "github.com/operator/off").await,
+        (true, false, false, -1),
+        "an operator's disable is not a retirement (a GET would bring that back)"
+    );
+    assert_eq!(standing(&pool, &listed).await, (false, true, false, 0));
+    assert_eq!(p.metrics.retired.get(), 2501);
+    assert_eq!(p.retire_unasked().await.unwrap(), 0, "once");
+}
+
+/// A list naming a discovered repository adopts it: no longer discovered (so never retired),
+/// at a list's priority, and enabled again if the producer had retired it, so it is scheduled.
+/// One an operator disabled stays disabled; a retired one no list names stays retired.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn an_import_adopts_discovered_repositories_and_brings_retired_ones_back(pool: PgPool) {
+    let days = TimeDelta::days;
+    let back = discovered(
+        &pool,
+        "github.com/gone/back",
+        Some(days(60)),
+        days(60),
+        false,
+        true,
+    )
+    .await;
+    give_score(&pool, back).await;
+    discovered(
+        &pool,
+        "github.com/asked/for",
+        Some(days(1)),
+        days(9),
+        true,
+        false,
+    )
+    .await;
+    discovered(
+        &pool,
+        "github.com/operator/off",
+        None,
+        days(9),
+        false,
+        false,
+    )
+    .await;
+    discovered(&pool, "github.com/not/listed", None, days(60), false, true).await;
+    let list = import::parse(
+        "list.csv",
+        b"repo,metadata\ngithub.com/Gone/Back,\ngithub.com/asked/for,criticality_score:0.71\n\
+          github.com/operator/off,\n",
+    )
+    .unwrap();
+    let done = import::write_parsed(&pool, &list).await.unwrap();
+    assert_eq!((done.new, done.existing), (0, 3));
+    assert_eq!(
+        standing(&pool, "github.com/gone/back").await,
+        (false, true, false, 0)
+    );
+    assert_eq!(
+        standing(&pool, "github.com/asked/for").await,
+        (false, true, false, 7)
+    );
+    assert_eq!(
+        standing(&pool, "github.com/operator/off").await,
+        (false, false, false, 0)
+    );
+    assert_eq!(
+        standing(&pool, "github.com/not/listed").await,
+        (true, false, true, -1)
+    );
+    let claimed: Vec<i64> = claim::claim(&pool, Default::default(), 10, TimeDelta::hours(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(claimed.contains(&back), "scheduled again: {claimed:?}");
 }

@@ -32,6 +32,7 @@ fn schedule() -> Schedule {
     Schedule {
         interval: TimeDelta::days(14),
         jitter: TimeDelta::hours(24),
+        missing_for: TimeDelta::days(7),
     }
 }
 
@@ -576,6 +577,80 @@ async fn an_older_result_does_not_erase_a_newer_failure(pool: PgPool) {
         "the failure's retry, not scored_at + 14 days"
     );
     assert!(scored_at < t2);
+}
+
+/// scorecard's answer for a repository GitHub does not have (fixtures/README.md) is trusted for
+/// SINK_MISSING_FOR_DAYS: remembered on the row, and the repository is not due before it runs
+/// out. Another scan failure leaves the memory; a score newer than the check clears it, one
+/// older (delivered late) does not.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_repository_github_does_not_have_is_not_rescanned_until_that_answer_expires(
+    pool: PgPool,
+) {
+    let h = harness(pool.clone()).await;
+    let gone = repo("github.com/Deleted-Org/Gone");
+    let flaky = repo("github.com/ossf/flaky");
+    let t1 = at("2026-04-01T00:00:00Z");
+    let mut missing = failure(&gone, "f-404", FailureClass::ScanFailed, t1);
+    missing.message = "Skipping github.com/Deleted-Org/Gone: repo unreachable: GET \
+                       https://api.github.com/repos/Deleted-Org/Gone: 404 Not Found []"
+        .into();
+    let mut outage = failure(&flaky, "f-500", FailureClass::ScanFailed, t1);
+    outage.message = "Skipping github.com/ossf/flaky: repo unreachable: GET \
+                      https://api.github.com/repos/ossf/flaky: 500 Internal Server Error []"
+        .into();
+    h.failure(&missing).await;
+    h.failure(&outage).await;
+    drain(&h.sink).await;
+    type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>);
+    let row = |r: &RepoName| {
+        let (pool, key) = (pool.clone(), r.key());
+        async move {
+            sqlx::query_as::<_, Row>(
+                "SELECT missing_checked_at, missing_until, next_due_at FROM repos WHERE repo_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let until = t1 + TimeDelta::days(7);
+    assert_eq!(
+        row(&gone).await,
+        (Some(t1), Some(until), until),
+        "due when the answer expires, not after SCAN_FAILED's one day"
+    );
+    assert_eq!(
+        row(&flaky).await,
+        (None, None, t1 + TimeDelta::days(1)),
+        "GitHub's 500 says nothing about the repository"
+    );
+
+    // Another failure of the repository leaves what the 404 said.
+    let t2 = t1 + TimeDelta::days(2);
+    let mut again = failure(&gone, "f-500-gone", FailureClass::ScanFailed, t2);
+    again.message = outage.message.replace("ossf/flaky", "Deleted-Org/Gone");
+    h.failure(&again).await;
+    drain(&h.sink).await;
+    let (checked, kept, _) = row(&gone).await;
+    assert_eq!((checked, kept), (Some(t1), Some(until)));
+
+    // A result from before the check, delivered late, does not say it exists now.
+    h.result(&result_for(&gone, "w-before", t1 - TimeDelta::days(1), 0))
+        .await;
+    drain(&h.sink).await;
+    let (checked, kept, _) = row(&gone).await;
+    assert_eq!((checked, kept), (Some(t1), Some(until)));
+
+    // A score after it does.
+    let t3 = t1 + TimeDelta::days(10);
+    h.result(&result_for(&gone, "w-back", t3, 0)).await;
+    drain(&h.sink).await;
+    assert_eq!(
+        row(&gone).await,
+        (None, None, schedule().next_due_after_result(t3, "w-back"))
+    );
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]

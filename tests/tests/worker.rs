@@ -219,11 +219,17 @@ fn item(repo: &str) -> WorkItem {
 
 impl Harness {
     async fn enqueue(&self, item: &WorkItem) {
+        self.publish(self.topology.scheduled_subject(), item).await;
+    }
+
+    /// As the api publishes a GET of a repository the fleet never scored.
+    async fn enqueue_discovery(&self, item: &WorkItem) {
+        self.publish(self.topology.discovery_subject(), item).await;
+    }
+
+    async fn publish(&self, subject: String, item: &WorkItem) {
         self.js
-            .publish(
-                self.topology.scheduled_subject(),
-                item.encode_to_vec().into(),
-            )
+            .publish(subject, item.encode_to_vec().into())
             .await
             .unwrap()
             .await
@@ -548,7 +554,59 @@ async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
     sigterm(&worker.0);
 }
 
-/// With scheduled work waiting and the manual lane empty, a worker fills every free slot at
+/// One ordinary slot, busy, and a scheduled item, a discovery and a person's request queued
+/// behind it in that order: once the slot is free they run request first, then the discovery,
+/// then the scheduled item. Each runs alone in the one slot, so the order the results are
+/// published in is the order they were pulled in.
+#[tokio::test]
+async fn a_request_runs_before_a_discovery_and_a_discovery_before_scheduled_work() {
+    let h = harness(600, 3, 30).await;
+    let busy = "github.com/sim-hold/the-only-slot";
+    let worker = KillOnDrop(spawn_worker_with(
+        &h,
+        30,
+        3,
+        5,
+        &[
+            ("WORKER_MAX_IN_FLIGHT", "1"),
+            ("WORKER_MANUAL_IN_FLIGHT", "0"),
+        ],
+    ));
+    h.enqueue(&item(busy)).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(busy).then_some(()))
+    })
+    .await
+    .unwrap();
+    let scheduled = item("github.com/sim-ok/due");
+    let mut discovery = item("github.com/sim-ok/never-scored");
+    discovery.reason = WorkReason::Discovery as i32;
+    let mut manual = item("github.com/sim-ok/asked-for");
+    manual.reason = WorkReason::Manual as i32;
+    h.enqueue(&scheduled).await;
+    h.enqueue_discovery(&discovery).await;
+    h.publish(h.topology.manual_subject(), &manual).await;
+    h.sim.release(busy).await.unwrap();
+    eventually("every result", Duration::from_secs(60), || async {
+        Ok((h.results().await.len() == 4).then_some(()))
+    })
+    .await
+    .unwrap();
+    let published: Vec<String> = h.results().await.into_iter().map(|r| r.repo).collect();
+    assert_eq!(
+        published,
+        [
+            busy,
+            manual.repo.as_str(),
+            discovery.repo.as_str(),
+            scheduled.repo.as_str()
+        ],
+        "the request, then the discovery, then the scheduled item"
+    );
+    sigterm(&worker.0);
+}
+
+/// With scheduled work waiting and the manual and discovery lanes empty, a worker fills every free slot at
 /// once, asking the server for about one message per pull: no pull waits out its poll. The poll
 /// is an hour here, so a pull that waited for it would leave the slots empty for the test's
 /// whole life, and the count of pull requests the server saw is exact, whatever the machine's
@@ -595,10 +653,10 @@ async fn a_worker_fills_its_free_slots_from_waiting_work_without_waiting_out_a_p
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), pulls.next()).await {
         asked += 1;
     }
-    // Each slot asks the manual lane (empty: answered at once) and then the scheduled lane,
-    // and the free loop asks once more for the next slot's message.
+    // Each slot asks the manual and discovery lanes (empty: answered at once) and then the
+    // scheduled lane, and the free loop asks once more for the next slot's message.
     assert!(
-        asked <= 2 * SLOTS + 4,
+        asked <= 3 * SLOTS + 6,
         "{asked} pull requests for {SLOTS} messages"
     );
     for repo in &repos {

@@ -1,5 +1,6 @@
 //! Pull, run, publish, ack: the worker's loop. A permit is taken before a message is pulled,
-//! so at most `max_in_flight` items are held at once; the manual lane is always asked first.
+//! so at most `max_in_flight` items are held at once; the manual lane is always asked first,
+//! then the discovery lane, then the scheduled one.
 //! While an item waits for a credential or its scan runs, the message gets progress acks, so
 //! JetStream's ack wait only has to cover a crashed worker. Publish, then ack, then clean up:
 //! a crash anywhere repeats a step, never loses one.
@@ -14,7 +15,8 @@ use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem};
 use fleet_runtime::dead;
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::{
-    Topology, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED, pull_consumer,
+    Topology, WORKER_DISCOVERY, WORKER_EXHAUSTED, WORKER_MANUAL, WORKER_SCHEDULED, WorkLane,
+    pull_consumer,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -64,7 +66,8 @@ pub struct Settings {
     pub drain_deadline: Duration,
     /// Deliveries before an item is dead-lettered (the consumer's max_deliver).
     pub max_deliver: u64,
-    /// How long one pull waits for scheduled work before the manual lane is asked again.
+    /// How long one pull waits for scheduled work before the manual and discovery lanes are
+    /// asked again.
     pub poll: Duration,
     /// GitHub's quota window (`GITHUB_WINDOW_SECS`): rate-limited retries wait a quarter.
     pub quota_window: Duration,
@@ -96,6 +99,7 @@ pub struct Worker {
     pub js: Context,
     pub topology: Topology,
     pub manual: PullConsumer,
+    pub discovery: PullConsumer,
     pub scheduled: PullConsumer,
     /// Max-deliveries advisories of the work stream (see [`crate::exhausted`]).
     pub exhausted: PullConsumer,
@@ -105,8 +109,8 @@ pub struct Worker {
     pub pool: Arc<Pool>,
     pub metrics: Metrics,
     pub settings: Settings,
-    /// The queues for a credential, manual and scheduled: see [`Worker::lease_for`].
-    credit_lines: [tokio::sync::Mutex<()>; 2],
+    /// The queues for a credential, one per work lane: see [`Worker::wait_for_credential`].
+    credit_lines: [tokio::sync::Mutex<()>; 3],
 }
 
 /// The credential a finished scan used, and what it said about its quota.
@@ -123,7 +127,7 @@ struct Delivery {
     sequence: u64,
     /// This message's delivery count (1 for the first).
     delivered: u64,
-    manual_lane: bool,
+    lane: WorkLane,
     /// The work item, or why the message is poison.
     item: Result<WorkItem, String>,
 }
@@ -131,7 +135,7 @@ struct Delivery {
 /// Where a pull loop takes its work from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
-    /// The manual lane first, then the scheduled lane: the ordinary slots.
+    /// The manual lane first, then discovery, then the scheduled lane: the ordinary slots.
     Any,
     /// The manual lane only: the slots reserved for people's requests.
     ManualOnly,
@@ -148,6 +152,28 @@ const LEASE_IDLE: Duration = Duration::from_secs(30);
 /// request lost with a restarting server takes longer, and then the pull is given up.
 const NO_WAIT_ANSWER: Duration = Duration::from_secs(5);
 
+/// The message waiting on `consumer` (of work lane `lane`), if any, without waiting for one.
+/// It is asked without an expiry: with one, the server holds a no-wait request until it
+/// expires whenever the lane is empty, and every item of the lanes after it would wait that
+/// long. The client bounds the answer instead, so a request lost with a restarting server
+/// still ends.
+async fn pull_waiting(lane: &str, consumer: &PullConsumer) -> anyhow::Result<Option<Message>> {
+    tokio::time::timeout(NO_WAIT_ANSWER, async {
+        let mut batch = consumer.fetch().max_messages(1).messages().await?;
+        anyhow::Ok(
+            batch
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!("the {lane} lane's pull had no answer within {NO_WAIT_ANSWER:?}")
+    })?
+}
+
 impl Worker {
     /// A worker on the topology's consumers and scan register (which must exist: every
     /// service ensures the topology at start-up).
@@ -163,6 +189,7 @@ impl Worker {
         let scans = topology.ensure_scans_bucket(&js).await?;
         Ok(Self {
             manual: pull_consumer(&js, &topology.work_stream(), WORKER_MANUAL).await?,
+            discovery: pull_consumer(&js, &topology.work_stream(), WORKER_DISCOVERY).await?,
             scheduled: pull_consumer(&js, &topology.work_stream(), WORKER_SCHEDULED).await?,
             exhausted: pull_consumer(&js, &topology.exhausted_stream(), WORKER_EXHAUSTED).await?,
             register: Register::new(scans, job_deadline),
@@ -297,24 +324,25 @@ impl Worker {
         if delivery.delivered > 1 && self.runner.has_run(item).await {
             return Some(Lease::none());
         }
-        self.wait_for_credential(&delivery.message, delivery.manual_lane, shutdown)
+        self.wait_for_credential(&delivery.message, delivery.lane, shutdown)
             .await
     }
 
-    /// A credential with room for a scan of the manual lane or the scheduled one. Deliveries of
-    /// a lane queue for it one behind the other, so the fleet-wide budget sees one waiter per
-    /// lane, not one per slot; while it waits, `message` gets progress acks. `None` once
-    /// `shutdown` comes first.
+    /// A credential with room for a scan of `lane`. Deliveries of a lane queue for it one
+    /// behind the other, so the fleet-wide budget sees one waiter per lane, not one per slot;
+    /// while it waits, `message` gets progress acks. `None` once `shutdown` comes first.
     async fn wait_for_credential(
         &self,
         message: &Message,
-        manual_lane: bool,
+        lane: WorkLane,
         shutdown: &CancellationToken,
     ) -> Option<Lease> {
-        let (credit, line) = if manual_lane {
-            (budget::Lane::Manual, &self.credit_lines[0])
-        } else {
-            (budget::Lane::Scheduled, &self.credit_lines[1])
+        // A discovery has a person waiting, so it draws on the manual reserve, but in a line
+        // of its own: a flood of discoveries queues behind itself, not ahead of a request.
+        let (credit, line) = match lane {
+            WorkLane::Manual => (budget::Lane::Manual, &self.credit_lines[0]),
+            WorkLane::Discovery => (budget::Lane::Manual, &self.credit_lines[1]),
+            WorkLane::Scheduled => (budget::Lane::Scheduled, &self.credit_lines[2]),
         };
         let take = async {
             let _turn = line.lock().await;
@@ -349,7 +377,8 @@ impl Worker {
         }
     }
 
-    /// The next work message: a person's request if there is one, else scheduled work.
+    /// The next work message: a person's request if there is one, else a discovery, else
+    /// scheduled work.
     pub async fn next_message(&self) -> Message {
         self.next_in(Lane::Any).await
     }
@@ -397,28 +426,13 @@ impl Worker {
         }
     }
 
-    /// A person's request if one is waiting, else scheduled work, waiting up to the poll.
+    /// A person's request if one is waiting, else a discovery, else scheduled work, waiting
+    /// up to the poll.
     async fn pull(&self) -> anyhow::Result<Option<Message>> {
-        // The manual lane is asked without an expiry: with one, the server holds a no-wait
-        // request until it expires whenever the lane is empty, and every scheduled item would
-        // wait that long. The client bounds the answer instead, so a request lost with a
-        // restarting server still ends.
-        let manual = tokio::time::timeout(NO_WAIT_ANSWER, async {
-            let mut manual = self.manual.fetch().max_messages(1).messages().await?;
-            anyhow::Ok(
-                manual
-                    .next()
-                    .await
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            )
-        })
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("the manual lane's pull had no answer within {NO_WAIT_ANSWER:?}")
-        })??;
-        if let Some(message) = manual {
-            return Ok(Some(message));
+        for (lane, consumer) in [("manual", &self.manual), ("discovery", &self.discovery)] {
+            if let Some(message) = pull_waiting(lane, consumer).await? {
+                return Ok(Some(message));
+            }
         }
         // A long poll, answered the moment scheduled work arrives; its expiry also bounds the
         // wait on the client (the expiry plus 5 s).
@@ -445,20 +459,20 @@ impl Worker {
             ),
             Err(_) => (self.topology.work_stream(), 0, 1),
         };
-        let manual_lane = message.subject.as_str() == self.topology.manual_subject();
+        let lane = self.topology.lane_of(&message.subject);
         let item = intake::decode(
             message.headers.as_ref(),
             &message.payload,
             &stream,
             sequence,
-            manual_lane,
+            lane,
         );
         Delivery {
             message,
             stream,
             sequence,
             delivered,
-            manual_lane,
+            lane,
             item,
         }
     }
@@ -601,10 +615,8 @@ impl Worker {
                 );
                 self.metrics.fresh_attempts.inc();
                 if lease.key.is_none() {
-                    let manual_lane = message.subject.as_str() == self.topology.manual_subject();
-                    *lease = self
-                        .wait_for_credential(message, manual_lane, abandon)
-                        .await?;
+                    let lane = self.topology.lane_of(&message.subject);
+                    *lease = self.wait_for_credential(message, lane, abandon).await?;
                 }
                 self.scan(message, item, lease.key.as_deref(), abandon)
                     .await

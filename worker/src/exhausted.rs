@@ -150,13 +150,12 @@ impl Worker {
             }
             Err(e) => return Err(format!("reading work item {}: {e}", advisory.stream_seq)),
         };
-        let manual_lane = original.subject.as_str() == self.topology.manual_subject();
         let failure = match intake::decode(
             Some(&original.headers),
             &original.payload,
             &self.topology.work_stream(),
             advisory.stream_seq,
-            manual_lane,
+            self.topology.lane_of(&original.subject),
         ) {
             Ok(item) => {
                 if let Ok(Some(_)) = self.register.done(&item).await {

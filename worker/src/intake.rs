@@ -5,6 +5,7 @@
 use async_nats::HeaderMap;
 use fleet_proto::RepoName;
 use fleet_proto::v1::{WorkItem, WorkReason};
+use fleet_runtime::topology::WorkLane;
 use prost::Message as _;
 
 /// Longest work id accepted: ids name Jobs (hashed) and rows; anything longer is not ours.
@@ -15,13 +16,14 @@ const DERIVED_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5c0e_ca2d_f1ee_7000_8000_0000_0000_1d5a);
 
 /// Decodes and validates. `stream_sequence` names an id-less item stably across redeliveries,
-/// so a redelivered hand-written request still maps to one Job.
+/// so a redelivered hand-written request still maps to one Job; an item without a reason
+/// takes its `lane`'s.
 pub fn decode(
     headers: Option<&HeaderMap>,
     payload: &[u8],
     stream: &str,
     stream_sequence: u64,
-    manual_lane: bool,
+    lane: WorkLane,
 ) -> Result<WorkItem, String> {
     let content_type = headers
         .and_then(|h| h.get("Content-Type"))
@@ -66,10 +68,10 @@ pub fn decode(
         .to_string();
     }
     if item.reason == WorkReason::Unspecified as i32 {
-        item.reason = if manual_lane {
-            WorkReason::Manual
-        } else {
-            WorkReason::Scheduled
+        item.reason = match lane {
+            WorkLane::Manual => WorkReason::Manual,
+            WorkLane::Discovery => WorkReason::Discovery,
+            WorkLane::Scheduled => WorkReason::Scheduled,
         } as i32;
     }
     Ok(item)
@@ -99,7 +101,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            decode(None, &item.encode_to_vec(), "S", 1, false).unwrap(),
+            decode(None, &item.encode_to_vec(), "S", 1, WorkLane::Scheduled).unwrap(),
             item
         );
     }
@@ -111,7 +113,7 @@ mod tests {
             br#"{"repo":"github.com/ossf/scorecard"}"#,
             "S",
             7,
-            true,
+            WorkLane::Manual,
         )
         .unwrap();
         assert_eq!(a.repo, "github.com/ossf/scorecard");
@@ -122,7 +124,7 @@ mod tests {
             br#"{"repo":"github.com/ossf/scorecard"}"#,
             "S",
             7,
-            true,
+            WorkLane::Manual,
         )
         .unwrap();
         assert_eq!(a.id, again.id, "a redelivery keeps its derived id");
@@ -133,7 +135,7 @@ mod tests {
                 br#"{"repo":"github.com/ossf/scorecard"}"#,
                 "S",
                 8,
-                true
+                WorkLane::Manual
             )
             .unwrap()
             .id
@@ -144,7 +146,7 @@ mod tests {
             b"https://github.com/OSSF/Scorecard.git\n",
             "S",
             9,
-            true,
+            WorkLane::Manual,
         )
         .unwrap();
         assert_eq!(bare.repo, "github.com/OSSF/Scorecard");
@@ -153,13 +155,28 @@ mod tests {
             br#" {"repo":"github.com/a/b","priority":3}"#,
             "S",
             1,
-            false,
+            WorkLane::Scheduled,
         )
         .unwrap();
         assert_eq!(
             (with_header.priority, with_header.reason()),
             (3, WorkReason::Scheduled)
         );
+    }
+
+    #[test]
+    fn an_item_without_a_reason_takes_its_lanes_and_one_with_a_reason_keeps_it() {
+        for (lane, reason) in [
+            (WorkLane::Manual, WorkReason::Manual),
+            (WorkLane::Discovery, WorkReason::Discovery),
+            (WorkLane::Scheduled, WorkReason::Scheduled),
+        ] {
+            let bare = decode(None, b"github.com/a/b", "S", 1, lane).unwrap();
+            assert_eq!(bare.reason(), reason, "{lane:?}");
+            let replayed = br#"{"repo":"github.com/a/b","reason":"WORK_REASON_REPLAY"}"#;
+            let kept = decode(None, replayed, "S", 1, lane).unwrap();
+            assert_eq!(kept.reason(), WorkReason::Replay, "{lane:?}");
+        }
     }
 
     #[test]
@@ -173,12 +190,12 @@ mod tests {
             (b"", "empty work message"),
         ];
         for (payload, want) in cases {
-            let err = decode(None, payload, "S", 1, true).unwrap_err();
+            let err = decode(None, payload, "S", 1, WorkLane::Manual).unwrap_err();
             assert!(err.contains(want), "{payload:?}: {err}");
         }
         let long_id = format!(r#"{{"id":"{}","repo":"github.com/a/b"}}"#, "x".repeat(200));
         assert!(
-            decode(None, long_id.as_bytes(), "S", 1, true)
+            decode(None, long_id.as_bytes(), "S", 1, WorkLane::Manual)
                 .unwrap_err()
                 .contains("work id")
         );

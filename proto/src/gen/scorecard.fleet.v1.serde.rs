@@ -1431,6 +1431,7 @@ impl serde::Serialize for WorkReason {
             Self::Scheduled => "WORK_REASON_SCHEDULED",
             Self::Manual => "WORK_REASON_MANUAL",
             Self::Replay => "WORK_REASON_REPLAY",
+            Self::Discovery => "WORK_REASON_DISCOVERY",
         };
         serializer.serialize_str(variant)
     }
@@ -1446,6 +1447,7 @@ impl<'de> serde::Deserialize<'de> for WorkReason {
             "WORK_REASON_SCHEDULED",
             "WORK_REASON_MANUAL",
             "WORK_REASON_REPLAY",
+            "WORK_REASON_DISCOVERY",
         ];
 
         struct GeneratedVisitor;
@@ -1490,6 +1492,7 @@ impl<'de> serde::Deserialize<'de> for WorkReason {
                     "WORK_REASON_SCHEDULED" => Ok(WorkReason::Scheduled),
                     "WORK_REASON_MANUAL" => Ok(WorkReason::Manual),
                     "WORK_REASON_REPLAY" => Ok(WorkReason::Replay),
+                    "WORK_REASON_DISCOVERY" => Ok(WorkReason::Discovery),
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }

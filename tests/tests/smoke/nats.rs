@@ -2,7 +2,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use fleet_proto::v1::{WorkItem, WorkReason};
-use fleet_runtime::topology::{Topology, TopologyArgs, TopologyError, WORKER_MANUAL};
+use fleet_runtime::topology::{
+    Topology, TopologyArgs, TopologyError, WORKER_DISCOVERY, WORKER_MANUAL,
+};
 use fleet_tests::stack;
 use futures::StreamExt;
 use prost::Message;
@@ -96,6 +98,66 @@ async fn conflicting_stream_is_a_clear_error_and_left_alone() {
         stream.info().await.unwrap().config.max_age,
         Duration::from_secs(3600)
     );
+}
+
+/// A fleet deployed before the discovery lane: its work stream has the manual and scheduled
+/// subjects only, and holds queued work. Starting the new release adds the subject and the
+/// consumer, keeps the queue, and a discovery published then reaches the new consumer.
+#[tokio::test]
+async fn a_work_stream_from_before_the_discovery_lane_gains_it_and_keeps_its_work() {
+    let js = connect().await;
+    let topo = topology();
+    let mut before = topo
+        .streams()
+        .into_iter()
+        .find(|s| s.name == topo.work_stream())
+        .unwrap();
+    before.subjects = vec![topo.scheduled_subject(), topo.manual_subject()];
+    js.create_stream(before).await.unwrap();
+    let queued = WorkItem {
+        id: "queued-before".into(),
+        repo: "github.com/ossf/scorecard".into(),
+        ..Default::default()
+    };
+    js.publish(topo.scheduled_subject(), queued.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    topo.ensure(&js).await.unwrap();
+    let mut work = js.get_stream(topo.work_stream()).await.unwrap();
+    let info = work.info().await.unwrap();
+    assert!(
+        info.config.subjects.contains(&topo.discovery_subject()),
+        "{:?}",
+        info.config.subjects
+    );
+    assert_eq!(info.state.messages, 1, "the queued work is still there");
+    let discovery = WorkItem {
+        id: "discovered".into(),
+        repo: "github.com/ossf/scorecard".into(),
+        reason: WorkReason::Discovery as i32,
+        ..Default::default()
+    };
+    js.publish(topo.discovery_subject(), discovery.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: jetstream::consumer::PullConsumer =
+        work.get_consumer(WORKER_DISCOVERY).await.unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let msg = batch.next().await.expect("the discovery").unwrap();
+    assert_eq!(WorkItem::decode(msg.payload.clone()).unwrap(), discovery);
+    // A second start-up finds nothing left to change.
+    topo.ensure(&js).await.unwrap();
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ async fn migrations_apply_and_the_schema_check_follows_them(pool: PgPool) {
     assert_eq!(
         tables,
         [
+            "discoveries",
             "repos",
             "score_checks",
             "score_events",

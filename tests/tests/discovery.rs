@@ -1,0 +1,461 @@
+//! Discovery on the real stack: a GET of a repository the fleet has never scored queues one
+//! scan of it on the discovery lane, the real worker and sink score it, and the next GET has
+//! the score. The api runs as the read-only role's login, so `discover()`'s grants are proven
+//! too. The stand-in scan answers scorecard's "repo unreachable ... 404" for `sim-skip` owners.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, TimeDelta, Utc};
+use fleet_proto::v1::{WorkItem, WorkReason};
+use fleet_runtime::topology::{Topology, TopologyArgs};
+use fleet_tests::api_server::{self, ApiServer};
+use fleet_tests::browser::browse_to;
+use fleet_tests::fleet::{FAST, Fleet};
+use fleet_tests::probe::Answer;
+use fleet_tests::stack;
+use prost::Message as _;
+use sqlx::PgPool;
+
+async fn topology(js: &jetstream::Context) -> Topology {
+    let topology = Topology::new(TopologyArgs {
+        nats_prefix: stack::unique("discovery"),
+        ..Default::default()
+    })
+    .unwrap();
+    topology.ensure(js).await.unwrap();
+    topology
+}
+
+async fn nats() -> jetstream::Context {
+    jetstream::new(
+        async_nats::connect(stack::nats_url())
+            .await
+            .expect("the stack's NATS"),
+    )
+}
+
+async fn api_on(pool: &PgPool, topology: &Topology, env: &[(&str, String)]) -> ApiServer {
+    api_server::ensure_login(pool).await;
+    let mut all = vec![("NATS_PREFIX", topology.args().nats_prefix.clone())];
+    all.extend(env.iter().cloned());
+    ApiServer::start(&api_server::url_as_login(pool), &all).await
+}
+
+/// Every work item on the discovery subject not yet taken by a worker (read by sequence: a
+/// work-queue stream admits no second consumer of a subject).
+async fn discoveries(js: &jetstream::Context, topology: &Topology) -> Vec<WorkItem> {
+    let stream = js.get_stream(topology.work_stream()).await.unwrap();
+    let mut items = Vec::new();
+    let mut next = 1;
+    while let Ok(m) = stream
+        .raw_message_builder()
+        .sequence(next)
+        .next_by_subject(topology.discovery_subject())
+        .send()
+        .await
+    {
+        items.push(WorkItem::decode(m.payload.as_ref()).unwrap());
+        next = m.sequence + 1;
+    }
+    items
+}
+
+/// A 404 in the public API's shape whose message says `says`.
+fn assert_404(answer: &Answer, says: &str) {
+    assert_eq!(answer.status, 404, "{answer:?}");
+    let body = answer.json();
+    assert_eq!(body["code"], 404, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+}
+
+fn retry_after(answer: &Answer) -> u64 {
+    answer
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("Retry-After in {answer:?}"))
+        .parse()
+        .unwrap()
+}
+
+async fn metric(api: &ApiServer, answer: &str) -> u64 {
+    let (_, text) = fleet_tests::probe::get(api.ops, "/metrics").await.unwrap();
+    let line = format!("api_discovery_total{{answer=\"{answer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_hundred_gets_of_an_unscored_repository_queue_one_scan_and_its_score_follows(
+    pool: PgPool,
+) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &stack::nats_url(),
+        topology.clone(),
+        FAST,
+    )
+    .await;
+    let api = api_on(&pool, &topology, &[]).await;
+    let path = "/projects/github.com/sim-ok-found/Asked-For";
+
+    // A hundred at once, as JSON, badge and page: no worker runs yet, so all see it queued.
+    let answers = futures::future::join_all((0..100).map(|i| {
+        let api = &api;
+        async move {
+            match i % 3 {
+                0 => (0, api.get(path, &[]).await),
+                1 => (1, api.get(&format!("{path}/badge"), &[]).await),
+                _ => (2, api.get(path, &[("accept", "text/html")]).await),
+            }
+        }
+    }))
+    .await;
+    for (kind, answer) in &answers {
+        match kind {
+            0 => {
+                assert_404(answer, "has not been scored yet; its scan ");
+                assert!(retry_after(answer) >= 60, "{answer:?}");
+            }
+            1 => {
+                assert_eq!(answer.status, 200, "{answer:?}");
+                assert_eq!(answer.header("content-type"), Some("image/svg+xml"));
+                assert!(answer.body.contains(">pending<"), "{}", answer.body);
+                assert_eq!(answer.header("cache-control"), Some("public, max-age=15"));
+            }
+            _ => {
+                assert_eq!(answer.status, 404);
+                assert!(answer.body.contains("is being scored"), "{}", answer.body);
+                assert!(
+                    answer.body.contains("<meta http-equiv=\"refresh\""),
+                    "{}",
+                    answer.body
+                );
+            }
+        }
+    }
+    let queued = discoveries(&js, &topology).await;
+    assert_eq!(
+        queued.len(),
+        1,
+        "one work item for a hundred GETs: {queued:?}"
+    );
+    assert_eq!(queued[0].repo, "github.com/sim-ok-found/Asked-For");
+    assert_eq!(queued[0].reason, WorkReason::Discovery as i32);
+    assert_eq!(metric(&api, "queued").await, 1);
+    assert_eq!(metric(&api, "pending").await, 99);
+    let (discovered, priority): (bool, i32) = sqlx::query_as(
+        "SELECT discovered, priority FROM repos WHERE repo_key = 'github.com/sim-ok-found/asked-for'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(discovered);
+    assert_eq!(priority, api::discovery::DISCOVERED_PRIORITY);
+
+    // The real worker and sink score it: one Job, and the next GET has the score.
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    let scored = eventually("the score", Duration::from_secs(120), || async {
+        let answer = api.get(path, &[]).await;
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(fleet.sim.pods_for("github.com/sim-ok-found/Asked-For"), 1);
+    let modified = scored.header("last-modified").expect("Last-Modified");
+    let scanned: DateTime<Utc> =
+        sqlx::query_scalar("SELECT s.scored_at FROM scores s JOIN repos r ON r.id = s.repo_id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        modified,
+        scanned.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    );
+    let same = api.get(path, &[("if-modified-since", modified)]).await;
+    assert_eq!(same.status, 304, "{same:?}");
+    let earlier = (scanned - TimeDelta::hours(1))
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    assert_eq!(
+        api.get(path, &[("if-modified-since", &earlier)])
+            .await
+            .status,
+        200
+    );
+    let badge = api.get(&format!("{path}/badge"), &[]).await;
+    assert_eq!(badge.header("last-modified"), Some(modified));
+    assert_eq!(
+        api.get(&format!("{path}/badge"), &[("if-modified-since", modified)])
+            .await
+            .status,
+        304
+    );
+    fleet.stop_all().await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_repository_github_does_not_have_is_remembered_and_queues_nothing_meanwhile(
+    pool: PgPool,
+) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let mut fleet = Fleet::prepare(
+        &stack::database_url_of(&pool),
+        &stack::nats_url(),
+        topology.clone(),
+        FAST,
+    )
+    .await;
+    fleet.start("sink", "sink", &["run"]);
+    fleet.start("worker-1", "worker", &[]);
+    let api = api_on(&pool, &topology, &[]).await;
+    let path = "/projects/github.com/sim-skip-gone/nowhere";
+    assert_404(&api.get(path, &[]).await, "its scan is queued now");
+
+    // scorecard says GitHub has no such repository: answered from the row from then on.
+    let answer = eventually("the missing answer", Duration::from_secs(120), || async {
+        let answer = api.get(path, &[]).await;
+        (answer.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no such public repository")))
+        .then_some(answer)
+    })
+    .await;
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    assert_404(
+        &answer,
+        &format!(
+            "no such public repository on GitHub: github.com/sim-skip-gone/nowhere (checked {today})"
+        ),
+    );
+    for _ in 0..20 {
+        assert_404(&api.get(path, &[]).await, "no such public repository");
+    }
+    let badge = api.get(&format!("{path}/badge"), &[]).await;
+    assert!(badge.body.contains(">repo not found<"), "{}", badge.body);
+    // The worker took the one item off the stream: the api's count and the Jobs say it.
+    assert_eq!(metric(&api, "queued").await, 1);
+    assert_eq!(fleet.sim.pods_for("github.com/sim-skip-gone/nowhere"), 1);
+    assert!(metric(&api, "missing").await >= 21);
+
+    // Once the memory runs out, a GET checks again.
+    sqlx::query("UPDATE repos SET missing_until = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_404(&api.get(path, &[]).await, "its scan is queued now");
+    assert_eq!(metric(&api, "queued").await, 2);
+    fleet.stop_all().await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_fleet_budget_and_the_per_client_limit_refuse_with_retry_after(pool: PgPool) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let api = api_on(
+        &pool,
+        &topology,
+        &[
+            ("API_DISCOVERY_PER_HOUR", "3".into()),
+            ("API_DISCOVERY_PER_CLIENT_PER_HOUR", "2".into()),
+            ("API_CLIENT_ADDRESS_HEADER", "X-Forwarded-For".into()),
+        ],
+    )
+    .await;
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+    let get = |n: u32, client: &'static str| {
+        let api = &api;
+        async move {
+            api.get(
+                &format!("/projects/github.com/sim-ok-budget/repo-{n}"),
+                &from(client),
+            )
+            .await
+        }
+    };
+
+    assert_404(&get(1, "198.51.100.1").await, "queued now");
+    assert_404(&get(2, "203.0.113.5, 198.51.100.1").await, "queued now");
+    // Its third: refused for this address, and the proxy's entry is what counts.
+    let limited = get(3, "198.51.100.1").await;
+    assert_404(
+        &limited,
+        "was not queued: this address has asked for many new repositories",
+    );
+    let wait = retry_after(&limited);
+    assert!(
+        (1_700..=1_800).contains(&wait),
+        "half an hour for one of two an hour: {wait}"
+    );
+    // Another address takes the fleet's third; a fourth is past the fleet's budget.
+    assert_404(&get(3, "198.51.100.2").await, "queued now");
+    let over = get(4, "198.51.100.3").await;
+    assert_404(
+        &over,
+        "was not queued: this service has queued as many new repositories as it may this hour",
+    );
+    let wait = retry_after(&over);
+    assert!(
+        (3_500..=3_600).contains(&wait),
+        "until the oldest leaves the hour: {wait}"
+    );
+    let badge = api
+        .get(
+            "/projects/github.com/sim-ok-budget/repo-4/badge",
+            &from("198.51.100.4"),
+        )
+        .await;
+    assert!(badge.body.contains(">unknown<"), "{}", badge.body);
+    assert!(badge.header("retry-after").is_some());
+
+    let queued: Vec<String> = discoveries(&js, &topology)
+        .await
+        .into_iter()
+        .map(|i| i.repo)
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            "github.com/sim-ok-budget/repo-1",
+            "github.com/sim-ok-budget/repo-2",
+            "github.com/sim-ok-budget/repo-3",
+        ]
+    );
+    assert_eq!(metric(&api, "queued").await, 3);
+    assert_eq!(metric(&api, "client_limited").await, 1);
+    assert_eq!(metric(&api, "over_budget").await, 2);
+
+    // Off: a plain 404 that queues nothing.
+    drop(api);
+    let off = api_on(&pool, &topology, &[("API_DISCOVERY", "false".into())]).await;
+    assert_404(
+        &off.get("/projects/github.com/sim-ok-budget/repo-9", &[])
+            .await,
+        "is not known to this service",
+    );
+    assert_eq!(discoveries(&js, &topology).await.len(), 3);
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_retiring(
+    pool: PgPool,
+) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let api = api_on(&pool, &topology, &[]).await;
+    let path = "/projects/github.com/sim-ok-retired/again";
+    assert_404(&api.get(path, &[]).await, "queued now");
+
+    // As the producer retires one nobody asked for: disabled, data kept.
+    sqlx::query(
+        "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
+             last_asked_at = now() - interval '90 days'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_404(&api.get(path, &[]).await, "queued now");
+    let (enabled, retired): (bool, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT enabled, retired_at FROM repos")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(enabled && retired.is_none(), "brought back");
+    assert_eq!(discoveries(&js, &topology).await.len(), 2);
+
+    // An operator's disabling is not undone by a GET.
+    sqlx::query("UPDATE repos SET enabled = false, last_enqueued_at = now() - interval '3 days'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_404(&api.get(path, &[]).await, "has not been scored yet");
+    assert_eq!(discoveries(&js, &topology).await.len(), 2);
+
+    // A GET of a discovered repository asked for long ago refreshes its ask.
+    sqlx::query(
+        "UPDATE repos SET enabled = true, last_asked_at = now() - interval '40 days',
+             last_enqueued_at = now()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_404(&api.get(path, &[]).await, "its scan was queued");
+    eventually("the ask recorded", Duration::from_secs(30), || async {
+        let asked: DateTime<Utc> = sqlx::query_scalar("SELECT last_asked_at FROM repos")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (asked > Utc::now() - TimeDelta::minutes(1)).then_some(())
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_pending_page_and_badge_render_in_a_real_browser(pool: PgPool) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let api = api_on(&pool, &topology, &[]).await;
+    let page = browse_to(
+        api.url("/projects/github.com/sim-ok-browser/pending"),
+        "api-pending.png",
+    )
+    .await;
+    assert!(
+        page.contains("<h1 id=\"repo\">github.com/sim-ok-browser/pending</h1>"),
+        "{page}"
+    );
+    assert!(page.contains("This repository is being scored."), "{page}");
+    assert!(page.contains("This page refreshes itself."), "{page}");
+    let badge = browse_to(
+        api.url("/projects/github.com/sim-ok-browser/pending/badge?style=for-the-badge"),
+        "api-pending-badge.png",
+    )
+    .await;
+    assert!(badge.contains("PENDING"), "{badge}");
+    let invalid = browse_to(
+        api.url("/projects/github.com/-not-a-name-/x/badge"),
+        "api-invalid-badge.png",
+    )
+    .await;
+    assert!(invalid.contains("invalid repo path"), "{invalid}");
+    // The status page shows each lane's wait in words.
+    let status = browse_to(api.url("/"), "api-status-lanes.png").await;
+    // The page's visit queued one discovery, and no worker runs here: it waits.
+    assert!(
+        status.contains("<td>new repositories (discovery)</td><td class=\"num\">1</td>"),
+        "{status}"
+    );
+    assert!(
+        status.contains("<td>scan requests (manual)</td><td class=\"num\">none</td>"),
+        "{status}"
+    );
+    let json = api.get("/status", &[]).await.json();
+    assert_eq!(json["lanes"]["discovery"]["waiting"], 1, "{json}");
+    assert_eq!(json["lanes"]["manual"]["waiting"], 0, "{json}");
+    assert!(
+        !status.contains("+00:00"),
+        "machine dates on the page: {status}"
+    );
+}
