@@ -29,12 +29,12 @@ CREATE INDEX discoveries_at_idx ON discoveries (at);
 -- A discovery, decided and recorded in one call, so a hundred concurrent GETs queue one scan.
 -- Serialised on an advisory lock: the budget's count and the row's state are read and written
 -- by one caller at a time (discoveries are rare; a known repository's GET never gets here).
--- Returns what happened ('queued', 'pending', 'known', 'missing', 'budget') and, for 'budget',
--- the seconds until the budget has room again. The caller publishes the work item inside the
+-- Returns what happened ('queued', 'pending', 'known', 'missing', 'budget'), for 'budget' the
+-- seconds until the budget has room again, and for 'missing' when GitHub was last checked. The caller publishes the work item inside the
 -- same transaction, so a failed publish records nothing.
 CREATE FUNCTION discover(
     key text, owner_ text, name_ text, lease interval, per_hour integer, priority_ integer,
-    OUT outcome text, OUT retry_secs integer
+    OUT outcome text, OUT retry_secs integer, OUT checked timestamptz
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -65,12 +65,15 @@ BEGIN
         END IF;
         IF r.missing_until > now() THEN
             outcome := 'missing';
+            checked := r.missing_checked_at;
             RETURN;
         END IF;
-        -- Scored or failed and still scheduled, or disabled by an operator: the schedule
+        -- Scored, or failed for a reason the "missing" memory does not explain (a later
+        -- failure retries on the schedule's backoff), or disabled by an operator: the schedule
         -- answers it. A retired one, a missing one whose memory ran out, and one never tried
         -- are discovered again.
-        IF r.retired_at IS NULL AND (NOT r.enabled OR ((scored OR failed) AND r.missing_until IS NULL)) THEN
+        IF r.retired_at IS NULL AND (NOT r.enabled OR scored
+            OR (failed AND (r.missing_until IS NULL OR last_failed > r.missing_checked_at))) THEN
             outcome := 'known';
             RETURN;
         END IF;
@@ -120,3 +123,14 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION asked_for(bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION asked_for(bigint[]) TO scorecard_api;
+
+-- The functions that run as their owner resolve names in this schema only: with pg_temp
+-- last, a caller's temporary table cannot stand in for one of the fleet's (a temporary
+-- `discoveries` would otherwise lift the budget). 0005's request_scans too.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION discover(text, text, text, interval, integer, integer) SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION asked_for(bigint[]) SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION request_scans(text[], text[], text[], interval) SET search_path = %I, pg_temp', current_schema());
+END
+$$;

@@ -30,8 +30,29 @@ pub const DISCOVERED_PRIORITY: i32 = -1;
 /// How often a discovered repository's "asked for" time is refreshed, at most.
 const ASKED_EVERY: TimeDelta = TimeDelta::days(1);
 
-/// How long a lane's measured wait is reused: it costs two requests to NATS.
+/// How long a lane's measured wait is reused: it costs a few requests to NATS.
 const WAIT_FOR: Duration = Duration::from_secs(5);
+
+/// How long a measurement of the lanes may take before the last one is used instead.
+const MEASURE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Discoveries deciding and publishing at once per replica.
+const DISCOVERY_TURNS: usize = 2;
+
+/// The allowance a client address draws on: an IPv6 host is given a whole /64, so it counts
+/// as one client.
+fn client_key(client: IpAddr) -> String {
+    match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -51,6 +72,10 @@ pub struct Settings {
 pub struct Discovery {
     pub settings: Settings,
     clients: RateLimit,
+    /// Discoveries deciding and publishing at once on this replica (each holds a connection).
+    pub turns: tokio::sync::Semaphore,
+    /// One measurement of the lanes at a time; the others use the last one.
+    measuring: tokio::sync::Mutex<()>,
     /// Discovered repositories asked for whose row says so more than a day ago: written in
     /// batches by [`Discovery::flush_asked`], each at most once an hour per replica.
     asked: Mutex<Asked>,
@@ -149,7 +174,9 @@ pub fn standing(row: Option<&Latest>, now: DateTime<Utc>, lease: TimeDelta) -> S
     if !r.enabled {
         return Standing::Unscored(Unscored::NotScheduled);
     }
-    if r.failed_at.is_some() && r.missing_until.is_none() {
+    // A failure the "missing" memory does not explain (none recorded, or a later one): the
+    // schedule retries it with its own backoff.
+    if r.failed_at.is_some() && (r.missing_until.is_none() || r.failed_at > r.missing_checked_at) {
         return Standing::Unscored(Unscored::Failed {
             at: r.failed_at,
             next_due: r.next_due_at,
@@ -249,6 +276,8 @@ impl Discovery {
     pub fn new(settings: Settings) -> Self {
         Self {
             clients: RateLimit::per_hour(settings.per_client_per_hour),
+            turns: tokio::sync::Semaphore::new(DISCOVERY_TURNS),
+            measuring: tokio::sync::Mutex::new(()),
             settings,
             asked: Mutex::default(),
             waits: Mutex::new(None),
@@ -257,7 +286,12 @@ impl Discovery {
 
     /// Takes one discovery from `client`'s allowance, or says how long until one is there.
     pub fn take_client(&self, client: IpAddr) -> Result<(), Duration> {
-        self.clients.take(&client.to_string(), Instant::now())
+        self.clients.take(&client_key(client), Instant::now())
+    }
+
+    /// Whether `client` may queue a discovery now, taking nothing.
+    pub fn client_has_room(&self, client: IpAddr) -> Result<(), Duration> {
+        self.clients.peek(&client_key(client), Instant::now())
     }
 
     /// Notes a GET of `row`: a discovered repository asked for keeps its schedule.
@@ -292,7 +326,8 @@ impl Discovery {
         js: Option<&async_nats::jetstream::Context>,
         topology: &Topology,
     ) -> Waits {
-        if let Some((at, waits)) = *self.waits.lock().expect("waits lock")
+        let last = *self.waits.lock().expect("waits lock");
+        if let Some((at, waits)) = last
             && at.elapsed() < WAIT_FOR
         {
             return waits;
@@ -300,11 +335,21 @@ impl Discovery {
         let Some(js) = js else {
             return Waits::default();
         };
+        // Another request is measuring: the last measurement serves meanwhile.
+        let Ok(_measuring) = self.measuring.try_lock() else {
+            return last.map(|(_, w)| w).unwrap_or_default();
+        };
         let measure = |consumer: &'static str, subject: String| async move {
-            match lane_wait(js, topology, consumer, &subject).await {
-                Ok(wait) => Some(wait),
-                Err(e) => {
+            match tokio::time::timeout(MEASURE_WITHIN, lane_wait(js, topology, consumer, &subject))
+                .await
+            {
+                Ok(Ok(wait)) => Some(wait),
+                Ok(Err(e)) => {
                     tracing::debug!(error = %format!("{e:#}"), consumer, "measuring a lane's wait failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(consumer, "measuring a lane's wait took too long");
                     None
                 }
             }
@@ -467,6 +512,12 @@ mod tests {
         );
         r.missing_until = Some(now - TimeDelta::seconds(1));
         assert_eq!(standing(Some(&r), now, lease), Standing::Discoverable);
+        // A later failure of another kind is the schedule's to retry, not every GET's.
+        r.failed_at = Some(now - TimeDelta::hours(1));
+        assert!(matches!(
+            standing(Some(&r), now, lease),
+            Standing::Unscored(Unscored::Failed { .. })
+        ));
     }
 
     #[test]
@@ -507,6 +558,17 @@ mod tests {
             Client::of(&HeaderMap::new(), Some(peer), Some(&trusted)).0,
             peer.ip()
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_one_client_and_a_mapped_ipv4_as_itself() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "198.51.100.7");
     }
 
     #[test]

@@ -116,6 +116,21 @@ impl RateLimit {
         }
     }
 
+    /// Whether `key` has a request left, without taking it; else how long until it has.
+    pub fn peek(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let buckets = self.buckets.lock().expect("rate limit lock");
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * self.per_second).min(self.capacity);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        }
+    }
+
     /// Takes one request from `key`'s budget, or says how long until one is there.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let (capacity, per_second) = (self.capacity, self.per_second);
@@ -201,9 +216,11 @@ mod tests {
         for _ in 0..9 {
             limit.take("late", t0 + Duration::from_secs(3_600)).unwrap();
         }
-        let wait = limit
-            .take("late", t0 + Duration::from_secs(3_600))
-            .unwrap_err();
+        let late = t0 + Duration::from_secs(3_600);
+        let peeked = limit.peek("late", late).unwrap_err();
+        let wait = limit.take("late", late).unwrap_err();
         assert!((wait.as_secs_f64() - 360.0).abs() < 1.0, "{wait:?}");
+        assert_eq!(peeked, wait, "peeking takes nothing");
+        assert!(limit.peek("never-seen", late).is_ok());
     }
 }

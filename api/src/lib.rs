@@ -124,8 +124,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
 }
 
 /// Writes which discovered repositories were asked for, every few seconds: what keeps them
-/// from retirement. A failed write is retried with the next batch's ids lost, which costs at
-/// most a day of an ask's credit.
+/// from retirement. A failed write is not retried: those asks are noted again after an hour
+/// at the latest, far inside the intervals retirement waits.
 async fn record_asked(app: Arc<App>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {

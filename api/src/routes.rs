@@ -347,8 +347,11 @@ async fn look_up(
     match discovery::standing(row.as_ref(), now, app.lease) {
         Standing::Scored { rediscover } => {
             if rediscover {
-                // Retired, and asked for again: scheduled again, the kept score served now.
-                discover(app, repo, true, client).await?;
+                // Retired, and asked for again: scheduled again, the kept score served now,
+                // whether or not the scan could be queued this time.
+                if let Err(e) = discover(app, repo, true, client).await {
+                    tracing::warn!(%repo, error = %e.message, "bringing back a retired repository failed");
+                }
             }
             Ok(Found::Scored(Box::new(row.expect("a scored row"))))
         }
@@ -397,56 +400,86 @@ async fn discover_once(
             Unscored::Unknown
         });
     }
+    // A client past its allowance never reaches the database's lock.
+    if let Err(wait) = app.discovery.client_has_room(client.0) {
+        return Ok(Unscored::ClientLimited { retry: wait });
+    }
     let Some(js) = app.nats.get() else {
-        return Err(Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NATS is not connected yet; try again shortly",
-        )
-        .retry_after(5));
+        return Err(busy("NATS is not connected yet; try again shortly"));
     };
-    let (tx, outcome, retry_secs) = app
-        .query(async {
-            let mut tx = app.db.pool.begin().await?;
-            let (outcome, retry_secs): (String, i32) = sqlx::query_as(
-                "SELECT outcome, retry_secs FROM discover($1, $2, $3, $4::interval, $5, $6)",
-            )
-            .persistent(false)
-            .bind(repo.key())
-            .bind(repo.owner())
-            .bind(repo.name())
-            .bind(fleet_runtime::db::interval_text(app.lease))
-            .bind(i32::try_from(app.discovery.settings.per_hour).unwrap_or(i32::MAX))
-            .bind(discovery::DISCOVERED_PRIORITY)
-            .fetch_one(&mut *tx)
-            .await?;
-            Ok((tx, outcome, retry_secs))
-        })
+    // Discoveries hold a connection and the fleet-wide lock while they publish: a few at a time
+    // per replica, so a stalled NATS never takes the pool the reads need.
+    let Ok(_turn) = tokio::time::timeout(DISCOVERY_WAIT, app.discovery.turns.acquire()).await
+    else {
+        return Err(busy(
+            "many new repositories are being queued right now; try again shortly",
+        ));
+    };
+    let decided = async {
+        let mut tx = fleet_runtime::db::begin(&app.db.pool, DISCOVERY_TIMEOUTS).await?;
+        let (outcome, retry_secs, checked): (String, i32, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT outcome, retry_secs, checked
+                     FROM discover($1, $2, $3, $4::interval, $5, $6)",
+        )
+        .persistent(false)
+        .bind(repo.key())
+        .bind(repo.owner())
+        .bind(repo.name())
+        .bind(fleet_runtime::db::interval_text(app.lease))
+        .bind(i32::try_from(app.discovery.settings.per_hour).unwrap_or(i32::MAX))
+        .bind(discovery::DISCOVERED_PRIORITY)
+        .fetch_one(&mut *tx)
         .await?;
+        Ok::<_, sqlx::Error>((tx, outcome, retry_secs, checked))
+    }
+    .await;
+    let (tx, outcome, retry_secs, checked) = match decided {
+        Ok(decided) => {
+            app.db_ok();
+            decided
+        }
+        // Another discovery held the lock too long: busy, not a database outage.
+        Err(e)
+            if matches!(
+                fleet_runtime::db::ErrorKind::of(&e),
+                fleet_runtime::db::ErrorKind::LockTimeout
+                    | fleet_runtime::db::ErrorKind::StatementTimeout
+            ) =>
+        {
+            tracing::warn!(%repo, error = %fleet_runtime::db::describe(&e), "a discovery timed out");
+            return Err(busy(
+                "many new repositories are being queued right now; try again shortly",
+            ));
+        }
+        Err(e) => return Err(app.db_error(&e)),
+    };
     let retry = |waits| app.discovery.retry(waits);
     match outcome.as_str() {
         "queued" => {
-            // Only a scan this request would queue counts against its client: concurrent GETs
-            // of one new repository cost one.
+            // Only a scan this request queues counts against its client: concurrent GETs of
+            // one new repository cost one.
             if let Err(wait) = app.discovery.take_client(client.0) {
                 drop(tx);
                 return Ok(Unscored::ClientLimited { retry: wait });
             }
             let item = discovery::work_item(repo);
-            let failed = fleet_runtime::publish::publish_all(
-                js,
-                &app.topology.discovery_subject(),
-                std::slice::from_ref(&item),
+            // One attempt, bounded: the lock is held meanwhile, and the client asks again.
+            let published = tokio::time::timeout(
+                DISCOVERY_WAIT,
+                fleet_runtime::publish::publish_item(js, app.topology.discovery_subject(), &item),
             )
             .await;
-            if let Some((_, e)) = failed.first() {
+            if !matches!(published, Ok(Ok(()))) {
                 // Dropping the transaction rolls it back: nothing says a scan is queued.
                 drop(tx);
-                tracing::warn!(%repo, error = %e, "publishing a discovery failed");
-                return Err(Failure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{repo} has not been scored yet, and its scan could not be queued; try again shortly"),
-                )
-                .retry_after(5));
+                let why = match published {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {DISCOVERY_WAIT:?}"),
+                };
+                tracing::warn!(%repo, error = %why, "publishing a discovery failed");
+                return Err(busy(&format!(
+                    "{repo} has not been scored yet, and its scan could not be queued; try again shortly"
+                )));
             }
             app.query(tx.commit()).await?;
             tracing::info!(%repo, work_id = %item.id, "discovered: scan queued");
@@ -465,7 +498,7 @@ async fn discover_once(
                         retry: retry(waits),
                     }
                 }
-                "missing" => Unscored::Missing { checked: None },
+                "missing" => Unscored::Missing { checked },
                 "budget" => Unscored::OverBudget {
                     retry: Duration::from_secs(u64::try_from(retry_secs).unwrap_or(1)),
                 },
@@ -473,6 +506,20 @@ async fn discover_once(
             })
         }
     }
+}
+
+/// How long a discovery waits for its turn, and for NATS to store its work item.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
+/// A discovery gives up on the fleet-wide lock rather than queue behind a stalled holder.
+const DISCOVERY_TIMEOUTS: fleet_runtime::db::Timeouts = fleet_runtime::db::Timeouts {
+    statement: Duration::from_secs(5),
+    lock: Duration::from_secs(3),
+};
+
+/// A 503 to try again shortly.
+fn busy(message: &str) -> Failure {
+    Failure::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5)
 }
 
 #[derive(Debug, Deserialize)]

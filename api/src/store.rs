@@ -37,7 +37,8 @@ pub struct Latest {
     pub next_due_at: DateTime<Utc>,
     pub missing_checked_at: Option<DateTime<Utc>>,
     pub missing_until: Option<DateTime<Utc>>,
-    /// When its latest failure was recorded, if it failed since its latest score.
+    /// When its latest failure was recorded, read only for a repository without a score (a
+    /// scored one's GET, the hot path, skips the lookup).
     pub failed_at: Option<DateTime<Utc>>,
 }
 
@@ -50,9 +51,11 @@ pub async fn latest(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
             "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
                 s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
                 s.scored_at, s.raw_json, r.enabled, r.discovered, r.last_asked_at, r.retired_at,
-                r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until, f.failed_at
+                r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until,
+                CASE WHEN s.repo_id IS NULL
+                     THEN (SELECT f.failed_at FROM work_failures f WHERE f.repo_id = r.id)
+                END AS failed_at
          FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-              LEFT JOIN work_failures f ON f.repo_id = r.id
          WHERE r.repo_key = $1",
         )
         .bind(key)
@@ -69,9 +72,11 @@ pub async fn badge(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
                 s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
                 s.scored_at, NULL::text AS raw_json, r.enabled, r.discovered, r.last_asked_at,
                 r.retired_at, r.last_enqueued_at, r.next_due_at, r.missing_checked_at,
-                r.missing_until, f.failed_at
+                r.missing_until,
+                CASE WHEN s.repo_id IS NULL
+                     THEN (SELECT f.failed_at FROM work_failures f WHERE f.repo_id = r.id)
+                END AS failed_at
          FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-              LEFT JOIN work_failures f ON f.repo_id = r.id
          WHERE r.repo_key = $1",
         )
         .bind(key)

@@ -47,6 +47,15 @@ pub async fn publish_once(
     send_once(js, subject, id, payload).await?.await.map(|_| ())
 }
 
+/// Publishes one work item to `subject` under its id, once, and waits for the server's ack.
+pub async fn publish_item(
+    js: &Context,
+    subject: impl ToSubject,
+    item: &WorkItem,
+) -> Result<(), PublishError> {
+    publish_once(js, subject, &item.id, item.encode_to_vec().into()).await
+}
+
 /// A new work item; ids are UUIDv7 (time-ordered, so they sort by enqueue time in logs).
 pub fn work_item(repo: &RepoName, reason: WorkReason, priority: i32) -> WorkItem {
     WorkItem {

@@ -627,8 +627,9 @@ impl Topology {
             &want.duplicate_window,
             mismatch,
         )?;
-        if found.subjects != want_subjects {
+        if !only_adds(&want_subjects, &found.subjects) {
             // Every other setting agrees and the stream lacks only subjects: it predates them.
+            // (Compared as sets: the server may list them in another order.)
             let before = std::mem::replace(&mut found.subjects, want_subjects);
             js.update_stream(&found).await.map_err(|e| nats_err(&e))?;
             tracing::info!(stream = %name, ?before, after = ?found.subjects, "added subjects to stream");

@@ -296,8 +296,17 @@ async fn the_fleet_budget_and_the_per_client_limit_refuse_with_retry_after(pool:
         }
     };
 
-    assert_404(&get(1, "198.51.100.1").await, "queued now");
-    assert_404(&get(2, "203.0.113.5, 198.51.100.1").await, "queued now");
+    let first = get(1, "198.51.100.1").await;
+    assert_404(&first, "queued now");
+    // Retry-After is the discovery lane's wait and a scan (60 s): nothing waited before it.
+    let wait = retry_after(&first);
+    assert!((60..=61).contains(&wait), "{wait}");
+    // No worker runs here: the first item waits, and the next answer counts its wait.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let second = get(2, "203.0.113.5, 198.51.100.1").await;
+    assert_404(&second, "queued now");
+    let wait = retry_after(&second);
+    assert!((66..=70).contains(&wait), "the oldest waited 6 s: {wait}");
     // Its third: refused for this address, and the proxy's entry is what counts.
     let limited = get(3, "198.51.100.1").await;
     assert_404(

@@ -57,8 +57,8 @@ pub struct Cli {
     #[arg(long, env = "WORKER_DRAIN_DEADLINE_SECS", default_value_t = 60)]
     pub drain_deadline_secs: u64,
 
-    /// Milliseconds one pull waits for scheduled work before asking the manual lane again:
-    /// the longest a person's request waits behind an idle scheduled lane.
+    /// Milliseconds one pull waits for scheduled work before asking the manual and discovery
+    /// lanes again: the longest a person's request waits behind an idle scheduled lane.
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 1000)]
     pub poll_ms: u64,
 

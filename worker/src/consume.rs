@@ -337,11 +337,12 @@ impl Worker {
         lane: WorkLane,
         shutdown: &CancellationToken,
     ) -> Option<Lease> {
-        // A discovery has a person waiting, so it draws on the manual reserve, but in a line
-        // of its own: a flood of discoveries queues behind itself, not ahead of a request.
+        // A discovery is crawler-driven as often as not: it draws on the scheduled share, never
+        // on the reserve kept for people's requests, in a line of its own beside scheduled
+        // work's, so it does not wait behind a scheduled backlog for its turn either.
         let (credit, line) = match lane {
             WorkLane::Manual => (budget::Lane::Manual, &self.credit_lines[0]),
-            WorkLane::Discovery => (budget::Lane::Manual, &self.credit_lines[1]),
+            WorkLane::Discovery => (budget::Lane::Scheduled, &self.credit_lines[1]),
             WorkLane::Scheduled => (budget::Lane::Scheduled, &self.credit_lines[2]),
         };
         let take = async {
