@@ -12,6 +12,7 @@ use fleet_runtime::topology::{Topology, TopologyArgs};
 use fleet_tests::api_server::{self, ApiServer};
 use fleet_tests::browser::browse_to;
 use fleet_tests::fleet::{FAST, Fleet};
+use fleet_tests::kube_support::eventually;
 use fleet_tests::probe::Answer;
 use fleet_tests::stack;
 use prost::Message as _;
@@ -86,22 +87,16 @@ async fn metric(api: &ApiServer, answer: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The fleet's processes (worker, sink, the stand-in scan) on this test's database and
+/// `topology`, none started yet.
+async fn fleet_on(pool: &PgPool, topology: &Topology) -> Fleet {
+    Fleet::prepare(
+        &stack::database_url_of(pool),
+        &stack::nats_url(),
+        topology.clone(),
+        FAST,
+    )
+    .await
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -110,13 +105,7 @@ async fn a_hundred_gets_of_an_unscored_repository_queue_one_scan_and_its_score_f
 ) {
     let js = nats().await;
     let topology = topology(&js).await;
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topology.clone(),
-        FAST,
-    )
-    .await;
+    let mut fleet = fleet_on(&pool, &topology).await;
     let api = api_on(&pool, &topology, &[]).await;
     let path = "/projects/github.com/sim-ok-found/Asked-For";
 
@@ -179,9 +168,10 @@ async fn a_hundred_gets_of_an_unscored_repository_queue_one_scan_and_its_score_f
     fleet.start("worker-1", "worker", &[]);
     let scored = eventually("the score", Duration::from_secs(120), || async {
         let answer = api.get(path, &[]).await;
-        (answer.status == 200).then_some(answer)
+        Ok((answer.status == 200).then_some(answer))
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(fleet.sim.pods_for("github.com/sim-ok-found/Asked-For"), 1);
     let modified = scored.header("last-modified").expect("Last-Modified");
     let scanned: DateTime<Utc> =
@@ -221,13 +211,7 @@ async fn a_repository_github_does_not_have_is_remembered_and_queues_nothing_mean
 ) {
     let js = nats().await;
     let topology = topology(&js).await;
-    let mut fleet = Fleet::prepare(
-        &stack::database_url_of(&pool),
-        &stack::nats_url(),
-        topology.clone(),
-        FAST,
-    )
-    .await;
+    let mut fleet = fleet_on(&pool, &topology).await;
     fleet.start("sink", "sink", &["run"]);
     fleet.start("worker-1", "worker", &[]);
     let api = api_on(&pool, &topology, &[]).await;
@@ -237,12 +221,13 @@ async fn a_repository_github_does_not_have_is_remembered_and_queues_nothing_mean
     // scorecard says GitHub has no such repository: answered from the row from then on.
     let answer = eventually("the missing answer", Duration::from_secs(120), || async {
         let answer = api.get(path, &[]).await;
-        (answer.json()["message"]
+        Ok((answer.json()["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("no such public repository")))
-        .then_some(answer)
+        .then_some(answer))
     })
-    .await;
+    .await
+    .unwrap();
     let today = Utc::now().format("%Y-%m-%d").to_string();
     assert_404(
         &answer,
@@ -414,11 +399,11 @@ async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_r
     eventually("the ask recorded", Duration::from_secs(30), || async {
         let asked: DateTime<Utc> = sqlx::query_scalar("SELECT last_asked_at FROM repos")
             .fetch_one(&pool)
-            .await
-            .unwrap();
-        (asked > Utc::now() - TimeDelta::minutes(1)).then_some(())
+            .await?;
+        Ok((asked > Utc::now() - TimeDelta::minutes(1)).then_some(()))
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
