@@ -335,11 +335,9 @@ async fn look_up(
     client: &Client,
     badge: bool,
 ) -> Result<Found, Failure> {
-    let row = if badge {
-        app.query(store::badge(&app.db, &repo.key())).await?
-    } else {
-        app.query(store::latest(&app.db, &repo.key())).await?
-    };
+    let row = app
+        .query(store::latest(&app.db, &repo.key(), !badge))
+        .await?;
     let now = Utc::now();
     if let Some(r) = &row {
         app.discovery.note_asked(r, now);
@@ -566,7 +564,8 @@ pub async fn project(
     if page {
         return repo_page(&app, &latest).await;
     }
-    let (Some(work_id), Some(raw)) = (latest.work_id.as_deref(), latest.raw_json.as_deref()) else {
+    let latest = *latest;
+    let (Some(work_id), Some(raw)) = (latest.work_id, latest.raw_json) else {
         return Err(Failure::unscored(&repo, &Unscored::NotScheduled));
     };
     let (work_id, raw, modified) = match &commit {
@@ -585,7 +584,8 @@ pub async fn project(
                 })?;
             (work_id, raw, None)
         }
-        _ => (work_id.to_owned(), raw.to_owned(), latest.scored_at),
+        // Moved, not copied: the hot path's one large value.
+        _ => (work_id, raw, latest.scored_at),
     };
     Ok(cached(
         &app,

@@ -38,48 +38,50 @@ pub struct Latest {
     pub missing_checked_at: Option<DateTime<Utc>>,
     pub missing_until: Option<DateTime<Utc>>,
     /// When its latest failure was recorded, read only for a repository without a score (a
-    /// scored one's GET, the hot path, skips the lookup).
+    /// scored one's GET, the hot path, makes one query).
+    #[sqlx(skip)]
     pub failed_at: Option<DateTime<Utc>>,
 }
 
 /// The repository of `key` (lower-cased name) with its latest result; `None` if unknown.
-pub async fn latest(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
-    read!(
-        db,
-        fetch_optional,
-        sqlx::query_as(
-            "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
-                s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
-                s.scored_at, s.raw_json, r.enabled, r.discovered, r.last_asked_at, r.retired_at,
-                r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until,
-                CASE WHEN s.repo_id IS NULL
-                     THEN (SELECT f.failed_at FROM work_failures f WHERE f.repo_id = r.id)
-                END AS failed_at
+/// `with_raw`: with scorecard's output (a badge does without).
+pub async fn latest(db: &Db, key: &str, with_raw: bool) -> Result<Option<Latest>, sqlx::Error> {
+    // Two statements rather than a parameter, so each keeps a plan that reads only what it
+    // returns.
+    let query = if with_raw {
+        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
+            s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
+            s.scored_at, s.raw_json, r.enabled, r.discovered, r.last_asked_at, r.retired_at,
+            r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until
          FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-         WHERE r.repo_key = $1",
-        )
-        .bind(key)
-    )
+         WHERE r.repo_key = $1"
+    } else {
+        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
+            s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
+            s.scored_at, NULL::text AS raw_json, r.enabled, r.discovered, r.last_asked_at,
+            r.retired_at, r.last_enqueued_at, r.next_due_at, r.missing_checked_at,
+            r.missing_until
+         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+         WHERE r.repo_key = $1"
+    };
+    let mut row = latest_row(db, query, key).await?;
+    if let Some(r) = row.as_mut()
+        && r.work_id.is_none()
+    {
+        r.failed_at = last_failed_at(db, r.repo_id).await?;
+    }
+    Ok(row)
 }
 
-/// [`latest`] without scorecard's output, for badges.
-pub async fn badge(db: &Db, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+async fn latest_row(db: &Db, query: &'static str, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+    read!(db, fetch_optional, sqlx::query_as(query).bind(key))
+}
+
+async fn last_failed_at(db: &Db, repo_id: i64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     read!(
         db,
         fetch_optional,
-        sqlx::query_as(
-            "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
-                s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
-                s.scored_at, NULL::text AS raw_json, r.enabled, r.discovered, r.last_asked_at,
-                r.retired_at, r.last_enqueued_at, r.next_due_at, r.missing_checked_at,
-                r.missing_until,
-                CASE WHEN s.repo_id IS NULL
-                     THEN (SELECT f.failed_at FROM work_failures f WHERE f.repo_id = r.id)
-                END AS failed_at
-         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-         WHERE r.repo_key = $1",
-        )
-        .bind(key)
+        sqlx::query_scalar("SELECT failed_at FROM work_failures WHERE repo_id = $1").bind(repo_id)
     )
 }
 

@@ -305,7 +305,7 @@ async fn api_lookups(s: &Scratch, repos: &[RepoName]) -> anyhow::Result<Cost> {
         .collect();
     let t = Instant::now();
     let found: Vec<_> = futures::stream::iter(&keys)
-        .map(|key| api::store::latest(&db, key))
+        .map(|key| api::store::latest(&db, key, true))
         .buffer_unordered(16)
         .collect()
         .await;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use api::discovery::{self, Standing, Unscored};
 use async_nats::jetstream;
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::v1::{WorkItem, WorkReason};
@@ -452,4 +453,275 @@ async fn the_pending_page_and_badge_render_in_a_real_browser(pool: PgPool) {
         !status.contains("+00:00"),
         "machine dates on the page: {status}"
     );
+}
+
+/// What the api decides from the row it read, by kind.
+fn standing_kind(s: &Standing) -> &'static str {
+    match s {
+        Standing::Scored { rediscover: false } => "scored",
+        Standing::Scored { rediscover: true } => "scored, rediscover",
+        Standing::Discoverable => "discoverable",
+        Standing::Unscored(Unscored::Pending { .. }) => "pending",
+        Standing::Unscored(Unscored::Missing { .. }) => "missing",
+        Standing::Unscored(Unscored::Failed { .. }) => "failed",
+        Standing::Unscored(Unscored::NotScheduled) => "not scheduled",
+        Standing::Unscored(other) => panic!("standing() never answers {other:?}"),
+    }
+}
+
+/// One row state, times in minutes before now (`missing_until`: minutes after now).
+#[derive(Default)]
+struct Case {
+    name: &'static str,
+    disabled: bool,
+    discovered: bool,
+    enqueued: Option<i32>,
+    scored: Option<i32>,
+    failed: Option<i32>,
+    missing_checked: Option<i32>,
+    missing_until: Option<i32>,
+    retired: Option<i32>,
+    /// What the api decides from the row, and what `discover()` answers.
+    api: &'static str,
+    db: &'static str,
+}
+
+/// The api reads a row and decides with `standing()` without taking the discovery lock; the
+/// database's `discover()` decides under it. Row by row, they must agree: a GET the api
+/// sends to `discover()` is one it queues, and one it answers itself is one `discover()`
+/// would not queue.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn the_api_and_the_database_decide_every_row_alike(pool: PgPool) {
+    const DAY: i32 = 24 * 60;
+    let cases = [
+        Case {
+            name: "never-tried",
+            api: "discoverable",
+            db: "queued",
+            ..Case::default()
+        },
+        Case {
+            name: "enqueued",
+            enqueued: Some(1),
+            api: "pending",
+            db: "pending",
+            ..Case::default()
+        },
+        Case {
+            name: "enqueued-then-failed",
+            enqueued: Some(2),
+            failed: Some(1),
+            api: "failed",
+            db: "known",
+            ..Case::default()
+        },
+        Case {
+            name: "lease-ran-out",
+            enqueued: Some(60),
+            api: "discoverable",
+            db: "queued",
+            ..Case::default()
+        },
+        Case {
+            name: "missing",
+            failed: Some(DAY),
+            missing_checked: Some(DAY),
+            missing_until: Some(6 * DAY),
+            api: "missing",
+            db: "missing",
+            ..Case::default()
+        },
+        Case {
+            name: "missing-then-enqueued",
+            enqueued: Some(1),
+            failed: Some(DAY),
+            missing_checked: Some(DAY),
+            missing_until: Some(6 * DAY),
+            api: "pending",
+            db: "pending",
+            ..Case::default()
+        },
+        Case {
+            name: "missing-memory-ran-out",
+            failed: Some(8 * DAY),
+            missing_checked: Some(8 * DAY),
+            missing_until: Some(-DAY),
+            api: "discoverable",
+            db: "queued",
+            ..Case::default()
+        },
+        Case {
+            name: "failed-after-missing",
+            failed: Some(2 * DAY),
+            missing_checked: Some(8 * DAY),
+            missing_until: Some(-DAY),
+            api: "failed",
+            db: "known",
+            ..Case::default()
+        },
+        Case {
+            name: "failed",
+            failed: Some(60),
+            api: "failed",
+            db: "known",
+            ..Case::default()
+        },
+        Case {
+            name: "disabled",
+            disabled: true,
+            api: "not scheduled",
+            db: "known",
+            ..Case::default()
+        },
+        Case {
+            name: "retired",
+            disabled: true,
+            discovered: true,
+            retired: Some(DAY),
+            api: "discoverable",
+            db: "queued",
+            ..Case::default()
+        },
+        Case {
+            name: "retired-missing",
+            disabled: true,
+            discovered: true,
+            retired: Some(DAY),
+            failed: Some(0),
+            missing_checked: Some(0),
+            missing_until: Some(7 * DAY),
+            api: "missing",
+            db: "missing",
+            ..Case::default()
+        },
+        Case {
+            name: "scored",
+            scored: Some(DAY),
+            api: "scored",
+            db: "known",
+            ..Case::default()
+        },
+        Case {
+            name: "scored-enqueued",
+            scored: Some(DAY),
+            enqueued: Some(1),
+            api: "scored",
+            db: "pending",
+            ..Case::default()
+        },
+        Case {
+            name: "scored-retired",
+            scored: Some(30 * DAY),
+            disabled: true,
+            discovered: true,
+            retired: Some(DAY),
+            api: "scored, rediscover",
+            db: "queued",
+            ..Case::default()
+        },
+    ];
+    let db = fleet_runtime::db::Db::new(pool.clone(), fleet_runtime::db::Pooling::Session);
+    let mut disagreements = Vec::new();
+    for c in &cases {
+        let key = format!("github.com/agree/{}", c.name);
+        sqlx::query(
+            "INSERT INTO repos (repo_key, host, owner, name, enabled, discovered, last_enqueued_at,
+                                last_scored_at, missing_checked_at, missing_until, retired_at)
+             VALUES ($1, 'github.com', 'agree', $2, $3, $4, now() - make_interval(mins => $5),
+                     now() - make_interval(mins => $6), now() - make_interval(mins => $7),
+                     now() + make_interval(mins => $8), now() - make_interval(mins => $9))",
+        )
+        .bind(&key)
+        .bind(c.name)
+        .bind(!c.disabled)
+        .bind(c.discovered)
+        .bind(c.enqueued)
+        .bind(c.scored)
+        .bind(c.missing_checked)
+        .bind(c.missing_until)
+        .bind(c.retired)
+        .execute(&pool)
+        .await
+        .unwrap();
+        if c.scored.is_some() {
+            sqlx::query(
+                "INSERT INTO scores (repo_id, work_id, score, commit_sha, scorecard_version,
+                                     scorecard_commit, scored_at, exit_code, raw_json)
+                 SELECT id, 'w-' || id, 5.0, 'c', 'v5', 'c', last_scored_at, 0, '{}'
+                 FROM repos WHERE repo_key = $1",
+            )
+            .bind(&key)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        if let Some(failed) = c.failed {
+            sqlx::query(
+                "INSERT INTO work_failures (repo_id, work_id, class, message, attempts, failed_at)
+                 SELECT id, 'f-' || id, 'SCAN_FAILED', 'failed', 1,
+                        CASE WHEN $3 THEN missing_checked_at ELSE now() - make_interval(mins => $2) END
+                 FROM repos WHERE repo_key = $1",
+            )
+            .bind(&key)
+            .bind(failed)
+            // The sink records the "missing" memory from the failure itself: the same time.
+            .bind(c.missing_checked == Some(failed))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        decide_both(&pool, &db, &key, c.api, c.db, &mut disagreements).await;
+    }
+    // No row at all.
+    decide_both(
+        &pool,
+        &db,
+        "github.com/agree/unknown",
+        "discoverable",
+        "queued",
+        &mut disagreements,
+    )
+    .await;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
+
+/// Asks both sides about `key`, noting where either differs from what is expected or from
+/// the other.
+async fn decide_both(
+    pool: &PgPool,
+    db: &fleet_runtime::db::Db,
+    key: &str,
+    api_says: &str,
+    db_says: &str,
+    disagreements: &mut Vec<String>,
+) {
+    const LEASE_MINUTES: i32 = 10;
+    let row = api::store::latest(db, key, true).await.unwrap();
+    let standing = discovery::standing(
+        row.as_ref(),
+        Utc::now(),
+        TimeDelta::minutes(i64::from(LEASE_MINUTES)),
+    );
+    let name = key.rsplit('/').next().unwrap();
+    // discover() writes when it queues: asked inside a transaction that is rolled back, so
+    // the row stays as set.
+    let mut tx = pool.begin().await.unwrap();
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM discover($1, 'agree', $2, make_interval(mins => $3), 1000000, -1)",
+    )
+    .bind(key)
+    .bind(name)
+    .bind(LEASE_MINUTES)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let api_got = standing_kind(&standing);
+    // The api calls discover() exactly for these, and answers every other row itself.
+    let api_queues = matches!(api_got, "discoverable" | "scored, rediscover");
+    if api_got != api_says || outcome != db_says || api_queues != (outcome == "queued") {
+        disagreements.push(format!(
+            "{key}: the api decided {api_got:?} (expected {api_says:?}), discover() {outcome:?} (expected {db_says:?})"
+        ));
+    }
 }
