@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use fleet_runtime::config::{DbArgs, HttpArgs, NatsArgs};
+use fleet_runtime::outbound::OutboundArgs;
 use fleet_runtime::telemetry::LogArgs;
+use fleet_runtime::webhook::SigningKeyArgs;
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -79,6 +81,23 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook subscriptions (`/webhooks`): the webhooks service's signing key and outbound
+/// policy, which the api must share with it. Without a signing key those routes answer 503.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub signing: SigningKeyArgs,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+
+    /// Webhook subscriptions one API key's owner may have (409 past it)
+    #[arg(long, env = "API_WEBHOOKS_PER_OWNER", default_value_t = 100)]
+    pub webhooks_per_owner: u32,
 }
 
 /// Discovery: a GET of a repository never scored queues one scan of it.

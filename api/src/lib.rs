@@ -13,6 +13,7 @@
 //! - [`metrics`]: what `/metrics` exports.
 //! - [`data`]: the export's files under `/data/`.
 //! - [`discovery`]: a GET of a repository never scored queues its scan.
+//! - [`webhooks`]: webhook subscriptions, managed by API-key holders.
 
 pub mod badge;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod openapi;
 pub mod routes;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -57,6 +59,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let pool = db::connect(&args.db, &shutdown).await?;
     db::check_schema(&pool).await?;
     let topology = Topology::new(args.nats.topology.clone())?;
+    let webhooks = webhooks::Webhooks::new(&args.webhooks)?;
 
     // Reads never wait for NATS: it is connected in the background, for scan requests only.
     let js = Arc::new(OnceLock::new());
@@ -93,6 +96,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             client_header: args.discovery.client_address_header.clone(),
             expected_scan: std::time::Duration::from_secs(args.discovery.expected_scan_secs),
         }),
+        webhooks,
     });
     if !args.discovery.enabled {
         tracing::info!(

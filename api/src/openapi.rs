@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::{badge, data, model, routes};
+use crate::{badge, data, model, routes, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,12 @@ use crate::{badge, data, model, routes};
         data::stats,
         data::index,
         data::file,
+        webhooks::create,
+        webhooks::list,
+        webhooks::show,
+        webhooks::delete,
+        webhooks::ping,
+        webhooks::deliveries,
     ),
     components(schemas(
         model::ScorecardResult,
@@ -39,6 +45,13 @@ use crate::{badge, data, model, routes};
         model::Status,
         model::ScanAccepted,
         badge::Style,
+        webhooks::CreateWebhook,
+        webhooks::Webhook,
+        webhooks::CreatedWebhook,
+        webhooks::WebhookList,
+        webhooks::PingQueued,
+        webhooks::DeliveryLog,
+        webhooks::DeliveryAttempt,
     )),
     modifiers(&Bearer)
 )]

@@ -55,6 +55,7 @@ pub struct App {
     pub db_failing: AtomicBool,
     pub status: Mutex<Option<(Instant, model::Status)>>,
     pub discovery: Discovery,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 type Shared = Arc<App>;
@@ -74,6 +75,7 @@ pub fn router(app: Shared) -> Router {
         .route("/data", get(|| async { Redirect::permanent("/data/") }))
         .route("/data/", get(crate::data::index))
         .route("/data/{*path}", get(crate::data::file))
+        .merge(crate::webhooks::routes())
         .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "no such path") })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -110,7 +112,7 @@ impl Failure {
         failure
     }
 
-    fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds.max(1));
         self
     }
@@ -160,7 +162,7 @@ impl App {
     }
 
     /// Runs a query, turning its error into the 503 answer.
-    async fn query<T>(
+    pub(crate) async fn query<T>(
         &self,
         q: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, Failure> {
@@ -748,7 +750,7 @@ pub struct PageQuery {
     before: Option<String>,
 }
 
-fn page_limit(limit: Option<i64>) -> Result<i64, Failure> {
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, Failure> {
     match limit {
         None => Ok(PAGE_DEFAULT),
         Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
@@ -759,7 +761,7 @@ fn page_limit(limit: Option<i64>) -> Result<i64, Failure> {
     }
 }
 
-fn bad_cursor(name: &str) -> Failure {
+pub(crate) fn bad_cursor(name: &str) -> Failure {
     Failure::new(
         StatusCode::BAD_REQUEST,
         format!("{name} is not a cursor this service gave out (pass the page's `next` as it is)"),
@@ -1067,7 +1069,8 @@ pub async fn scan(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     let Some(key) = bearer_key(&app, &headers) else {
-        return Ok(unauthorized(&app));
+        app.count_scan("unauthorized");
+        return Ok(unauthorized());
     };
     let repo = repo_name(&path, StatusCode::BAD_REQUEST)?;
     if let Err(wait) = app.limit.take(key, Instant::now()) {
@@ -1122,7 +1125,7 @@ pub async fn scan(
 }
 
 /// The API key the request's bearer token names, if it is one.
-fn bearer_key<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a str> {
+pub(crate) fn bearer_key<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a str> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -1132,8 +1135,7 @@ fn bearer_key<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a str> {
 }
 
 /// The 401 answer, which says how to authenticate.
-fn unauthorized(app: &App) -> Response {
-    app.count_scan("unauthorized");
+pub(crate) fn unauthorized() -> Response {
     let mut denied = Failure::new(
         StatusCode::UNAUTHORIZED,
         "a valid API key is needed: Authorization: Bearer <key>",

@@ -73,7 +73,11 @@ pub async fn latest(db: &Db, key: &str, with_raw: bool) -> Result<Option<Latest>
     Ok(row)
 }
 
-async fn latest_row(db: &Db, query: &'static str, key: &str) -> Result<Option<Latest>, sqlx::Error> {
+async fn latest_row(
+    db: &Db,
+    query: &'static str,
+    key: &str,
+) -> Result<Option<Latest>, sqlx::Error> {
     read!(db, fetch_optional, sqlx::query_as(query).bind(key))
 }
 

@@ -151,6 +151,22 @@ pub async fn replay(
                 let done = if dry_run { "would replay" } else { "replayed" };
                 out += &format!("{done} #{sequence} {} {class} -> {}\n", item.repo, item.id);
             }
+            replay::Entry::Redelivered {
+                sequence,
+                failure,
+                webhook_id,
+            } => {
+                replayed += 1;
+                let done = if dry_run {
+                    "would redeliver"
+                } else {
+                    "redelivered"
+                };
+                out += &format!(
+                    "{done} #{sequence} webhook {webhook_id} ({})\n",
+                    failure.message
+                );
+            }
             replay::Entry::Skipped { sequence, reason } => {
                 out += &format!("skipped #{sequence}: {reason}\n");
             }

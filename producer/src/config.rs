@@ -54,7 +54,7 @@ pub enum Command {
         #[arg(required = true)]
         repos: Vec<String>,
     },
-    /// Republish dead-lettered work as REPLAY items. Replayed entries leave the dead stream.
+    /// Republish dead-lettered work as REPLAY items (and dead webhook deliveries as they were). Replayed entries leave the dead stream.
     Replay {
         #[command(flatten)]
         nats: NatsArgs,
@@ -62,7 +62,7 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<Duration>,
         /// Only this failure class (repeatable): SCAN_FAILED, TIMEOUT, RATE_LIMITED, NO_OUTPUT,
-        /// INVALID_OUTPUT, POD_FAILED, INFRA, POISON.
+        /// INVALID_OUTPUT, POD_FAILED, INFRA, POISON, WEBHOOK (a dead webhook delivery, sent again).
         #[arg(long = "class")]
         classes: Vec<String>,
         /// Only this repository.

@@ -1,7 +1,8 @@
 //! `producer replay`: dead-lettered work back into the queue as REPLAY items. A replayed entry
 //! is deleted from the dead stream once its replay is acknowledged, so it is never replayed
 //! twice; should the replay fail again, it comes back as a new dead letter (attempt_of says
-//! which one it repeats).
+//! which one it repeats). A dead webhook delivery (class WEBHOOK) goes back to the webhooks
+//! stream as it was, same webhook-id, with a fresh retry window.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use chrono::{DateTime, Utc};
-use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem, WorkReason};
+use fleet_proto::v1::{FailureClass, WebhookDelivery, WorkFailure, WorkItem, WorkReason};
 use fleet_proto::{RepoName, timestamp};
 use fleet_runtime::publish::publish_once;
 use fleet_runtime::topology::Topology;
@@ -39,6 +40,12 @@ pub enum Entry {
         failure: Box<WorkFailure>,
         item: WorkItem,
     },
+    /// A dead webhook delivery, sent again (or would be) as the delivery it was.
+    Redelivered {
+        sequence: u64,
+        failure: Box<WorkFailure>,
+        webhook_id: String,
+    },
     /// Cannot be replayed; the reason says why.
     Skipped { sequence: u64, reason: String },
 }
@@ -64,6 +71,20 @@ pub fn replay_item(failure: &WorkFailure, sequence: u64) -> Result<WorkItem, Str
         enqueued_at: Some(timestamp(Utc::now())),
         attempt_of: Some(failure.work_id.clone()),
     })
+}
+
+/// The webhook id of a dead delivery, if it can go back to `deliver_subject` (this fleet's
+/// webhooks subject: a letter from another prefix's fleet is not ours to send). Pure.
+pub fn redelivery(failure: &WorkFailure, deliver_subject: &str) -> Result<String, String> {
+    if failure.source_subject != deliver_subject {
+        return Err(format!(
+            "a webhook delivery from {:?}, not this fleet's {deliver_subject}",
+            failure.source_subject
+        ));
+    }
+    WebhookDelivery::decode(failure.source_payload.as_slice())
+        .map(|d| d.webhook_id)
+        .map_err(|e| format!("an undecodable webhook delivery: {e}"))
 }
 
 fn matches(filter: &Filter, failure: &WorkFailure) -> bool {
@@ -147,7 +168,12 @@ async fn pick(
             let message = message.map_err(|e| anyhow::anyhow!("fetching dead letters: {e}"))?;
             got += 1;
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            entries.extend(entry(filter, sequence, &message.payload));
+            entries.extend(entry(
+                filter,
+                sequence,
+                &message.payload,
+                &topology.webhook_deliver_subject(),
+            ));
         }
         if got == 0 {
             return Ok(entries);
@@ -156,7 +182,7 @@ async fn pick(
 }
 
 /// What becomes of dead letter `sequence`, or `None` when `filter` leaves it out.
-fn entry(filter: &Filter, sequence: u64, payload: &[u8]) -> Option<Entry> {
+fn entry(filter: &Filter, sequence: u64, payload: &[u8], deliver_subject: &str) -> Option<Entry> {
     let failure = match WorkFailure::decode(payload) {
         Ok(f) => f,
         Err(e) => {
@@ -168,6 +194,16 @@ fn entry(filter: &Filter, sequence: u64, payload: &[u8]) -> Option<Entry> {
     };
     if !matches(filter, &failure) {
         return None;
+    }
+    if failure.class == FailureClass::Webhook as i32 {
+        return Some(match redelivery(&failure, deliver_subject) {
+            Ok(webhook_id) => Entry::Redelivered {
+                sequence,
+                failure: Box::new(failure),
+                webhook_id,
+            },
+            Err(reason) => Entry::Skipped { sequence, reason },
+        });
     }
     Some(match replay_item(&failure, sequence) {
         Ok(item) => Entry::Replayed {
@@ -188,6 +224,25 @@ async fn republish(
     entries: &[Entry],
 ) -> anyhow::Result<()> {
     for entry in entries {
+        if let Entry::Redelivered {
+            sequence, failure, ..
+        } = entry
+        {
+            // The dead letter's id names its delivery message: replaying it twice sends once.
+            publish_once(
+                js,
+                failure.source_subject.clone(),
+                &format!("replay-{}", failure.work_id),
+                failure.source_payload.clone().into(),
+            )
+            .await
+            .with_context(|| format!("publishing the replay of {}", failure.work_id))?;
+            stream
+                .delete_message(*sequence)
+                .await
+                .with_context(|| format!("removing replayed dead letter {sequence}"))?;
+            continue;
+        }
         let Entry::Replayed { sequence, item, .. } = entry else {
             continue;
         };
@@ -257,6 +312,24 @@ mod tests {
                 .unwrap_err()
                 .contains("not repository names")
         );
+    }
+
+    #[test]
+    fn a_dead_webhook_goes_back_to_this_fleets_webhooks_subject_only() {
+        let delivery = WebhookDelivery {
+            webhook_id: "msg_1".into(),
+            ..Default::default()
+        };
+        let mut f = failure(FailureClass::Webhook, "github.com/a/b");
+        f.source_subject = "scorecard.webhooks.deliver".into();
+        f.source_payload = delivery.encode_to_vec();
+        assert_eq!(
+            redelivery(&f, "scorecard.webhooks.deliver").unwrap(),
+            "msg_1"
+        );
+        assert!(redelivery(&f, "p.scorecard.webhooks.deliver").is_err());
+        f.source_payload = vec![0xff];
+        assert!(redelivery(&f, "scorecard.webhooks.deliver").is_err());
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`manual`]: a person's scan request, to the manual lane (`producer enqueue`, the api).
 //! - [`status`]: the fleet at a glance (`sink status`, the api's `/status`).
 //! - [`nats`]: connecting to NATS with retries and credentials kept secret.
+//! - [`webhook`]: the master signing key, each subscription's derived secret, webhook ids, pings.
+//! - [`outbound`]: where a webhook may be sent: https, and no address inside (SSRF).
 //! - [`retry`]: every retry loop's backoff policy, and waiting for a dependency at start-up.
 //! - [`scrub`]: credentials out of text the fleet keeps (log tails, failure messages).
 //! - [`tls`]: the TLS crypto provider every binary installs first.
@@ -25,6 +27,7 @@ pub mod exit;
 pub mod http;
 pub mod manual;
 pub mod nats;
+pub mod outbound;
 pub mod publish;
 pub mod retry;
 pub mod scrub;
@@ -33,3 +36,4 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod webhook;

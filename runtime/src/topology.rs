@@ -27,6 +27,20 @@ pub const SINK: &str = "sink";
 /// out of deliveries without an outcome.
 pub const WORKER_EXHAUSTED: &str = "worker-exhausted";
 
+/// Durable consumer the webhooks service fans change events out from.
+pub const WEBHOOKS_FANOUT: &str = "webhooks-fanout";
+/// Durable consumer the webhooks service sends deliveries from.
+pub const WEBHOOKS_DELIVER: &str = "webhooks-deliver";
+
+/// How long the webhooks stream keeps a delivery nobody acked: longer than any retry window
+/// the webhooks service accepts (it refuses a longer one), so none expires unseen.
+pub const WEBHOOKS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a webhooks consumer may hold a message: a delivery's request, or an event's
+/// fan-out (a query and a few publishes). The webhooks service refuses a request timeout that
+/// does not fit well inside it.
+pub const WEBHOOKS_ACK_WAIT: Duration = Duration::from_secs(60);
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How long the events stream remembers an event's id: a sink down longer than this between
@@ -269,6 +283,13 @@ impl Topology {
     pub fn budget_bucket(&self) -> String {
         format!("{}SCORECARD_BUDGET", self.stream_prefix)
     }
+    /// Webhook deliveries waiting to be sent (and retried).
+    pub fn webhooks_stream(&self) -> String {
+        format!("{}SCORECARD_WEBHOOKS", self.stream_prefix)
+    }
+    pub fn webhook_deliver_subject(&self) -> String {
+        self.subject("webhooks.deliver")
+    }
     pub fn scheduled_subject(&self) -> String {
         self.subject("work.scheduled")
     }
@@ -362,6 +383,20 @@ impl Topology {
                 ..Default::default()
             },
             stream::Config {
+                name: self.webhooks_stream(),
+                description: Some("scorecard-fleet: webhook deliveries to send".into()),
+                subjects: vec![self.webhook_deliver_subject()],
+                // A delivery leaves once it is delivered or dead-lettered.
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                max_age: WEBHOOKS_MAX_AGE,
+                // A delivery's id derives from its event's: an event fanned out again after a
+                // crash (unacked, so redelivered; perhaps after a long outage) must find its
+                // deliveries' ids remembered, as the events stream remembers its own.
+                duplicate_window: EVENTS_DUPLICATE_WINDOW,
+                ..Default::default()
+            },
+            stream::Config {
                 name: self.exhausted_stream(),
                 description: Some(
                     "scorecard-fleet: work items that ran out of deliveries, to be recorded".into(),
@@ -451,6 +486,40 @@ impl Topology {
                 ),
             ),
             (self.results_stream(), self.sink_consumer(SINK)),
+            (
+                self.events_stream(),
+                pull::Config {
+                    durable_name: Some(WEBHOOKS_FANOUT.into()),
+                    description: Some("scorecard-fleet webhooks: change events to fan out".into()),
+                    filter_subject: self.score_changed_subject(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: WEBHOOKS_ACK_WAIT,
+                    // Never give up on an event: a database outage must not lose a delivery.
+                    max_deliver: -1,
+                    // Fan-outs are short; a few hundred at once keep replicas busy.
+                    max_ack_pending: 1000,
+                    ..Default::default()
+                },
+            ),
+            (
+                self.webhooks_stream(),
+                pull::Config {
+                    durable_name: Some(WEBHOOKS_DELIVER.into()),
+                    description: Some("scorecard-fleet webhooks: deliveries to send".into()),
+                    filter_subject: self.webhook_deliver_subject(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: WEBHOOKS_ACK_WAIT,
+                    // Retries end with the retry window (a time), not a count of deliveries.
+                    max_deliver: -1,
+                    // Deliveries waiting out a retry delay are pending too: room for many dead
+                    // endpoints' retries without starving the healthy ones (the service bounds
+                    // what is actually in flight).
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            ),
             (
                 self.exhausted_stream(),
                 pull::Config {
@@ -853,6 +922,14 @@ mod tests {
         assert_eq!(t.scans_bucket_config().num_replicas, 3);
     }
 
+    /// Whether stream subject `wanted` (perhaps ending in `>`) takes `subject`.
+    fn covers(wanted: &str, subject: &str) -> bool {
+        match wanted.strip_suffix('>') {
+            Some(prefix) => subject.starts_with(prefix),
+            None => wanted == subject,
+        }
+    }
+
     #[test]
     fn every_subject_belongs_to_exactly_one_stream() {
         let t = Topology::new(TopologyArgs::default()).unwrap();
@@ -861,7 +938,7 @@ mod tests {
             let owner = streams.iter().find(|s| s.name == stream).unwrap();
             let filter = &consumer.filter_subject;
             assert!(
-                filter.is_empty() || owner.subjects.contains(filter),
+                filter.is_empty() || owner.subjects.iter().any(|s| covers(s, filter)),
                 "{filter} not in {stream}"
             );
         }
@@ -871,10 +948,12 @@ mod tests {
             t.discovery_subject(),
             t.results_subject(),
             t.failures_subject(),
+            t.score_changed_subject(),
+            t.webhook_deliver_subject(),
         ] {
             let owners = streams
                 .iter()
-                .filter(|s| s.subjects.contains(&subject))
+                .filter(|s| s.subjects.iter().any(|w| covers(w, &subject)))
                 .count();
             assert_eq!(owners, 1, "{subject}");
         }

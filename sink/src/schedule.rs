@@ -73,7 +73,7 @@ impl Schedule {
             Timeout | NoOutput | InvalidOutput | PodFailed | Infra | Exhausted => {
                 (TimeDelta::hours(6), self.interval)
             }
-            Unspecified | Poison => return self.interval,
+            Unspecified | Poison | Webhook => return self.interval,
         };
         // 2^(n-1), saturating well before overflow: 2^20 days is far past any cap.
         let doublings = consecutive.saturating_sub(1).min(20);

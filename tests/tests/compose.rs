@@ -220,6 +220,7 @@ fn readme_documents_every_flag() {
         ("sink", Some("run")),
         ("api", Some("run")),
         ("export", Some("run")),
+        ("webhooks", None),
     ] {
         for env in env_vars(bin, sub) {
             assert!(

@@ -149,6 +149,7 @@ pub fn retry_delay(
         FailureClass::ScanFailed
         | FailureClass::InvalidOutput
         | FailureClass::Poison
+        | FailureClass::Webhook
         | FailureClass::Unspecified => None,
     }
 }

@@ -154,6 +154,27 @@ pub struct CheckChange {
     #[prost(int32, optional, tag = "3")]
     pub score: ::core::option::Option<i32>,
 }
+/// One webhook to send to one subscription. On scorecard.webhooks.deliver in the
+/// SCORECARD_WEBHOOKS stream, Nats-Msg-Id = webhook_id. Holds no URL and no secret: the
+/// deliverer looks the subscription up at each attempt, so a deleted one gets nothing more.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WebhookDelivery {
+    /// Standard Webhooks' webhook-id: the same on every attempt and replay of this delivery.
+    /// A change event's is derived from the event's id and the subscription's, so an event
+    /// fanned out twice is one delivery.
+    #[prost(string, tag = "1")]
+    pub webhook_id: ::prost::alloc::string::String,
+    /// The subscription's uuid.
+    #[prost(string, tag = "2")]
+    pub subscription_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "WebhookKind", tag = "3")]
+    pub kind: i32,
+    /// The change, for WEBHOOK_KIND_SCORE_CHANGED.
+    #[prost(message, optional, tag = "4")]
+    pub event: ::core::option::Option<ScoreChanged>,
+    #[prost(message, optional, tag = "5")]
+    pub created_at: ::core::option::Option<::pbjson_types::Timestamp>,
+}
 /// Why a repository is being scored; the worker treats all alike, operators and metrics do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -219,6 +240,10 @@ pub enum FailureClass {
     /// drained past their deadline, or could not record what happened. Recorded from JetStream's
     /// max-deliveries advisory, so an item never waits silently in the work stream.
     Exhausted = 9,
+    /// A webhook delivery every attempt of which failed for its whole retry window. Never in
+    /// work_failures (it is not a scan): source_subject and source_payload hold the delivery,
+    /// and `producer replay --class webhook` sends it again.
+    Webhook = 10,
 }
 impl FailureClass {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -237,6 +262,7 @@ impl FailureClass {
             Self::Infra => "FAILURE_CLASS_INFRA",
             Self::Poison => "FAILURE_CLASS_POISON",
             Self::Exhausted => "FAILURE_CLASS_EXHAUSTED",
+            Self::Webhook => "FAILURE_CLASS_WEBHOOK",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -252,6 +278,39 @@ impl FailureClass {
             "FAILURE_CLASS_INFRA" => Some(Self::Infra),
             "FAILURE_CLASS_POISON" => Some(Self::Poison),
             "FAILURE_CLASS_EXHAUSTED" => Some(Self::Exhausted),
+            "FAILURE_CLASS_WEBHOOK" => Some(Self::Webhook),
+            _ => None,
+        }
+    }
+}
+/// What a webhook delivery carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum WebhookKind {
+    Unspecified = 0,
+    /// A repository's score changed (the event is in the delivery).
+    ScoreChanged = 1,
+    /// A test a subscription's owner asked for through the api.
+    Ping = 2,
+}
+impl WebhookKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "WEBHOOK_KIND_UNSPECIFIED",
+            Self::ScoreChanged => "WEBHOOK_KIND_SCORE_CHANGED",
+            Self::Ping => "WEBHOOK_KIND_PING",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "WEBHOOK_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "WEBHOOK_KIND_SCORE_CHANGED" => Some(Self::ScoreChanged),
+            "WEBHOOK_KIND_PING" => Some(Self::Ping),
             _ => None,
         }
     }

@@ -324,6 +324,7 @@ impl serde::Serialize for FailureClass {
             Self::Infra => "FAILURE_CLASS_INFRA",
             Self::Poison => "FAILURE_CLASS_POISON",
             Self::Exhausted => "FAILURE_CLASS_EXHAUSTED",
+            Self::Webhook => "FAILURE_CLASS_WEBHOOK",
         };
         serializer.serialize_str(variant)
     }
@@ -345,6 +346,7 @@ impl<'de> serde::Deserialize<'de> for FailureClass {
             "FAILURE_CLASS_INFRA",
             "FAILURE_CLASS_POISON",
             "FAILURE_CLASS_EXHAUSTED",
+            "FAILURE_CLASS_WEBHOOK",
         ];
 
         struct GeneratedVisitor;
@@ -395,6 +397,7 @@ impl<'de> serde::Deserialize<'de> for FailureClass {
                     "FAILURE_CLASS_INFRA" => Ok(FailureClass::Infra),
                     "FAILURE_CLASS_POISON" => Ok(FailureClass::Poison),
                     "FAILURE_CLASS_EXHAUSTED" => Ok(FailureClass::Exhausted),
+                    "FAILURE_CLASS_WEBHOOK" => Ok(FailureClass::Webhook),
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }
@@ -944,6 +947,244 @@ impl<'de> serde::Deserialize<'de> for ScoreResult {
             }
         }
         deserializer.deserialize_struct("scorecard.fleet.v1.ScoreResult", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for WebhookDelivery {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.webhook_id.is_empty() {
+            len += 1;
+        }
+        if !self.subscription_id.is_empty() {
+            len += 1;
+        }
+        if self.kind != 0 {
+            len += 1;
+        }
+        if self.event.is_some() {
+            len += 1;
+        }
+        if self.created_at.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("scorecard.fleet.v1.WebhookDelivery", len)?;
+        if !self.webhook_id.is_empty() {
+            struct_ser.serialize_field("webhookId", &self.webhook_id)?;
+        }
+        if !self.subscription_id.is_empty() {
+            struct_ser.serialize_field("subscriptionId", &self.subscription_id)?;
+        }
+        if self.kind != 0 {
+            let v = WebhookKind::try_from(self.kind)
+                .map_err(|_| serde::ser::Error::custom(format!("Invalid variant {}", self.kind)))?;
+            struct_ser.serialize_field("kind", &v)?;
+        }
+        if let Some(v) = self.event.as_ref() {
+            struct_ser.serialize_field("event", v)?;
+        }
+        if let Some(v) = self.created_at.as_ref() {
+            struct_ser.serialize_field("createdAt", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for WebhookDelivery {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "webhook_id",
+            "webhookId",
+            "subscription_id",
+            "subscriptionId",
+            "kind",
+            "event",
+            "created_at",
+            "createdAt",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            WebhookId,
+            SubscriptionId,
+            Kind,
+            Event,
+            CreatedAt,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "webhookId" | "webhook_id" => Ok(GeneratedField::WebhookId),
+                            "subscriptionId" | "subscription_id" => Ok(GeneratedField::SubscriptionId),
+                            "kind" => Ok(GeneratedField::Kind),
+                            "event" => Ok(GeneratedField::Event),
+                            "createdAt" | "created_at" => Ok(GeneratedField::CreatedAt),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = WebhookDelivery;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct scorecard.fleet.v1.WebhookDelivery")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<WebhookDelivery, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut webhook_id__ = None;
+                let mut subscription_id__ = None;
+                let mut kind__ = None;
+                let mut event__ = None;
+                let mut created_at__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::WebhookId => {
+                            if webhook_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("webhookId"));
+                            }
+                            webhook_id__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::SubscriptionId => {
+                            if subscription_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("subscriptionId"));
+                            }
+                            subscription_id__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Kind => {
+                            if kind__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("kind"));
+                            }
+                            kind__ = Some(map_.next_value::<WebhookKind>()? as i32);
+                        }
+                        GeneratedField::Event => {
+                            if event__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("event"));
+                            }
+                            event__ = map_.next_value()?;
+                        }
+                        GeneratedField::CreatedAt => {
+                            if created_at__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("createdAt"));
+                            }
+                            created_at__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(WebhookDelivery {
+                    webhook_id: webhook_id__.unwrap_or_default(),
+                    subscription_id: subscription_id__.unwrap_or_default(),
+                    kind: kind__.unwrap_or_default(),
+                    event: event__,
+                    created_at: created_at__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("scorecard.fleet.v1.WebhookDelivery", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for WebhookKind {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "WEBHOOK_KIND_UNSPECIFIED",
+            Self::ScoreChanged => "WEBHOOK_KIND_SCORE_CHANGED",
+            Self::Ping => "WEBHOOK_KIND_PING",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for WebhookKind {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "WEBHOOK_KIND_UNSPECIFIED",
+            "WEBHOOK_KIND_SCORE_CHANGED",
+            "WEBHOOK_KIND_PING",
+        ];
+
+        struct GeneratedVisitor;
+
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = WebhookKind;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", &FIELDS)
+            }
+
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Signed(v), &self)
+                    })
+            }
+
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Unsigned(v), &self)
+                    })
+            }
+
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "WEBHOOK_KIND_UNSPECIFIED" => Ok(WebhookKind::Unspecified),
+                    "WEBHOOK_KIND_SCORE_CHANGED" => Ok(WebhookKind::ScoreChanged),
+                    "WEBHOOK_KIND_PING" => Ok(WebhookKind::Ping),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
     }
 }
 impl serde::Serialize for WorkFailure {
