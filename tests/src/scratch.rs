@@ -133,6 +133,7 @@ impl Stack {
             t.dead_stream(),
             t.events_stream(),
             t.exhausted_stream(),
+            t.webhooks_stream(),
             scans,
         ] {
             if self.js.get_stream(&stream).await.is_ok() {
