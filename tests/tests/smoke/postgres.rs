@@ -29,6 +29,8 @@ async fn migrations_apply_and_the_schema_check_follows_them(pool: PgPool) {
             "score_history",
             "score_raw",
             "scores",
+            "webhook_deliveries",
+            "webhook_subscriptions",
             "work_failures"
         ]
     );
