@@ -178,8 +178,6 @@ impl Fleet {
     /// streams (payloads and headers) or its scan register, any table (`pg_dump`), any
     /// process's log, any running process's `/metrics`.
     pub async fn assert_kept_nowhere(&self, secret: &str, js: &jetstream::Context) {
-        let needle = secret.as_bytes();
-        let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         for (name, addr) in &self.http {
             if !self.children.contains_key(name) {
                 continue;
@@ -189,14 +187,14 @@ impl Fleet {
                 .unwrap_or_else(|| panic!("{name} serves /metrics at {addr}"));
             assert_eq!(status, 200, "{name} /metrics");
             assert!(
-                !holds(body.as_bytes()),
+                !holds(body.as_bytes(), secret),
                 "{name}'s /metrics holds the secret"
             );
         }
         for entry in std::fs::read_dir(&self.logs).expect("the fleet's logs") {
             let path = entry.unwrap().path();
             let log = std::fs::read(&path).unwrap();
-            assert!(!holds(&log), "{} holds the secret", path.display());
+            assert!(!holds(&log, secret), "{} holds the secret", path.display());
         }
         let t = &self.topology;
         let mut streams = vec![
@@ -211,49 +209,12 @@ impl Fleet {
         if js.get_stream(&budget).await.is_ok() {
             streams.push(budget);
         }
-        let mut read = 0;
-        for name in streams {
-            let mut stream = js
-                .get_stream(&name)
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let state = stream.info().await.unwrap().state.clone();
-            for sequence in state.first_sequence..=state.last_sequence {
-                // Acked work items and superseded records are gone: nothing to hold.
-                let Ok(message) = stream.get_raw_message(sequence).await else {
-                    continue;
-                };
-                read += 1;
-                assert!(
-                    !holds(&message.payload),
-                    "message {sequence} of {name} ({}) holds the secret",
-                    message.subject
-                );
-                for (key, values) in message.headers.iter() {
-                    for value in values {
-                        assert!(
-                            !holds(value.as_str().as_bytes()),
-                            "header {key} of message {sequence} of {name} holds the secret"
-                        );
-                    }
-                }
-            }
-        }
+        let read = assert_streams_keep_no(secret, js, &streams).await;
         assert!(
             read > 0,
             "the fleet's streams hold messages to look through"
         );
-        let dump = Command::new(crate::pg::tool("pg_dump"))
-            .args(["--data-only", "--dbname", &self.direct_database_url])
-            .output()
-            .expect("pg_dump");
-        assert!(
-            dump.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
-        assert!(!dump.stdout.is_empty());
-        assert!(!holds(&dump.stdout), "a table holds the secret (pg_dump)");
+        assert_tables_keep_no(secret, &self.direct_database_url);
     }
 
     fn log_file(&self, name: &str) -> Stdio {
@@ -621,4 +582,64 @@ async fn dead_lettered(
         );
     }
     dead_ids
+}
+
+fn holds(bytes: &[u8], secret: &str) -> bool {
+    bytes.windows(secret.len()).any(|w| w == secret.as_bytes())
+}
+
+/// Asserts that no message of `streams` (payload or header) holds `secret`; the number of
+/// messages read.
+pub async fn assert_streams_keep_no(
+    secret: &str,
+    js: &jetstream::Context,
+    streams: &[String],
+) -> usize {
+    let mut read = 0;
+    for name in streams {
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let state = stream.info().await.unwrap().state.clone();
+        for sequence in state.first_sequence..=state.last_sequence {
+            // Acked work items and superseded records are gone: nothing to hold.
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue;
+            };
+            read += 1;
+            assert!(
+                !holds(&message.payload, secret),
+                "message {sequence} of {name} ({}) holds the secret",
+                message.subject
+            );
+            for (key, values) in message.headers.iter() {
+                for value in values {
+                    assert!(
+                        !holds(value.as_str().as_bytes(), secret),
+                        "header {key} of message {sequence} of {name} holds the secret"
+                    );
+                }
+            }
+        }
+    }
+    read
+}
+
+/// Asserts that no table of the database at `database_url` holds `secret` (`pg_dump`).
+pub fn assert_tables_keep_no(secret: &str, database_url: &str) {
+    let dump = Command::new(crate::pg::tool("pg_dump"))
+        .args(["--data-only", "--dbname", database_url])
+        .output()
+        .expect("pg_dump");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(!dump.stdout.is_empty());
+    assert!(
+        !holds(&dump.stdout, secret),
+        "a table holds the secret (pg_dump)"
+    );
 }

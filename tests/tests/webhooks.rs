@@ -625,44 +625,14 @@ async fn assert_kept_nowhere(
     ops: SocketAddr,
 ) {
     let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-    let mut read = 0;
-    for name in [
+    let streams = [
         topology.events_stream(),
         topology.webhooks_stream(),
         topology.dead_stream(),
-    ] {
-        let mut stream = js.get_stream(&name).await.unwrap();
-        let state = stream.info().await.unwrap().state.clone();
-        for sequence in state.first_sequence..=state.last_sequence {
-            let Ok(message) = stream.get_raw_message(sequence).await else {
-                continue;
-            };
-            read += 1;
-            assert!(
-                !holds(&message.payload),
-                "message {sequence} of {name} holds a secret"
-            );
-            for (key, values) in message.headers.iter() {
-                for value in values {
-                    assert!(
-                        !holds(value.as_str().as_bytes()),
-                        "header {key} of message {sequence} of {name} holds a secret"
-                    );
-                }
-            }
-        }
-    }
+    ];
+    let read = fleet_tests::fleet::assert_streams_keep_no(secret, js, &streams).await;
     assert!(read > 0, "the streams hold messages to look through");
-    let dump = Command::new(fleet_tests::pg::tool("pg_dump"))
-        .args(["--data-only", "--dbname", &stack::database_url_of(pool)])
-        .output()
-        .expect("pg_dump");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    assert!(!holds(&dump.stdout), "a table holds a secret (pg_dump)");
+    fleet_tests::fleet::assert_tables_keep_no(secret, &stack::database_url_of(pool));
     for log in logs {
         assert!(
             !log.is_empty() && !holds(log.as_bytes()),

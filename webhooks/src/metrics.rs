@@ -89,7 +89,7 @@ impl Metrics {
         );
         r.register(
             "delivered_after_seconds",
-            "Time from a delivery's queueing to its success",
+            "Time from a delivery's queueing to the start of the attempt that succeeded",
             m.delivered_after_seconds.clone(),
         );
         m
