@@ -1054,6 +1054,58 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
     }
 }
 
+/// A known repository's GET is one statement; the pool adds only sqlx's ping as the connection
+/// goes back. Counted in round trips (Sync messages) through a proxy, so a second statement or
+/// a ping before every checkout (sqlx's default, a third of the api's database traffic) fails
+/// here rather than as a slower benchmark.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool) {
+    seed(&pool).await;
+    api_server::ensure_login(&pool).await;
+    let direct = api_server::url_as_login(&pool);
+    let (prefix, rest) = direct.rsplit_once('@').unwrap();
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let counter = fleet_tests::proxy::PgSyncCounter::start(upstream).await;
+    let url = format!("{prefix}@{}/{database}", counter.addr);
+    let api = ApiServer::start(&url, &[]).await;
+    let path = "/projects/github.com/fleet-test/alpha";
+    let settled = async || {
+        let mut last = counter.syncs();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = counter.syncs();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    // The statement prepared, the pool warm.
+    for _ in 0..5 {
+        assert_eq!(api.get(path, &[]).await.status, 200);
+    }
+    const GETS: u64 = 200;
+    let before = settled().await;
+    for _ in 0..GETS {
+        assert_eq!(api.get(path, &[]).await.status, 200);
+    }
+    let trips = settled().await - before;
+    // A little room for the api's own background reads (readiness) during the run.
+    assert!(
+        trips <= 2 * GETS + 10,
+        "{trips} round trips for {GETS} GETs: more than the statement and the release ping"
+    );
+    assert!(
+        trips >= GETS,
+        "{trips} round trips for {GETS} GETs: the proxy missed statements"
+    );
+}
+
 #[tokio::test]
 async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back() {
     let pg = fleet_tests::pg::PrivatePostgres::start();
