@@ -80,7 +80,7 @@ def local(root):
         f"SELECT count(*), count(DISTINCT repo) FROM read_json_auto('{events_glob}')"
     ).fetchone() if glob.glob(events_glob) else (0, 0)
 
-    # README's pandas lines, as written there.
+    # The book's pandas lines (docs/src/architecture/export.md), as written there.
     import pandas as pd
     frame = pd.read_parquet(latest)
     pandas_low = int((frame.maintained < 3).sum())

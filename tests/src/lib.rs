@@ -13,12 +13,16 @@
 //! - [`results`]: many distinct fixture-shaped `ScoreResult`s.
 //! - [`fleet`]: the real binaries as a running fleet, and the end-to-end invariant.
 //! - [`fixtures`]: the recorded scorecard outputs in `../shared/fixtures/`.
-//! - [`proxy`]: a TCP proxy a test can cut, for network outages.
+//! - [`proxy`]: a TCP proxy a test can cut, for network outages; one that counts PostgreSQL
+//!   round trips.
+//! - [`book`]: the book's generated pages: the configuration reference (from the binaries' clap
+//!   definitions) and the API reference (from the OpenAPI document).
 //! - [`probe`]: a service's `/readyz` over a socket, and plain HTTP requests.
 //! - [`api_server`]: the api binary running on loopback, as its read-only login.
 //! - [`browser`]: pages as a real headless Chromium renders them, with screenshots.
 
 pub mod api_server;
+pub mod book;
 pub mod browser;
 pub mod fixtures;
 pub mod fleet;

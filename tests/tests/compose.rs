@@ -211,26 +211,6 @@ fn the_export_cronjob_runs_the_export_and_the_api_serves_its_volume() {
     assert!(mounted(container, to.unwrap()) && mounted(api, to.unwrap()));
 }
 
-#[test]
-fn readme_documents_every_flag() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    for (bin, sub) in [
-        ("producer", Some("run")),
-        ("worker", None),
-        ("sink", Some("run")),
-        ("api", Some("run")),
-        ("export", Some("run")),
-        ("webhooks", None),
-    ] {
-        for env in env_vars(bin, sub) {
-            assert!(
-                readme.contains(&format!("| `{env}` |")),
-                "README's flags table lacks {env} of {bin}"
-            );
-        }
-    }
-}
-
 /// The worker's scan settings in deploy/ and the admission policy's parameters are one set of
 /// values: a drift would have every Job denied.
 #[test]
