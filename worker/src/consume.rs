@@ -110,9 +110,9 @@ struct Delivery {
 
 /// Where a pull loop takes its work from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lane {
+enum Source {
     /// The manual lane first, then discovery, then the scheduled lane: the ordinary slots.
-    Any,
+    AllLanes,
     /// The manual lane only: the slots reserved for people's requests.
     ManualOnly,
 }
@@ -186,14 +186,14 @@ impl Worker {
         let abandon = CancellationToken::new();
         let recorder = tokio::spawn(self.clone().record_exhausted_until(shutdown.clone()));
         let lanes: Vec<_> = [
-            (Lane::Any, self.settings.max_in_flight.max(1)),
-            (Lane::ManualOnly, self.settings.manual_in_flight),
+            (Source::AllLanes, self.settings.max_in_flight.max(1)),
+            (Source::ManualOnly, self.settings.manual_in_flight),
         ]
         .into_iter()
         .filter(|&(_, slots)| slots > 0)
-        .map(|(lane, slots)| {
+        .map(|(source, slots)| {
             tokio::spawn(self.clone().run_lane(
-                lane,
+                source,
                 slots,
                 tracker.clone(),
                 abandon.clone(),
@@ -233,7 +233,7 @@ impl Worker {
     /// before they pull instead, so a person's request finds one ready.
     async fn run_lane(
         self: Arc<Self>,
-        lane: Lane,
+        source: Source,
         slots: usize,
         tracker: TaskTracker,
         abandon: CancellationToken,
@@ -248,16 +248,16 @@ impl Worker {
             };
             // The reserved manual slots hold a credential ready before they pull, so a
             // person's request starts the moment it comes, even on a spent pool.
-            let ready = match lane {
-                Lane::ManualOnly => match self.pool.take(budget::Lane::Manual, &shutdown).await {
+            let ready = match source {
+                Source::ManualOnly => match self.pool.take(budget::Lane::Manual, &shutdown).await {
                     Some(lease) => Some(lease),
                     None => return,
                 },
-                Lane::Any => None,
+                Source::AllLanes => None,
             };
             let pulled = tokio::select! {
                 () = shutdown.cancelled() => Ok(None),
-                pulled = self.next_before(lane, ready.is_some().then(|| Instant::now() + LEASE_IDLE)) => pulled,
+                pulled = self.next_before(source, ready.is_some().then(|| Instant::now() + LEASE_IDLE)) => pulled,
             };
             let message = match pulled {
                 Ok(Some(message)) => {
@@ -274,7 +274,7 @@ impl Worker {
                     match quiet_or_failed {
                         Err(e) => {
                             let pause = failures.next().unwrap_or(fleet_runtime::retry::PULL.cap);
-                            tracing::warn!(error = %e, ?lane, retry_in = ?pause, "pulling work failed");
+                            tracing::warn!(error = %e, ?source, retry_in = ?pause, "pulling work failed");
                             tokio::select! {
                                 () = shutdown.cancelled() => {}
                                 () = tokio::time::sleep(pause) => {}
@@ -377,19 +377,19 @@ impl Worker {
     /// The next work message: a person's request if there is one, else a discovery, else
     /// scheduled work.
     pub async fn next_message(&self) -> Message {
-        self.next_in(Lane::Any).await
+        self.next_in(Source::AllLanes).await
     }
 
     /// The next message of `lane`, pulling again (with backoff after errors) until one comes.
-    async fn next_in(&self, lane: Lane) -> Message {
+    async fn next_in(&self, source: Source) -> Message {
         let mut failures = fleet_runtime::retry::PULL.pauses();
         loop {
-            match self.next_before(lane, None).await {
+            match self.next_before(source, None).await {
                 Ok(Some(message)) => return message,
                 Ok(None) => {}
                 Err(e) => {
                     let pause = failures.next().unwrap_or(fleet_runtime::retry::PULL.cap);
-                    tracing::warn!(error = %e, ?lane, retry_in = ?pause, "pulling work failed");
+                    tracing::warn!(error = %e, ?source, retry_in = ?pause, "pulling work failed");
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -401,13 +401,13 @@ impl Worker {
     /// it has let go of what it holds.
     async fn next_before(
         &self,
-        lane: Lane,
+        source: Source,
         deadline: Option<Instant>,
     ) -> anyhow::Result<Option<Message>> {
         loop {
-            let pulled = match lane {
-                Lane::Any => self.pull().await?,
-                Lane::ManualOnly => self.pull_manual().await?,
+            let pulled = match source {
+                Source::AllLanes => self.pull().await?,
+                Source::ManualOnly => self.pull_manual().await?,
             };
             match pulled {
                 Some(message) => return Ok(Some(message)),

@@ -75,7 +75,7 @@ pub enum Ack {
 
 /// What becomes of the run's Job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Job {
+pub enum JobFate {
     /// Left as it is: none was made, a redelivery reads or adopts it, or its TTL removes it.
     Keep,
     /// A retry gets a fresh Job: the failed one goes before the item is handed back.
@@ -92,19 +92,19 @@ pub struct Steps {
     pub record: bool,
     /// `None`: not acked at all; the message comes again after the ack wait.
     pub ack: Option<Ack>,
-    pub job: Job,
+    pub job: JobFate,
 }
 
 impl Ending<'_> {
     pub fn steps(&self) -> Steps {
         let (record, ack, job) = match *self {
-            Ending::Scored(_) => (true, Some(Ack::Ack), Job::RemoveAfterAck),
-            Ending::Retry(after) => (false, Some(Ack::Nak(after)), Job::RemoveBeforeAck),
-            Ending::Dead(_) => (true, Some(Ack::Term), Job::RemoveAfterAck),
-            Ending::Poison(_) => (false, Some(Ack::Term), Job::Keep),
-            Ending::Answered(_) => (false, Some(Ack::Ack), Job::RemoveAfterAck),
-            Ending::HandBack(after) => (false, Some(Ack::Nak(after)), Job::Keep),
-            Ending::Abandon => (false, None, Job::Keep),
+            Ending::Scored(_) => (true, Some(Ack::Ack), JobFate::RemoveAfterAck),
+            Ending::Retry(after) => (false, Some(Ack::Nak(after)), JobFate::RemoveBeforeAck),
+            Ending::Dead(_) => (true, Some(Ack::Term), JobFate::RemoveAfterAck),
+            Ending::Poison(_) => (false, Some(Ack::Term), JobFate::Keep),
+            Ending::Answered(_) => (false, Some(Ack::Ack), JobFate::RemoveAfterAck),
+            Ending::HandBack(after) => (false, Some(Ack::Nak(after)), JobFate::Keep),
+            Ending::Abandon => (false, None, JobFate::Keep),
         };
         Steps { record, ack, job }
     }
@@ -221,34 +221,39 @@ mod tests {
                 Ending::Scored(&result),
                 true,
                 Some(Ack::Ack),
-                Job::RemoveAfterAck,
+                JobFate::RemoveAfterAck,
             ),
             (
                 Ending::Retry(Duration::from_secs(30)),
                 false,
                 Some(Ack::Nak(Duration::from_secs(30))),
-                Job::RemoveBeforeAck,
+                JobFate::RemoveBeforeAck,
             ),
             (
                 Ending::Dead(&failure),
                 true,
                 Some(Ack::Term),
-                Job::RemoveAfterAck,
+                JobFate::RemoveAfterAck,
             ),
-            (Ending::Poison(&failure), false, Some(Ack::Term), Job::Keep),
+            (
+                Ending::Poison(&failure),
+                false,
+                Some(Ack::Term),
+                JobFate::Keep,
+            ),
             (
                 Ending::Answered(AfterDone::Keep),
                 false,
                 Some(Ack::Ack),
-                Job::RemoveAfterAck,
+                JobFate::RemoveAfterAck,
             ),
             (
                 Ending::HandBack(Duration::from_secs(5)),
                 false,
                 Some(Ack::Nak(Duration::from_secs(5))),
-                Job::Keep,
+                JobFate::Keep,
             ),
-            (Ending::Abandon, false, None, Job::Keep),
+            (Ending::Abandon, false, None, JobFate::Keep),
         ];
         for (ending, record, ack, job) in rows {
             assert_eq!(ending.steps(), Steps { record, ack, job }, "{ending:?}");

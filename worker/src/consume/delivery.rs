@@ -17,7 +17,7 @@ use super::{Delivery, Usage, Worker, confirmed_ack, time_to_chrono};
 use crate::budget::Lease;
 use crate::logs::{self, Verdict};
 use crate::metrics::ClassLabel;
-use crate::outcome::{self, Ack, Ending, Job, Outcome, hand_back_delay};
+use crate::outcome::{self, Ack, Ending, JobFate, Outcome, hand_back_delay};
 use crate::runner::RunResult;
 use crate::scans::{AfterDone, Decision};
 
@@ -336,7 +336,7 @@ impl Worker {
             (_, _, Ending::Answered(after)) => after,
             _ => AfterDone::Keep,
         };
-        if let (Job::RemoveBeforeAck, Some(item)) = (steps.job, item) {
+        if let (JobFate::RemoveBeforeAck, Some(item)) = (steps.job, item) {
             self.runner.cleanup(item).await;
         }
         let Some(ack) = steps.ack else {
@@ -347,10 +347,10 @@ impl Worker {
                 self.metrics.ack_failures.inc();
                 tracing::warn!(error = %e, "ack failed; the message comes again (its Job, if any, is kept for it)");
             }
-            (Ok(()), Job::RemoveAfterAck, Some(item)) if after == AfterDone::Remove => {
+            (Ok(()), JobFate::RemoveAfterAck, Some(item)) if after == AfterDone::Remove => {
                 self.runner.cleanup(item).await;
             }
-            (Ok(()), Job::RemoveAfterAck, Some(_)) => {
+            (Ok(()), JobFate::RemoveAfterAck, Some(_)) => {
                 self.metrics.jobs_kept.inc();
                 tracing::info!("the Job stays for its TTL: another delivery may still come for it");
             }
