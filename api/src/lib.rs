@@ -28,7 +28,6 @@ pub mod routes;
 pub mod store;
 pub mod webhooks;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
@@ -85,9 +84,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         interval: TimeDelta::days(i64::from(args.interval_days)),
         raw_history_days: args.raw_history_days,
         data: args.export_dir.clone().map(data::DataDir::new),
+        db_health: fleet_runtime::db::DbHealth::new(metrics.db_errors.clone(), readiness.clone()),
         metrics,
-        readiness: readiness.clone(),
-        db_failing: AtomicBool::new(false),
         status: Mutex::new(None),
         discovery: discovery::Discovery::new(discovery::Settings {
             enabled: args.discovery.enabled,

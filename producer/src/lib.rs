@@ -59,8 +59,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         topology,
         consumer,
         settings,
+        db: db::DbHealth::new(metrics.db_errors.clone(), readiness),
         metrics,
-        readiness,
     }
     .run(shutdown)
     .await;

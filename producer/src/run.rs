@@ -12,8 +12,7 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::PullConsumer;
 use chrono::{TimeDelta, Utc};
 use fleet_proto::v1::WorkReason;
-use fleet_runtime::db::{ErrorKind, Timeouts};
-use fleet_runtime::http::Readiness;
+use fleet_runtime::db::{DbHealth, ErrorKind, Timeouts};
 use fleet_runtime::topology::Topology;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -60,12 +59,10 @@ pub struct Producer {
     pub consumer: PullConsumer,
     pub settings: Settings,
     pub metrics: Metrics,
-    /// Not ready while PostgreSQL fails (NATS is watched by the connection's own monitor).
-    pub readiness: Readiness,
+    /// Database errors counted, and not ready while PostgreSQL fails (NATS is watched by the
+    /// connection's own monitor).
+    pub db: DbHealth,
 }
-
-/// The readiness dependency the producer's database calls report on.
-const POSTGRES: &str = "postgres";
 
 /// Seconds between backlog counts while busy: the count walks the due index, cheap but not free.
 const BACKLOG_EVERY: Duration = Duration::from_secs(15);
@@ -123,7 +120,8 @@ impl Producer {
         )
         .await;
         let claimed = self
-            .database(claimed)
+            .db
+            .observe(claimed)
             .context("claiming due repositories")?;
         self.metrics.claimed.inc_by(claimed.len() as u64);
         if (claimed.len() as i64) < limit {
@@ -274,7 +272,7 @@ impl Producer {
                 retire::RETIRE_ROWS,
             )
             .await;
-            let n = match self.database(batch) {
+            let n = match self.db.observe(batch) {
                 Ok(n) => n,
                 Err(e) => {
                     // What earlier statements committed is retired all the same.
@@ -303,7 +301,7 @@ impl Producer {
 
     async fn refresh_backlog(&self) {
         let counted = claim::backlog(&self.pool, self.settings.db_timeouts).await;
-        match self.database(counted) {
+        match self.db.observe(counted) {
             Ok((due, oldest)) => {
                 self.metrics.due_backlog.set(due);
                 let age = oldest.map_or(0, |t| (Utc::now() - t).num_seconds().max(0));
@@ -325,7 +323,7 @@ impl Producer {
         loop {
             let outcome =
                 claim::release(&self.pool, self.settings.db_timeouts, released, retry_at).await;
-            match self.database(outcome) {
+            match self.db.observe(outcome) {
                 Ok(()) => return Ok(()),
                 Err(e) if ErrorKind::of(&e) != ErrorKind::Data => match pauses.next() {
                     Some(pause) => {
@@ -337,22 +335,6 @@ impl Producer {
                 Err(e) => return Err(e).context("handing back unpublished repositories"),
             }
         }
-    }
-
-    /// Counts a database error by kind and turns `/readyz` false until a call succeeds.
-    fn database<T>(&self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        match &outcome {
-            Ok(_) => self.readiness.recovered(POSTGRES),
-            Err(e) => {
-                let kind = ErrorKind::of(e);
-                self.metrics.db_errors.get_or_create(&kind.label()).inc();
-                if kind != ErrorKind::Conflict {
-                    self.readiness
-                        .failing(POSTGRES, format!("{e} ({})", kind.name()));
-                }
-            }
-        }
-        outcome
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {

@@ -10,9 +10,13 @@
 //! paths do this always (one parse per batch); the api's single-row reads, the one hot path,
 //! keep prepared statements unless [`Pooling::Transaction`] says otherwise ([`Db`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
@@ -20,6 +24,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DbArgs, redact_url};
+use crate::http::Readiness;
 
 /// The schema this build was written for; `migrations/` at the workspace root.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -389,6 +394,70 @@ pub fn describe(e: &sqlx::Error) -> String {
             text
         }
         other => other.to_string(),
+    }
+}
+
+/// The dependency `/readyz` names while the database fails.
+pub const POSTGRES: &str = "postgres";
+
+/// What every service does with the outcome of its database calls: each error counted by kind
+/// (the service's `db_errors` metric) and, when the error is the database's rather than the
+/// records' (a data error) or a conflict the next attempt settles, `/readyz` failing and naming
+/// PostgreSQL until a call succeeds.
+#[derive(Clone, Default)]
+pub struct DbHealth {
+    errors: Family<ErrorLabel, Counter>,
+    readiness: Readiness,
+    /// Whether `/readyz` was told of a failure: a success on a hot path costs an atomic load,
+    /// not the readiness lock.
+    failing: Arc<AtomicBool>,
+}
+
+impl DbHealth {
+    /// `errors`: the service's `db_errors` counter, registered with its other metrics (the
+    /// default: a counter of its own and a readiness no server reports, for tests).
+    pub fn new(errors: Family<ErrorLabel, Counter>, readiness: Readiness) -> Self {
+        Self {
+            errors,
+            readiness,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A call went through: `/readyz` stops naming PostgreSQL.
+    pub fn succeeded(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            self.readiness.recovered(POSTGRES);
+        }
+    }
+
+    /// A call failed with `e`: counted, and the database marked failing unless `e` is a data
+    /// error or a conflict. Returns what happened, for the caller's log line.
+    pub fn failed(&self, e: &sqlx::Error) -> String {
+        let kind = ErrorKind::of(e);
+        self.errors.get_or_create(&kind.label()).inc();
+        let why = format!("{} ({})", describe(e), kind.name());
+        if !matches!(kind, ErrorKind::Data | ErrorKind::Conflict) {
+            self.failing.store(true, Ordering::Relaxed);
+            self.readiness.failing(POSTGRES, &why);
+        }
+        why
+    }
+
+    /// The readiness it reports to.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// [`Self::succeeded`] or [`Self::failed`], by `outcome`, which is passed on.
+    pub fn observe<T>(&self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        match &outcome {
+            Ok(_) => self.succeeded(),
+            Err(e) => {
+                self.failed(e);
+            }
+        }
+        outcome
     }
 }
 

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
-use fleet_runtime::db::{self, ErrorKind, ErrorLabel};
+use fleet_runtime::db::{self, ErrorKind};
 use fleet_runtime::dead;
-use fleet_runtime::http::Readiness;
 use fleet_runtime::retry::SINK_WRITE;
 use fleet_runtime::topology::Topology;
 use futures::StreamExt;
@@ -27,9 +26,6 @@ use crate::upsert::{Written, write_batch};
 /// How often an unclassified error may repeat for the same records before they are taken to
 /// be its cause (and halved to find the one).
 const REPEATS_BEFORE_SUSPECT: u32 = 3;
-
-/// The readiness dependency the sink watches.
-const POSTGRES: &str = "postgres";
 
 /// How one write of a part of a batch ended.
 enum Attempt {
@@ -50,7 +46,8 @@ pub struct Sink {
     pub topology: Topology,
     pub schedule: Schedule,
     pub metrics: Metrics,
-    pub readiness: Readiness,
+    /// `metrics.db_errors` and the service's readiness.
+    pub db: db::DbHealth,
     pub batch_size: usize,
     pub batch_wait: Duration,
     /// Batches written at once (each in its own transaction).
@@ -295,10 +292,7 @@ impl Sink {
                 Err(e) => e,
             };
             let kind = ErrorKind::of(&e);
-            self.metrics
-                .db_errors
-                .get_or_create(&ErrorLabel::from(&e))
-                .inc();
+            self.db.failed(&e);
             match kind {
                 ErrorKind::Data => return Attempt::Refused(e),
                 ErrorKind::Other => {
@@ -319,10 +313,6 @@ impl Sink {
                 }
                 _ => repeated = None,
             }
-            if kind != ErrorKind::Conflict {
-                self.readiness
-                    .failing(POSTGRES, format!("{} ({})", e, kind.name()));
-            }
             let pause = retry.next().unwrap_or(SINK_WRITE.cap);
             tracing::warn!(error = %e, kind = kind.name(), records = records.len(), retry_in = ?pause,
                 "writing a batch failed; holding it");
@@ -338,7 +328,7 @@ impl Sink {
 
     /// Counts a committed batch of `records` and wakes the events' publisher if it made any.
     fn committed(&self, records: usize, written: &Written, started: Instant) {
-        self.readiness.recovered(POSTGRES);
+        self.db.succeeded();
         self.metrics.batches.inc();
         self.metrics
             .batch_seconds

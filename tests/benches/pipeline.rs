@@ -20,7 +20,6 @@ use async_nats::jetstream;
 use chrono::{TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_proto::v1::WorkReason;
-use fleet_runtime::http::Readiness;
 use fleet_runtime::publish::work_item;
 use fleet_runtime::topology::{SINK, WORKER_SCHEDULED};
 use fleet_tests::report::{self, Better, Row, number};
@@ -315,7 +314,7 @@ async fn claim_publish_rate(stack: &Stack, repos: &[RepoName]) -> anyhow::Result
                     retire_after: None,
                 },
                 metrics: producer::metrics::Metrics::register(&mut Registry::default()),
-                readiness: Default::default(),
+                db: Default::default(),
             };
             let ((), took) = run_until(
                 |shutdown| producer.run(shutdown),
@@ -436,7 +435,7 @@ async fn idle_cost(stack: &Stack) -> anyhow::Result<Row> {
                         retire_after: None,
                     },
                     metrics: Default::default(),
-                    readiness: Default::default(),
+                    db: Default::default(),
                 };
                 producer.run(stop).await;
                 Ok(())
@@ -653,7 +652,7 @@ async fn sink_end_to_end(
                 topology: s.topology.clone(),
                 schedule: schedule(),
                 metrics: sink::metrics::Metrics::register(&mut Registry::default()),
-                readiness: Readiness::default(),
+                db: Default::default(),
                 batch_size,
                 batch_wait: Duration::from_millis(500),
                 writers,
@@ -738,7 +737,7 @@ async fn sink_events(stack: &Stack, repos: &[RepoName], records: &[Record]) -> a
                     topology: s.topology.clone(),
                     schedule: schedule(),
                     metrics: metrics.clone(),
-                    readiness: Readiness::default(),
+                    db: Default::default(),
                     batch_size: SINK_BATCH,
                     batch_wait: Duration::from_millis(500),
                     writers: SINK_WRITERS,

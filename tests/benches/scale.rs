@@ -197,7 +197,7 @@ async fn claim_publish(s: &Scratch) -> anyhow::Result<Cost> {
             retire_after: None,
         },
         metrics: producer::metrics::Metrics::register(&mut Registry::default()),
-        readiness: Default::default(),
+        db: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let t = Instant::now();

@@ -67,7 +67,7 @@ async fn producer(
         consumer: consumer(js, t, WORKER_SCHEDULED).await,
         settings: settings(high_water),
         metrics: Metrics::default(),
-        readiness: Default::default(),
+        db: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem};
 use fleet_proto::{RepoName, timestamp};
+use fleet_runtime::db::DbHealth;
 use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::{self, SINK, Topology, TopologyArgs};
 use fleet_tests::pg::PrivatePostgres;
@@ -74,6 +75,7 @@ async fn sink_on(
     // Started, as `sink::run` leaves it before the loop.
     let readiness = Readiness::default();
     readiness.set(true);
+    let metrics = Metrics::register(&mut Registry::default());
     Sink {
         js: js.clone(),
         consumer,
@@ -82,8 +84,8 @@ async fn sink_on(
         events: None,
         topology: topology.clone(),
         schedule: schedule(),
-        metrics: Metrics::register(&mut Registry::default()),
-        readiness,
+        db: DbHealth::new(metrics.db_errors.clone(), readiness),
+        metrics,
         batch_size: 100,
         batch_wait: Duration::from_millis(300),
         writers: 2,
@@ -753,13 +755,13 @@ async fn a_postgres_restart_mid_run_loses_nothing_and_duplicates_nothing() {
         outcome.is_err(),
         "the batch cannot finish while PostgreSQL is down"
     );
-    assert!(!sink.readiness.get(), "/readyz reports the outage");
+    assert!(!sink.db.readiness().get(), "/readyz reports the outage");
     assert_eq!(pending(sink).await.1, 100, "the held batch is not acked");
 
     pg.resume();
     let report = writing.await.unwrap();
     assert_eq!(report.written.history_rows, 100);
-    assert!(sink.readiness.get());
+    assert!(sink.db.readiness().get());
     drain(sink).await;
 
     let (rows, distinct): (i64, i64) =
@@ -957,7 +959,7 @@ async fn a_held_lock_fails_the_batch_fast_and_says_why(pool: PgPool) {
         lock_timeouts >= 2,
         "failed fast and retried: {lock_timeouts}"
     );
-    let why = h.sink.readiness.reason().unwrap_or_default();
+    let why = h.sink.db.readiness().reason().unwrap_or_default();
     assert!(
         why.contains("postgres") && why.contains("lock_timeout"),
         "{why}"
@@ -966,7 +968,7 @@ async fn a_held_lock_fails_the_batch_fast_and_says_why(pool: PgPool) {
     manual.rollback().await.unwrap();
     let report = writing.await.unwrap();
     assert_eq!(report.written.history_rows, 1);
-    assert!(h.sink.readiness.get());
+    assert!(h.sink.db.readiness().get());
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM score_history")
         .fetch_one(&pool)
         .await
@@ -1020,7 +1022,7 @@ async fn refused_records_are_isolated(pool: PgPool, bad: &[usize]) {
             (n == good + 1).then_some(())
         })
         .await;
-        let ready = h.sink.readiness.get();
+        let ready = h.sink.db.readiness().get();
         shutdown.cancel();
         (written, letters, after, ready)
     };

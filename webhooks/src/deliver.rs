@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use fleet_proto::v1::{FailureClass, WebhookDelivery, WebhookKind, WorkFailure};
-use fleet_runtime::db::Timeouts;
-use fleet_runtime::http::Readiness;
+use fleet_runtime::db::{DbHealth, Timeouts};
 use fleet_runtime::topology::Topology;
 use fleet_runtime::webhook::MasterKey;
 use futures::StreamExt as _;
@@ -26,7 +25,6 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::fanout::POSTGRES;
 use crate::metrics::Metrics;
 use crate::outcome::{self, Attempt, Ending, Retries};
 use crate::{body, store};
@@ -119,7 +117,8 @@ pub struct Deliverer {
     pub timeouts: Timeouts,
     pub topology: Topology,
     pub metrics: Metrics,
-    pub readiness: Readiness,
+    /// Database errors counted, and not ready while they last (shared with the fan-out).
+    pub db: DbHealth,
     pub client: Client,
     pub master: MasterKey,
     pub retries: Retries,
@@ -234,7 +233,7 @@ impl Deliverer {
         };
         let target = match store::target(&self.pool, self.timeouts, subscription).await {
             Ok(Some(t)) => {
-                self.readiness.recovered(POSTGRES);
+                self.db.succeeded();
                 t
             }
             Ok(None) => {
@@ -347,8 +346,8 @@ impl Deliverer {
         if let Err(e) = store::record(&self.pool, self.timeouts, &record).await {
             // The delivery's fate is settled (sent, or dead-lettered): a lost log line must
             // not send it again.
-            self.metrics.db_error(&e);
-            tracing::warn!(error = %fleet_runtime::db::describe(&e), %subscription,
+            let why = self.db.failed(&e);
+            tracing::warn!(error = %why, %subscription,
                 "recording a delivery attempt failed");
         }
         self.metrics.attempt(ending.outcome());
@@ -389,10 +388,7 @@ impl Deliverer {
     }
 
     fn database_trouble(&self, e: &sqlx::Error) -> Handled {
-        let why = fleet_runtime::db::describe(e);
-        self.metrics.db_error(e);
-        self.readiness.failing(POSTGRES, &why);
-        Handled::Trouble(why)
+        Handled::Trouble(self.db.failed(e))
     }
 }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Context, Message};
 use fleet_proto::v1::{ScoreChanged, WebhookDelivery, WebhookKind};
-use fleet_runtime::db::Timeouts;
-use fleet_runtime::http::Readiness;
+use fleet_runtime::db::{DbHealth, Timeouts};
 use fleet_runtime::publish::send_once;
 use fleet_runtime::topology::Topology;
 use fleet_runtime::webhook::webhook_id;
@@ -21,9 +20,6 @@ use tokio_util::sync::CancellationToken;
 use crate::matching;
 use crate::metrics::Metrics;
 use crate::store;
-
-/// The readiness dependency of the database.
-pub const POSTGRES: &str = "postgres";
 
 /// How long an event waits before another try after the database or NATS failed it: long
 /// enough not to hammer an outage, short against the consumer's ack wait.
@@ -60,7 +56,8 @@ pub struct Fanout {
     pub timeouts: Timeouts,
     pub topology: Topology,
     pub metrics: Metrics,
-    pub readiness: Readiness,
+    /// Database errors counted, and not ready while they last (shared with the deliverer).
+    pub db: DbHealth,
 }
 
 impl Fanout {
@@ -149,13 +146,11 @@ impl Fanout {
         .await
         {
             Ok(c) => {
-                self.readiness.recovered(POSTGRES);
+                self.db.succeeded();
                 c
             }
             Err(e) => {
-                self.metrics.db_error(&e);
-                self.readiness
-                    .failing(POSTGRES, fleet_runtime::db::describe(&e));
+                self.db.failed(&e);
                 return Err(FanoutError::Database(e));
             }
         };

@@ -102,6 +102,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         cli.log_days,
         shutdown.clone(),
     ));
+    let db_health = db::DbHealth::new(metrics.db_errors.clone(), readiness.clone());
     let fanout = Fanout {
         js: js.clone(),
         consumer: fanout_consumer,
@@ -109,7 +110,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         timeouts: cli.db.timeouts(),
         topology: topology.clone(),
         metrics: metrics.clone(),
-        readiness: readiness.clone(),
+        db: db_health.clone(),
     };
     let deliverer = Arc::new(Deliverer {
         js,
@@ -118,7 +119,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
         timeouts: cli.db.timeouts(),
         topology,
         metrics,
-        readiness: readiness.clone(),
+        db: db_health,
         client,
         master,
         retries: cli.retries(),

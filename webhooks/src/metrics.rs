@@ -98,8 +98,4 @@ impl Metrics {
     pub fn attempt(&self, outcome: &'static str) {
         self.attempts.get_or_create(&OutcomeLabel { outcome }).inc();
     }
-
-    pub fn db_error(&self, e: &sqlx::Error) {
-        self.db_errors.get_or_create(&ErrorLabel::from(e)).inc();
-    }
 }

@@ -2,7 +2,6 @@
 //! requests. Every error is `{"code", "message"}`; every score and badge carries caching
 //! headers a CDN can use.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,6 @@ use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_runtime::db::Db;
-use fleet_runtime::http::Readiness;
 use fleet_runtime::topology::Topology;
 use serde::Deserialize;
 
@@ -39,8 +37,6 @@ pub use ranking::*;
 pub use scan::*;
 pub use status::*;
 
-/// The readiness dependency of the database.
-const POSTGRES: &str = "postgres";
 /// How long `/status`'s counts are reused: they walk the repos table.
 const STATUS_FOR: Duration = Duration::from_secs(30);
 /// Most items of a page.
@@ -62,8 +58,8 @@ pub struct App {
     /// The export's directory, when this api serves it under /data/.
     pub data: Option<crate::data::DataDir>,
     pub metrics: Metrics,
-    pub readiness: Readiness,
-    pub db_failing: AtomicBool,
+    /// Database errors counted (`metrics.db_errors`), and not ready while they last.
+    pub db_health: fleet_runtime::db::DbHealth,
     pub status: Mutex<Option<(Instant, model::Status)>>,
     pub discovery: Discovery,
     pub webhooks: crate::webhooks::Webhooks,
@@ -150,26 +146,13 @@ impl IntoResponse for Failure {
 impl App {
     /// A database error becomes a 503 and marks the service not ready until a query works.
     fn db_error(&self, e: &sqlx::Error) -> Failure {
-        let why = fleet_runtime::db::describe(e);
+        let why = self.db_health.failed(e);
         tracing::warn!(error = %why, "a database query failed");
-        self.metrics
-            .db_errors
-            .get_or_create(&fleet_runtime::db::ErrorLabel::from(e))
-            .inc();
-        if !self.db_failing.swap(true, Ordering::Relaxed) {
-            self.readiness.failing(POSTGRES, &why);
-        }
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the database is unavailable; try again shortly",
         )
         .retry_after(5)
-    }
-
-    fn db_ok(&self) {
-        if self.db_failing.swap(false, Ordering::Relaxed) {
-            self.readiness.recovered(POSTGRES);
-        }
     }
 
     /// Runs a query, turning its error into the 503 answer.
@@ -179,7 +162,7 @@ impl App {
     ) -> Result<T, Failure> {
         match q.await {
             Ok(v) => {
-                self.db_ok();
+                self.db_health.succeeded();
                 Ok(v)
             }
             Err(e) => Err(self.db_error(&e)),

@@ -137,7 +137,7 @@ pub(super) async fn discover_once(
     .await;
     let (tx, outcome, retry_secs, checked) = match decided {
         Ok(decided) => {
-            app.db_ok();
+            app.db_health.succeeded();
             decided
         }
         // Another discovery held the lock too long: busy, not a database outage.
