@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 
-use super::{RunResult, Runner};
+use super::{JobError, RunResult, Runner};
 use crate::job::{self, CONTAINER, JobSettings};
 use crate::logs::RunLog;
 use crate::metrics::Metrics;
@@ -78,14 +78,11 @@ impl KubeRunner {
         item: &WorkItem,
         name: &str,
         credential: Option<&str>,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, JobError> {
         let Some(credential) = credential else {
             return match self.existing(item, name).await? {
                 Some(existing) => Ok(self.adopted(name, &existing)),
-                None => Err(format!(
-                    "no Job {name} of a previous delivery to re-attach to, and no GitHub \
-                     credential to start one"
-                )),
+                None => Err(JobError::NothingToAdopt(name.to_owned())),
             };
         };
         let job = job::build(item, &self.settings, credential);
@@ -102,34 +99,39 @@ impl KubeRunner {
                 // it is, whatever the watch has seen so far.
                 match self.existing(item, name).await? {
                     Some(existing) => Ok(self.adopted(name, &existing)),
-                    None => Err(format!("Job {name} was deleted while being created again")),
+                    None => Err(JobError::DeletedWhileCreated(name.to_owned())),
                 }
             }
-            Err(e) => Err(format!("creating Job {name}: {e}")),
+            Err(source) => Err(JobError::Create {
+                job: name.to_owned(),
+                source,
+            }),
         }
     }
 
     /// The Job `name` a previous delivery of `item` started, if there is one; an error if
     /// the name is another item's or the Job is on its way out.
-    async fn existing(&self, item: &WorkItem, name: &str) -> Result<Option<Job>, String> {
+    async fn existing(&self, item: &WorkItem, name: &str) -> Result<Option<Job>, JobError> {
         let Some(existing) = self
             .api("get", self.jobs.get_opt(name))
             .await
-            .map_err(|e| format!("reading existing Job {name}: {e}"))?
+            .map_err(|source| JobError::ReadExisting {
+                job: name.to_owned(),
+                source,
+            })?
         else {
             return Ok(None);
         };
         let owner = existing.annotations().get(job::WORK_ID_ANNOTATION).cloned();
         if owner.as_deref() != Some(item.id.as_str()) {
-            return Err(format!(
-                "Job {name} exists but belongs to work item {owner:?}, not {}",
-                item.id
-            ));
+            return Err(JobError::NotOurs {
+                job: name.to_owned(),
+                owner,
+                item: item.id.clone(),
+            });
         }
         if existing.metadata.deletion_timestamp.is_some() {
-            return Err(format!(
-                "Job {name} of a previous attempt is still being deleted"
-            ));
+            return Err(JobError::StillDeleting(name.to_owned()));
         }
         Ok(Some(existing))
     }
@@ -143,7 +145,7 @@ impl KubeRunner {
     /// Waits for the Job to end; an error is an INFRA failure message. Bounded: if the watch
     /// never reports an end (watch broken, Job deleted unseen), a direct GET decides once the
     /// Job is past its deadline plus the pending timeout.
-    async fn wait(&self, started: &Started, name: &str) -> Result<JobView, String> {
+    async fn wait(&self, started: &Started, name: &str) -> Result<JobView, JobError> {
         let mut rx = self.watch.subscribe(&started.uid);
         let mut seen = false;
         let bound = self.bound(started);
@@ -155,24 +157,24 @@ impl KubeRunner {
             match view {
                 Some(v) if v.finished.is_some() => return Ok(v),
                 Some(v) if v.deleting => {
-                    return Err(format!("Job {name} was deleted while running"));
+                    return Err(JobError::DeletedWhileRunning(name.to_owned()));
                 }
                 Some(v) => {
                     seen = true;
                     if v.ready == 0 && tokio::time::Instant::now() >= next_pending_check {
                         if let Some(reason) = self.stuck_reason(&started.uid, name).await {
-                            return Err(reason);
+                            return Err(JobError::Stuck(reason));
                         }
                         next_pending_check = tokio::time::Instant::now() + self.pending_timeout;
                     }
                 }
-                None if seen => return Err(format!("Job {name} disappeared while running")),
+                None if seen => return Err(JobError::Disappeared(name.to_owned())),
                 None => {}
             }
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
-                        return Err("the Job watch stopped".into());
+                        return Err(JobError::WatchStopped);
                     }
                 }
                 () = tokio::time::sleep_until(next_pending_check) => {}
@@ -191,7 +193,7 @@ impl KubeRunner {
     }
 
     /// The API server's word on a Job the watch has not reported ended in time.
-    async fn ask(&self, started: &Started, name: &str) -> Result<JobView, String> {
+    async fn ask(&self, started: &Started, name: &str) -> Result<JobView, JobError> {
         tracing::warn!(
             job = name,
             "the Job watch never reported this Job's end; asking the API server"
@@ -202,16 +204,17 @@ impl KubeRunner {
                 if view.finished.is_some() {
                     Ok(view)
                 } else {
-                    Err(format!(
-                        "Job {name} has not ended {}s past its deadline",
-                        self.pending_timeout.as_secs()
-                    ))
+                    Err(JobError::Overdue {
+                        job: name.to_owned(),
+                        seconds: self.pending_timeout.as_secs(),
+                    })
                 }
             }
-            Ok(_) => Err(format!(
-                "Job {name} is gone, and the watch never reported its end"
-            )),
-            Err(e) => Err(format!("reading Job {name} after its deadline: {e}")),
+            Ok(_) => Err(JobError::Gone(name.to_owned())),
+            Err(source) => Err(JobError::ReadAfterDeadline {
+                job: name.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -298,12 +301,15 @@ impl KubeRunner {
         item: &WorkItem,
         name: &str,
         view: &JobView,
-    ) -> Result<RunLog, String> {
+    ) -> Result<RunLog, JobError> {
         let finish = view.finished.clone().expect("called on finished Jobs");
         let pod = self
             .pod_of(&view.uid)
             .await
-            .map_err(|e| format!("listing the pod of Job {name}: {e}"))?;
+            .map_err(|source| JobError::ListPod {
+                job: name.to_owned(),
+                source,
+            })?;
         let terminated = pod
             .as_ref()
             .and_then(|p| {
@@ -383,12 +389,12 @@ impl Runner for KubeRunner {
         };
         let started = match self.create_or_adopt(item, &name, credential).await {
             Ok(started) => started,
-            Err(message) => return infra(message, false),
+            Err(e) => return infra(e.to_string(), false),
         };
         let created = !started.adopted;
         let view = match self.wait(&started, &name).await {
             Ok(view) => view,
-            Err(message) => return infra(message, created),
+            Err(e) => return infra(e.to_string(), created),
         };
         match self.finished(item, &name, &view).await {
             Ok(run) => RunResult::Ended {
@@ -396,7 +402,7 @@ impl Runner for KubeRunner {
                 adopted: started.adopted,
                 ended_before: started.ended,
             },
-            Err(message) => infra(message, created),
+            Err(e) => infra(e.to_string(), created),
         }
     }
 
@@ -412,7 +418,7 @@ impl Runner for KubeRunner {
         }
     }
 
-    async fn discard(&self, item: &WorkItem) -> Result<(), String> {
+    async fn discard(&self, item: &WorkItem) -> Result<(), JobError> {
         self.delete(item).await?;
         let name = job::job_name(&item.id);
         let gone = async {
@@ -420,17 +426,20 @@ impl Runner for KubeRunner {
                 match self.api("get", self.jobs.get_opt(&name)).await {
                     Ok(None) => return Ok(()),
                     Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
-                    Err(e) => return Err(format!("reading Job {name}: {e}")),
+                    Err(source) => {
+                        return Err(JobError::Read {
+                            job: name.clone(),
+                            source,
+                        });
+                    }
                 }
             }
         };
         tokio::time::timeout(DISCARD_WAIT, gone)
             .await
-            .map_err(|_| {
-                format!(
-                    "Job {name} was still there {}s after its delete",
-                    DISCARD_WAIT.as_secs()
-                )
+            .map_err(|_| JobError::StillThere {
+                job: name.clone(),
+                seconds: DISCARD_WAIT.as_secs(),
             })?
     }
 
@@ -452,7 +461,7 @@ impl Runner for KubeRunner {
 }
 
 impl KubeRunner {
-    async fn delete(&self, item: &WorkItem) -> Result<(), String> {
+    async fn delete(&self, item: &WorkItem) -> Result<(), JobError> {
         let name = job::job_name(&item.id);
         match self
             .api(
@@ -463,7 +472,7 @@ impl KubeRunner {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(format!("deleting Job {name}: {e}")),
+            Err(source) => Err(JobError::Delete { job: name, source }),
         }
     }
 }

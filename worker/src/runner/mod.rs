@@ -10,6 +10,53 @@ use fleet_proto::v1::WorkItem;
 
 use crate::logs::RunLog;
 
+/// Why a scan's Job could not be taken to its end, or out of the way: what was being done, to
+/// which Job. Its text becomes an INFRA failure's message.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(
+        "no Job {0} of a previous delivery to re-attach to, and no GitHub credential to start one"
+    )]
+    NothingToAdopt(String),
+    #[error("creating Job {job}: {source}")]
+    Create { job: String, source: kube::Error },
+    #[error("Job {0} was deleted while being created again")]
+    DeletedWhileCreated(String),
+    #[error("reading existing Job {job}: {source}")]
+    ReadExisting { job: String, source: kube::Error },
+    #[error("Job {job} exists but belongs to work item {owner:?}, not {item}")]
+    NotOurs {
+        job: String,
+        owner: Option<String>,
+        item: String,
+    },
+    #[error("Job {0} of a previous attempt is still being deleted")]
+    StillDeleting(String),
+    #[error("Job {0} was deleted while running")]
+    DeletedWhileRunning(String),
+    #[error("Job {0} disappeared while running")]
+    Disappeared(String),
+    #[error("the Job watch stopped")]
+    WatchStopped,
+    /// Its pod cannot start, in the words of the pod's status and events.
+    #[error("{0}")]
+    Stuck(String),
+    #[error("Job {job} has not ended {seconds}s past its deadline")]
+    Overdue { job: String, seconds: u64 },
+    #[error("Job {0} is gone, and the watch never reported its end")]
+    Gone(String),
+    #[error("reading Job {job} after its deadline: {source}")]
+    ReadAfterDeadline { job: String, source: kube::Error },
+    #[error("listing the pod of Job {job}: {source}")]
+    ListPod { job: String, source: kube::Error },
+    #[error("reading Job {job}: {source}")]
+    Read { job: String, source: kube::Error },
+    #[error("Job {job} was still there {seconds}s after its delete")]
+    StillThere { job: String, seconds: u64 },
+    #[error("deleting Job {job}: {source}")]
+    Delete { job: String, source: kube::Error },
+}
+
 #[derive(Debug, Clone)]
 pub enum RunResult {
     /// The scan ran to an end (success or not). `adopted`: a previous delivery had started it;
@@ -59,7 +106,7 @@ pub trait Runner: Send + Sync {
 
     /// Removes a previous attempt's ended run and waits until it is gone, so the next
     /// [`Runner::run`] starts a fresh one instead of reading the old one again.
-    async fn discard(&self, item: &WorkItem) -> Result<(), String> {
+    async fn discard(&self, item: &WorkItem) -> Result<(), JobError> {
         self.cleanup(item).await;
         Ok(())
     }
