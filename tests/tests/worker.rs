@@ -21,10 +21,11 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use worker::budget::Pool;
-use worker::consume::{Handled, Settings, Worker};
+use worker::consume::{Settings, Worker};
 use worker::exhausted::Recorded;
 use worker::job::JobSettings;
 use worker::metrics::Metrics;
+use worker::outcome::Ending;
 use worker::runner::RunResult;
 use worker::runner::kubernetes::KubeRunner;
 use worker::scans::Decision;
@@ -237,7 +238,7 @@ impl Harness {
     }
 
     /// Pulls the next message and runs it to its end: the worker's step function.
-    async fn step(&self) -> Handled {
+    async fn step(&self) -> Ending {
         let message = tokio::time::timeout(Duration::from_secs(20), self.worker.next_message())
             .await
             .expect("a work message");
@@ -316,7 +317,7 @@ async fn a_scan_becomes_a_published_result_and_its_job_is_removed() {
     let h = harness(600, 3, 30).await;
     let work = item("github.com/sim-ok/happy");
     h.enqueue(&work).await;
-    let Handled::Published(result) = h.step().await else {
+    let Ending::Scored(result) = h.step().await else {
         panic!("expected a result")
     };
     assert_eq!(result.work_id, work.id);
@@ -338,7 +339,7 @@ async fn a_scan_becomes_a_published_result_and_its_job_is_removed() {
 async fn exit_1_with_json_is_a_result() {
     let h = harness(600, 3, 30).await;
     h.enqueue(&item("github.com/sim-exit1/partial")).await;
-    let Handled::Published(result) = h.step().await else {
+    let Ending::Scored(result) = h.step().await else {
         panic!("expected a result")
     };
     assert_eq!(result.exit_code, 1);
@@ -350,7 +351,7 @@ async fn exit_0_without_json_is_a_scan_failure_dead_lettered_with_its_reason() {
     let h = harness(600, 3, 30).await;
     let work = item("github.com/sim-skip/gone");
     h.enqueue(&work).await;
-    let Handled::DeadLettered(failure) = h.step().await else {
+    let Ending::Dead(failure) = h.step().await else {
         panic!("expected a dead letter")
     };
     assert_eq!(failure.class, FailureClass::ScanFailed as i32);
@@ -386,7 +387,7 @@ async fn a_job_past_its_deadline_is_a_timeout_handed_back_for_a_fresh_job() {
     h.enqueue(&item("github.com/sim-hang/slow")).await;
     let first = h.step().await;
     assert!(
-        matches!(first, Handled::Retried { class: FailureClass::Timeout, after } if after == Duration::from_secs(300)),
+        matches!(&first, Ending::Retry { after, failure } if failure.class == FailureClass::Timeout as i32 && *after == Duration::from_secs(300)),
         "{first:?}"
     );
     assert_eq!(
@@ -405,7 +406,7 @@ async fn a_job_past_its_deadline_is_a_timeout_handed_back_for_a_fresh_job() {
 async fn a_timeout_on_the_last_delivery_is_dead_lettered() {
     let h = harness(2, 1, 30).await;
     h.enqueue(&item("github.com/sim-hang/slower")).await;
-    let Handled::DeadLettered(failure) = h.step().await else {
+    let Ending::Dead(failure) = h.step().await else {
         panic!("expected a dead letter")
     };
     assert_eq!(failure.class, FailureClass::Timeout as i32);
@@ -456,15 +457,15 @@ async fn poison_messages_are_dead_lettered_and_hand_written_requests_work() {
 
     let first = h.step().await;
     assert!(
-        matches!(&first, Handled::Poison(r) if r.contains("undecodable work item")),
+        matches!(&first, Ending::Poison(f) if f.message.contains("undecodable work item")),
         "{first:?}"
     );
     let second = h.step().await;
     assert!(
-        matches!(&second, Handled::Poison(r) if r.contains("cannot start with '-'")),
+        matches!(&second, Ending::Poison(f) if f.message.contains("cannot start with '-'")),
         "{second:?}"
     );
-    let Handled::Published(result) = h.step().await else {
+    let Ending::Scored(result) = h.step().await else {
         panic!("the hand-written request is scored")
     };
     assert_eq!(result.repo, "github.com/sim-ok/by-hand");
@@ -492,7 +493,7 @@ async fn manual_requests_are_pulled_before_scheduled_work() {
     .unwrap()
     .await
     .unwrap();
-    let Handled::Published(first) = h.step().await else {
+    let Ending::Scored(first) = h.step().await else {
         panic!("expected a result")
     };
     assert_eq!(first.repo, "github.com/sim-ok/urgent");
@@ -755,7 +756,7 @@ async fn a_killed_worker_is_replaced_and_the_same_job_is_adopted() {
     .unwrap();
     assert_eq!(job_uids(&h).await, uids, "the same Job, not a new one");
     h.sim.release(repo).await.unwrap();
-    let Handled::Published(result) = handled.await.unwrap() else {
+    let Ending::Scored(result) = handled.await.unwrap() else {
         panic!("expected a result")
     };
     assert_eq!(result.work_id, work.id);
@@ -986,7 +987,7 @@ impl Harness {
     }
 
     /// Runs the next message in the background, as the worker's loop would.
-    fn step_in_background(&self) -> tokio::task::JoinHandle<Handled> {
+    fn step_in_background(&self) -> tokio::task::JoinHandle<Ending> {
         let worker = self.worker.clone();
         tokio::spawn(async move {
             let message = worker.next_message().await;
@@ -1084,7 +1085,7 @@ async fn a_worker_that_lost_its_heartbeats_on_the_last_delivery_does_not_add_a_s
         .await
         .expect("the stalled delivery ends once its Job is gone")
         .unwrap();
-    assert_eq!(late, Handled::AlreadyDone);
+    assert!(matches!(late, Ending::AlreadyDone(_)), "{late:?}");
     h.assert_exhausted_once(&work, recorded).await;
 }
 
@@ -1103,7 +1104,7 @@ async fn an_item_handed_back_on_its_last_delivery_still_ends_as_its_one_result()
         .unwrap();
     h.sim.release(&work.repo).await.unwrap();
     let handled = running.await.unwrap();
-    assert!(matches!(handled, Handled::HandedBack(_)), "{handled:?}");
+    assert!(matches!(handled, Ending::HandBack { .. }), "{handled:?}");
     assert_eq!(h.metrics.handed_back.get(), 1);
     h.topology.ensure(&h.js).await.unwrap();
     let Recorded::Published(result) = h.record_next_exhausted().await else {
@@ -1136,7 +1137,7 @@ async fn a_failed_ack_after_publishing_keeps_the_job_and_the_redelivery_scans_no
         .await
         .unwrap();
     h.sim.release(&work.repo).await.unwrap();
-    let Handled::Published(result) = running.await.unwrap() else {
+    let Ending::Scored(result) = running.await.unwrap() else {
         panic!("the result is published")
     };
     assert_eq!(h.metrics.ack_failures.get(), 1);
@@ -1148,7 +1149,8 @@ async fn a_failed_ack_after_publishing_keeps_the_job_and_the_redelivery_scans_no
 
     // The consumer comes back and delivers the item again.
     h.topology.ensure(&h.js).await.unwrap();
-    assert_eq!(h.step().await, Handled::AlreadyDone);
+    let again = h.step().await;
+    assert!(matches!(again, Ending::AlreadyDone(_)), "{again:?}");
     assert_eq!(h.results().await, vec![*result], "published once");
     assert_eq!(h.sim.pods_for(&work.repo), 1, "scanned once");
     assert_eq!(h.work_left().await, (0, 0));
@@ -1176,7 +1178,7 @@ async fn a_delivery_that_claimed_a_running_scan_finds_its_job_not_a_fresh_scan()
         Decision::Scan
     );
     h.sim.release(&work.repo).await.unwrap();
-    let Handled::Published(result) = first.await.unwrap() else {
+    let Ending::Scored(result) = first.await.unwrap() else {
         panic!("the result is published")
     };
     assert_eq!(h.jobs().await.len(), 1, "the Job is left for the claimant");
@@ -1208,7 +1210,7 @@ async fn an_outcome_the_register_could_not_record_keeps_its_job() {
         .await
         .unwrap();
     h.sim.release(&work.repo).await.unwrap();
-    assert!(matches!(running.await.unwrap(), Handled::Published(_)));
+    assert!(matches!(running.await.unwrap(), Ending::Scored(_)));
     assert_eq!(h.work_left().await, (0, 0), "acked");
     assert_eq!(h.jobs().await.len(), 1, "the Job is kept");
 }
@@ -1237,11 +1239,8 @@ async fn a_job_left_behind_by_a_failed_cleanup_is_replaced_by_a_fresh_attempt() 
     let first = h.step().await;
     assert!(
         matches!(
-            first,
-            Handled::Retried {
-                class: FailureClass::PodFailed,
-                ..
-            }
+            &first,
+            Ending::Retry { failure, .. } if failure.class == FailureClass::PodFailed as i32
         ),
         "{first:?}"
     );
@@ -1257,7 +1256,7 @@ async fn a_job_left_behind_by_a_failed_cleanup_is_replaced_by_a_fresh_attempt() 
     )
     .await
     .unwrap();
-    let Handled::Published(result) = second else {
+    let Ending::Scored(result) = second else {
         panic!("the fresh attempt succeeds: {second:?}")
     };
     assert_eq!(result.work_id, work.id);
@@ -1290,7 +1289,7 @@ async fn a_job_the_watch_never_reports_is_settled_by_a_direct_get() {
     .await;
     let work = item("github.com/sim-ok/unwatched");
     h.enqueue(&work).await;
-    let Handled::Published(result) = h.step().await else {
+    let Ending::Scored(result) = h.step().await else {
         panic!("the result is read after a direct GET")
     };
     assert_eq!(result.work_id, work.id);
@@ -1332,7 +1331,7 @@ async fn a_pod_refused_by_a_quota_is_an_infra_failure_with_the_reason() {
     let started = std::time::Instant::now();
     h.enqueue(&item("github.com/sim-ok/over-quota")).await;
     let handled = h.step().await;
-    let Handled::DeadLettered(failure) = handled else {
+    let Ending::Dead(failure) = handled else {
         panic!("expected a dead letter: {handled:?}")
     };
     assert_eq!(
@@ -1368,11 +1367,11 @@ async fn a_scheduled_item_for_a_repository_being_scanned_on_request_is_covered_n
     h.held(repo).await;
     let scheduled = item(repo);
     h.enqueue(&scheduled).await;
-    let Handled::Covered { by } = h.step().await else {
+    let Ending::Covered { by } = h.step().await else {
         panic!("the scheduled item is covered")
     };
     h.sim.release(repo).await.unwrap();
-    let Handled::Published(result) = manual.await.unwrap() else {
+    let Ending::Scored(result) = manual.await.unwrap() else {
         panic!("the request is scored")
     };
     assert_eq!(by, result.work_id, "covered by the request's scan");
@@ -1393,7 +1392,7 @@ async fn a_scheduled_item_for_a_repository_being_scanned_on_request_is_covered_n
     let again = h.step_in_background();
     h.held(repo).await;
     h.sim.release(repo).await.unwrap();
-    assert!(matches!(again.await.unwrap(), Handled::Published(_)));
+    assert!(matches!(again.await.unwrap(), Ending::Scored(_)));
     assert_eq!(h.sim.pods_for(repo), 2);
 }
 
@@ -1479,7 +1478,7 @@ async fn a_watch_outage_mid_scan_is_ridden_out() {
         .await
         .expect("the watch comes back and reports the end")
         .unwrap();
-    let Handled::Published(result) = handled else {
+    let Ending::Scored(result) = handled else {
         panic!("expected a result: {handled:?}")
     };
     assert_eq!(result.work_id, work.id);
@@ -1499,11 +1498,12 @@ async fn an_item_delivered_again_after_its_outcome_is_published_is_not_scanned_a
     replayed.reason = WorkReason::Replay as i32;
     // No Nats-Msg-Id: as if the duplicate window had passed between the two publishes.
     h.enqueue(&replayed).await;
-    let Handled::Published(result) = h.step().await else {
+    let Ending::Scored(result) = h.step().await else {
         panic!("the replay is scored")
     };
     h.enqueue(&replayed).await;
-    assert_eq!(h.step().await, Handled::AlreadyDone);
+    let again = h.step().await;
+    assert!(matches!(again, Ending::AlreadyDone(_)), "{again:?}");
     assert_eq!(h.results().await, vec![*result]);
     assert_eq!(h.sim.pods_for(&replayed.repo), 1, "scanned once");
     assert_eq!(h.work_left().await, (0, 0));
@@ -1518,7 +1518,7 @@ async fn a_token_a_scan_prints_is_kept_nowhere() {
     let h = harness(600, 1, 30).await;
     let work = item("github.com/sim-leak/prints-its-token");
     h.enqueue(&work).await;
-    let Handled::DeadLettered(failure) = h.step().await else {
+    let Ending::Dead(failure) = h.step().await else {
         panic!("expected a dead letter")
     };
     assert_eq!(failure.class, FailureClass::PodFailed as i32);

@@ -4,6 +4,15 @@
 //! While an item waits for a credential or its scan runs, the message gets progress acks, so
 //! JetStream's ack wait only has to cover a crashed worker. Publish, then ack, then clean up:
 //! a crash anywhere repeats a step, never loses one.
+//!
+//! On top of `max_in_flight`, `manual_in_flight` slots pull only the manual lane, with a long
+//! poll and a credential taken beforehand (given back after 30 s without a request), so a
+//! person's request starts at once while every ordinary slot runs scheduled work. A
+//! redelivery whose Job exists takes no credential and starts at once; each lane waits for a
+//! credential in a line of its own, discovery drawing on the scheduled share, never the
+//! reserve kept for people's requests. At shutdown only pulling stops: scans that end within
+//! the drain deadline are published and acked; the rest are left running, unacked, for the
+//! next delivery to adopt.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod delivery;
-pub use delivery::Handled;
 
 use crate::budget::{Lease, Pool};
 use crate::intake;

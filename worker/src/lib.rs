@@ -1,5 +1,6 @@
 //! The worker: each work item becomes one scorecard run (a Kubernetes Job by default) whose
-//! result or failure is published back to JetStream.
+//! result or failure is published back to JetStream. It never connects to PostgreSQL: it needs
+//! no database credentials, and the schema check is the producer's and the sink's.
 //!
 //! - [`config`]: the command line.
 //! - [`intake`]: a work message to a validated work item (protobuf, JSON or a bare name), or poison.
@@ -21,9 +22,9 @@
 //! A work item's path, one type per step: the Job's end ([`watch::JobEnd`]) and what the run
 //! left ([`logs::RunLog`]) make a [`runner::RunResult`] (or an INFRA failure); its log reads as
 //! a [`logs::Verdict`] (a result or a classified failure); [`outcome::Outcome`] decides publish,
-//! retry or give up; the delivery's [`outcome::Ending`] (every way one ends, hand-backs and
-//! poison too) says in one table what is published, recorded, acked and removed; and
-//! [`consume::Handled`] says what became of the message.
+//! retry or give up; and the delivery's [`outcome::Ending`] (every way one ends, hand-backs and
+//! poison too), which `handle` returns, says in one table what is published, recorded, acked
+//! and removed.
 
 pub mod budget;
 pub mod config;

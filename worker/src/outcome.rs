@@ -1,5 +1,7 @@
 //! What to do with a work item after its run (one decision), and what every ending of a
-//! delivery does (one table).
+//! delivery does (one table). A Job is deleted only after a confirmed ack, and only if no other
+//! delivery claimed the scan. Retry delays by class are [`retry_delay`]; hand-backs wait
+//! [`hand_back_delay`] (5 s, 15 s, 45 s, then 60 s).
 
 use std::time::Duration;
 
@@ -25,42 +27,51 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// How the delivery ends with this outcome.
-    pub fn ending(&self) -> Ending<'_> {
-        match self {
-            Outcome::Done(result) => Ending::Scored(result),
-            Outcome::Retry { after, .. } => Ending::Retry(*after),
-            Outcome::Dead(failure) => Ending::Dead(failure),
-        }
-    }
-
-    /// The item ends here: its outcome is published and recorded in the scan register.
+    /// The item ends here: its outcome is published and recorded in the scan register (the
+    /// `record` column of its [`Ending`]'s row).
     pub fn is_final(&self) -> bool {
-        self.ending().steps().record
+        !matches!(self, Outcome::Retry { .. })
     }
 }
 
-/// Every way a delivery of a work message ends, with what it publishes. [`Ending::steps`] is
-/// the whole decision of what each one does; the worker only carries the steps out, in their
-/// order: publish, record, remove the Job before the ack, ack, remove the Job after it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Ending<'a> {
+impl From<Outcome> for Ending {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Done(result) => Ending::Scored(result),
+            Outcome::Retry { after, failure } => Ending::Retry { after, failure },
+            Outcome::Dead(failure) => Ending::Dead(failure),
+        }
+    }
+}
+
+/// Every way a delivery of a work message ends, with what it publishes: what the worker's
+/// `handle` returns. [`Ending::steps`] is the whole decision of what each one does; the worker
+/// only carries the steps out, in their order: publish, record, remove the Job before the ack,
+/// ack, remove the Job after it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
     /// A result, published to the results stream (the sink).
-    Scored(&'a ScoreResult),
+    Scored(Box<ScoreResult>),
     /// A failure worth another try, after the delay. Nothing is published.
-    Retry(Duration),
+    Retry {
+        after: Duration,
+        failure: Box<WorkFailure>,
+    },
     /// A final failure, published to the sink (`scorecard.failures`) and the dead stream.
-    Dead(&'a WorkFailure),
+    Dead(Box<WorkFailure>),
     /// A message that is no work item, published to the dead stream only.
-    Poison(&'a WorkFailure),
-    /// Its outcome is out already (an earlier delivery, or the recorder of exhausted items),
-    /// or a newer scan of the repository answers it. The register says what becomes of the Job.
-    Answered(AfterDone),
-    /// Its outcome could not be made durable (NATS or register trouble): to be done again
-    /// after the delay. On the last delivery JetStream then gives up on it and says so in a
-    /// max-deliveries advisory, which the recorder of exhausted items turns into a dead letter.
-    HandBack(Duration),
-    /// Shutdown came first: the scan keeps running for the next delivery to adopt.
+    Poison(Box<WorkFailure>),
+    /// Its outcome is out already (a redelivery after a lost ack, or the recorder of exhausted
+    /// items was first): not run again. The register says what becomes of the Job.
+    AlreadyDone(AfterDone),
+    /// A newer scan of the same repository (work item `by`) answers it: not run. A Job an
+    /// earlier delivery left (abandoned at a drain) is not needed.
+    Covered { by: String },
+    /// Its outcome could not be made durable (NATS or register trouble, `reason`): to be done
+    /// again after the delay. On the last delivery JetStream then gives up on it and says so in
+    /// a max-deliveries advisory, which the recorder of exhausted items turns into a dead letter.
+    HandBack { after: Duration, reason: String },
+    /// Shutdown came first: not acked; the scan keeps running for the next delivery to adopt.
     Abandon,
 }
 
@@ -95,15 +106,17 @@ pub struct Steps {
     pub job: JobFate,
 }
 
-impl Ending<'_> {
+impl Ending {
     pub fn steps(&self) -> Steps {
         let (record, ack, job) = match *self {
             Ending::Scored(_) => (true, Some(Ack::Ack), JobFate::RemoveAfterAck),
-            Ending::Retry(after) => (false, Some(Ack::Nak(after)), JobFate::RemoveBeforeAck),
+            Ending::Retry { after, .. } => (false, Some(Ack::Nak(after)), JobFate::RemoveBeforeAck),
             Ending::Dead(_) => (true, Some(Ack::Term), JobFate::RemoveAfterAck),
             Ending::Poison(_) => (false, Some(Ack::Term), JobFate::Keep),
-            Ending::Answered(_) => (false, Some(Ack::Ack), JobFate::RemoveAfterAck),
-            Ending::HandBack(after) => (false, Some(Ack::Nak(after)), JobFate::Keep),
+            Ending::AlreadyDone(_) | Ending::Covered { .. } => {
+                (false, Some(Ack::Ack), JobFate::RemoveAfterAck)
+            }
+            Ending::HandBack { after, .. } => (false, Some(Ack::Nak(after)), JobFate::Keep),
             Ending::Abandon => (false, None, JobFate::Keep),
         };
         Steps { record, ack, job }
@@ -214,41 +227,52 @@ mod tests {
 
     #[test]
     fn the_table_has_one_row_per_ending() {
-        let result = ScoreResult::default();
-        let failure = WorkFailure::default();
+        let failure = Box::<WorkFailure>::default;
         let rows = [
             (
-                Ending::Scored(&result),
+                Ending::Scored(Box::default()),
                 true,
                 Some(Ack::Ack),
                 JobFate::RemoveAfterAck,
             ),
             (
-                Ending::Retry(Duration::from_secs(30)),
+                Ending::Retry {
+                    after: Duration::from_secs(30),
+                    failure: failure(),
+                },
                 false,
                 Some(Ack::Nak(Duration::from_secs(30))),
                 JobFate::RemoveBeforeAck,
             ),
             (
-                Ending::Dead(&failure),
+                Ending::Dead(failure()),
                 true,
                 Some(Ack::Term),
                 JobFate::RemoveAfterAck,
             ),
             (
-                Ending::Poison(&failure),
+                Ending::Poison(failure()),
                 false,
                 Some(Ack::Term),
                 JobFate::Keep,
             ),
             (
-                Ending::Answered(AfterDone::Keep),
+                Ending::AlreadyDone(AfterDone::Keep),
                 false,
                 Some(Ack::Ack),
                 JobFate::RemoveAfterAck,
             ),
             (
-                Ending::HandBack(Duration::from_secs(5)),
+                Ending::Covered { by: "w2".into() },
+                false,
+                Some(Ack::Ack),
+                JobFate::RemoveAfterAck,
+            ),
+            (
+                Ending::HandBack {
+                    after: Duration::from_secs(5),
+                    reason: "r".into(),
+                },
                 false,
                 Some(Ack::Nak(Duration::from_secs(5))),
                 JobFate::Keep,
@@ -262,13 +286,21 @@ mod tests {
 
     #[test]
     fn each_outcome_ends_as_its_row() {
+        let ends = |outcome: Outcome| {
+            let is_final = outcome.is_final();
+            let ending = Ending::from(outcome);
+            assert_eq!(is_final, ending.steps().record, "{ending:?}");
+            ending
+        };
         let done = decide(&item(), Verdict::Result(Box::default()), 1, 5, "j", HOUR);
-        assert!(matches!(done.ending(), Ending::Scored(_)) && done.is_final());
+        assert!(matches!(ends(done), Ending::Scored(_)));
         let retry = decide(&item(), failure(FailureClass::Infra), 1, 5, "j", HOUR);
-        assert_eq!(retry.ending(), Ending::Retry(Duration::from_secs(30)));
-        assert!(!retry.is_final());
+        assert!(matches!(
+            ends(retry),
+            Ending::Retry { after, .. } if after == Duration::from_secs(30)
+        ));
         let dead = decide(&item(), failure(FailureClass::ScanFailed), 1, 5, "j", HOUR);
-        assert!(matches!(dead.ending(), Ending::Dead(_)) && dead.is_final());
+        assert!(matches!(ends(dead), Ending::Dead(_)));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! (poison, covered by a newer scan, already done, or to scan), scanned, its outcome applied
 //! through [`crate::outcome`]'s table (publish, record, ack, clean up), and the message settled.
 //! The pull side, which decides what is pulled when, is [`super`].
+//!
+//! A redelivery that finds its Job already ended in a failure to retry (its delete had failed)
+//! removes it and starts a fresh scan in the same delivery (`worker_fresh_attempts_total`),
+//! rather than reading the failed run again on every delivery.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::{AckKind, Message};
 use chrono::Utc;
@@ -21,36 +25,14 @@ use crate::outcome::{self, Ack, Ending, JobFate, Outcome, hand_back_delay};
 use crate::runner::RunResult;
 use crate::scans::{AfterDone, Decision};
 
-/// What became of one message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Handled {
-    Published(Box<fleet_proto::v1::ScoreResult>),
-    Retried {
-        class: FailureClass,
-        after: Duration,
-    },
-    DeadLettered(Box<WorkFailure>),
-    Poison(String),
-    /// Shutdown came first: not acked, the scan keeps running for the next delivery to adopt.
-    Abandoned,
-    /// A newer scan of the same repository (work item `by`) answers this one: acked, not run.
-    Covered {
-        by: String,
-    },
-    /// Its outcome was already published (a redelivery after a lost ack): acked, not run.
-    AlreadyDone,
-    /// The outcome could not be made durable (NATS trouble): handed back to be done again.
-    HandedBack(String),
-}
-
 impl Worker {
     /// Runs one message to its end, taking the credential it needs first: the step tests
     /// drive.
-    pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Handled {
+    pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Ending {
         let delivery = self.delivery(message);
         let Some(lease) = self.lease_for(&delivery, abandon).await else {
-            self.settle(&delivery.message, None, Ending::Abandon).await;
-            return Handled::Abandoned;
+            self.settle(&delivery.message, None, &Ending::Abandon).await;
+            return Ending::Abandon;
         };
         self.handle_leased(delivery, lease, abandon).await
     }
@@ -61,7 +43,7 @@ impl Worker {
         delivery: Delivery,
         lease: Lease,
         abandon: &CancellationToken,
-    ) -> Handled {
+    ) -> Ending {
         let Delivery {
             message,
             stream,
@@ -92,7 +74,7 @@ impl Worker {
         delivered: u64,
         mut lease: Lease,
         abandon: &CancellationToken,
-    ) -> Handled {
+    ) -> Ending {
         let enqueued = message
             .info()
             .map(|i| time_to_chrono(i.published))
@@ -106,17 +88,16 @@ impl Worker {
             Ok(Decision::AlreadyDone(after)) => {
                 tracing::info!("outcome already published by an earlier delivery; acking");
                 self.metrics.already_done.inc();
-                self.settle(message, Some(&item), Ending::Answered(after))
-                    .await;
-                return Handled::AlreadyDone;
+                let ending = Ending::AlreadyDone(after);
+                self.settle(message, Some(&item), &ending).await;
+                return ending;
             }
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
-                // An earlier delivery may have left a Job (abandoned at a drain): not needed.
-                self.settle(message, Some(&item), Ending::Answered(AfterDone::Remove))
-                    .await;
-                return Handled::Covered { by };
+                let ending = Ending::Covered { by };
+                self.settle(message, Some(&item), &ending).await;
+                return ending;
             }
             Err(e) => return self.hand_back(message, e.to_string()).await,
         }
@@ -132,8 +113,8 @@ impl Worker {
         let Some(result) = scanned else {
             tracing::info!("left running for the next delivery");
             self.metrics.abandoned.inc();
-            self.settle(message, Some(&item), Ending::Abandon).await;
-            return Handled::Abandoned;
+            self.settle(message, Some(&item), &Ending::Abandon).await;
+            return Ending::Abandon;
         };
         self.metrics
             .job_seconds
@@ -248,7 +229,7 @@ impl Worker {
     }
 
     /// Ends the delivery as the outcome's row of the table says, and counts it.
-    async fn apply(&self, message: &Message, item: &WorkItem, outcome: Outcome) -> Handled {
+    async fn apply(&self, message: &Message, item: &WorkItem, outcome: Outcome) -> Ending {
         if outcome.is_final()
             && let Ok(Some(after)) = self.register.done(item).await
         {
@@ -256,11 +237,12 @@ impl Worker {
             // heartbeats): one outcome per item, and that one is out.
             tracing::warn!("this item's outcome was recorded while it ran; dropping this one");
             self.metrics.already_done.inc();
-            self.settle(message, Some(item), Ending::Answered(after))
-                .await;
-            return Handled::AlreadyDone;
+            let ending = Ending::AlreadyDone(after);
+            self.settle(message, Some(item), &ending).await;
+            return ending;
         }
-        if let Err(reason) = self.end(message, Some(item), outcome.ending()).await {
+        let ending = Ending::from(outcome);
+        if let Err(reason) = self.end(message, Some(item), &ending).await {
             return self.hand_back(message, reason).await;
         }
         let label = |failure: &WorkFailure| {
@@ -270,25 +252,25 @@ impl Worker {
             };
             (class, label)
         };
-        match outcome {
-            Outcome::Done(result) => {
+        match &ending {
+            Ending::Scored(result) => {
                 self.metrics.succeeded.inc();
                 tracing::info!(score = ?result.score, "scored");
-                Handled::Published(result)
             }
-            Outcome::Retry { after, failure } => {
-                let (class, label) = label(&failure);
+            Ending::Retry { after, failure } => {
+                let (class, label) = label(failure);
                 self.metrics.retried.get_or_create(&label).inc();
                 tracing::warn!(class = class.name(), message = %failure.message, retry_in = ?after, "scan failed; retrying later");
-                Handled::Retried { class, after }
             }
-            Outcome::Dead(failure) => {
-                let (class, label) = label(&failure);
+            Ending::Dead(failure) => {
+                let (class, label) = label(failure);
                 self.metrics.failed.get_or_create(&label).inc();
                 tracing::warn!(class = class.name(), message = %failure.message, "scan failed; dead-lettered");
-                Handled::DeadLettered(failure)
             }
+            // The other endings are counted where they are made.
+            _ => {}
         }
+        ending
     }
 
     /// Ends the delivery as `ending`: publishes what it carries, then [`Self::settle`]s. An
@@ -298,7 +280,7 @@ impl Worker {
         &self,
         message: &Message,
         item: Option<&WorkItem>,
-        ending: Ending<'_>,
+        ending: &Ending,
     ) -> Result<(), String> {
         match ending {
             Ending::Scored(result) => self
@@ -316,7 +298,11 @@ impl Worker {
             Ending::Poison(failure) => dead::publish(&self.js, &self.topology, failure)
                 .await
                 .map_err(|e| format!("dead-lettering it: {e}"))?,
-            Ending::Retry(_) | Ending::Answered(_) | Ending::HandBack(_) | Ending::Abandon => {}
+            Ending::Retry { .. }
+            | Ending::AlreadyDone(_)
+            | Ending::Covered { .. }
+            | Ending::HandBack { .. }
+            | Ending::Abandon => {}
         }
         self.settle(message, item, ending).await;
         Ok(())
@@ -324,7 +310,7 @@ impl Worker {
 
     /// Carries out the rest of `ending`'s row of [`Ending::steps`], once what it publishes is
     /// out: the record, the ack, and `item`'s Job (none for a message that is no work item).
-    async fn settle(&self, message: &Message, item: Option<&WorkItem>, ending: Ending<'_>) {
+    async fn settle(&self, message: &Message, item: Option<&WorkItem>, ending: &Ending) {
         let steps = ending.steps();
         let after = match (steps.record, item, ending) {
             (true, Some(item), _) => self.register.finish(item).await.unwrap_or_else(|e| {
@@ -333,7 +319,8 @@ impl Worker {
                 tracing::warn!(error = %e, "recording the outcome in the scan register failed; keeping the Job");
                 AfterDone::Keep
             }),
-            (_, _, Ending::Answered(after)) => after,
+            (_, _, Ending::AlreadyDone(after)) => *after,
+            (_, _, Ending::Covered { .. }) => AfterDone::Remove,
             _ => AfterDone::Keep,
         };
         if let (JobFate::RemoveBeforeAck, Some(item)) = (steps.job, item) {
@@ -392,15 +379,18 @@ impl Worker {
     }
 
     /// Hands the item back to be done again ([`Ending::HandBack`]).
-    async fn hand_back(&self, message: &Message, reason: String) -> Handled {
+    async fn hand_back(&self, message: &Message, reason: String) -> Ending {
         tracing::warn!(%reason, "handing the item back; the next delivery re-reads the finished scan");
         self.metrics.handed_back.inc();
         let delivered = message
             .info()
             .map_or(1, |i| u64::try_from(i.delivered).unwrap_or(1));
-        self.settle(message, None, Ending::HandBack(hand_back_delay(delivered)))
-            .await;
-        Handled::HandedBack(reason)
+        let ending = Ending::HandBack {
+            after: hand_back_delay(delivered),
+            reason,
+        };
+        self.settle(message, None, &ending).await;
+        ending
     }
 
     async fn poison(
@@ -410,20 +400,20 @@ impl Worker {
         sequence: u64,
         delivered: u64,
         reason: String,
-    ) -> Handled {
+    ) -> Ending {
         tracing::warn!(subject = %message.subject, sequence, %reason, "dead-lettering a poison work message");
-        let failure = dead::poison(
+        let ending = Ending::Poison(Box::new(dead::poison(
             stream,
             sequence,
             &message.subject,
             &message.payload,
-            reason.clone(),
+            reason,
             u32::try_from(delivered).unwrap_or(u32::MAX),
-        );
-        if let Err(e) = self.end(message, None, Ending::Poison(&failure)).await {
+        )));
+        if let Err(e) = self.end(message, None, &ending).await {
             return self.hand_back(message, e).await;
         }
         self.metrics.poison.inc();
-        Handled::Poison(reason)
+        ending
     }
 }
