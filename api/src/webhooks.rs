@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::config::WebhookArgs;
 use crate::model::ApiError;
-use crate::routes::{self, App, Failure, Params, Segments};
+use crate::routes::{self, ApiKey, App, Failure, Params, Segments};
 
 /// Longest URL accepted: more than any real endpoint needs, short enough for every log row.
 const URL_MAX: usize = 2048;
@@ -519,37 +519,14 @@ async fn log_page(
 
 // ---- Handlers.
 
-/// An answer other than the one asked for: an error, or the 401 scan requests answer too.
-pub enum Refusal {
-    Failure(Failure),
-    Unauthorized,
-}
-
-impl From<Failure> for Refusal {
-    fn from(f: Failure) -> Self {
-        Self::Failure(f)
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Failure(f) => f.into_response(),
-            Self::Unauthorized => routes::unauthorized(),
-        }
-    }
-}
-
-/// The owner (the key's name) and the master key, or why the request is refused.
-fn authorize<'a>(app: &'a App, headers: &HeaderMap) -> Result<(&'a str, &'a MasterKey), Refusal> {
-    let owner = routes::bearer_key(app, headers).ok_or(Refusal::Unauthorized)?;
-    let master = app.webhooks.master.as_ref().ok_or_else(|| {
+/// The master key subscriptions' secrets are sealed with, or 503 without one.
+fn master(app: &App) -> Result<&MasterKey, Failure> {
+    app.webhooks.master.as_ref().ok_or_else(|| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhooks are not configured on this api",
         )
-    })?;
-    Ok((owner, master))
+    })
 }
 
 fn not_found(id: Uuid) -> Failure {
@@ -589,10 +566,10 @@ async fn find(app: &App, owner: &str, id: Uuid) -> Result<Row, Failure> {
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    ApiKey(owner): ApiKey,
     body: Bytes,
-) -> Result<Response, Refusal> {
-    let (owner, master) = authorize(&app, &headers)?;
+) -> Result<Response, Failure> {
+    let master = master(&app)?;
     // serde's message names the field and the position, never a value of the URL's.
     let request: CreateWebhook = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("the body is not a subscription: {e}")))?;
@@ -602,7 +579,7 @@ pub async fn create(
         .map_err(bad_request)?;
     let cap = app.webhooks.per_owner;
     let (row, salt) = match app
-        .query(insert(&app.db, owner, &url, &filters, cap))
+        .query(insert(&app.db, &owner, &url, &filters, cap))
         .await?
     {
         Made::Created(row, salt) => (row, salt),
@@ -613,8 +590,7 @@ pub async fn create(
                     "key {owner} has {have} webhook subscriptions, the most one owner may have \
                      (API_WEBHOOKS_PER_OWNER = {cap}); delete one first"
                 ),
-            )
-            .into());
+            ));
         }
     };
     let secret = master.subscription_secret(row.id, &salt).whsec();
@@ -643,9 +619,9 @@ pub async fn create(
         (status = 503, description = "Webhooks are not configured, or the database is unavailable", body = ApiError),
     )
 )]
-pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Refusal> {
-    let (owner, _) = authorize(&app, &headers)?;
-    let rows = app.query(owned(&app.db, owner, None)).await?;
+pub async fn list(State(app): State<Arc<App>>, ApiKey(owner): ApiKey) -> Result<Response, Failure> {
+    master(&app)?;
+    let rows = app.query(owned(&app.db, &owner, None)).await?;
     Ok(axum::Json(WebhookList {
         webhooks: rows.into_iter().map(Webhook::from).collect(),
     })
@@ -668,11 +644,11 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Res
 )]
 pub async fn show(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    ApiKey(owner): ApiKey,
     Segments(id): Segments<Uuid>,
-) -> Result<Response, Refusal> {
-    let (owner, _) = authorize(&app, &headers)?;
-    let row = find(&app, owner, id).await?;
+) -> Result<Response, Failure> {
+    master(&app)?;
+    let row = find(&app, &owner, id).await?;
     Ok(axum::Json(Webhook::from(row)).into_response())
 }
 
@@ -692,12 +668,12 @@ pub async fn show(
 )]
 pub async fn delete(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    ApiKey(owner): ApiKey,
     Segments(id): Segments<Uuid>,
-) -> Result<Response, Refusal> {
-    let (owner, _) = authorize(&app, &headers)?;
-    if !app.query(remove(&app.db, owner, id)).await? {
-        return Err(not_found(id).into());
+) -> Result<Response, Failure> {
+    master(&app)?;
+    if !app.query(remove(&app.db, &owner, id)).await? {
+        return Err(not_found(id));
     }
     tracing::info!(owner, subscription = %id, "webhook subscription deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -719,11 +695,11 @@ pub async fn delete(
 )]
 pub async fn ping(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    ApiKey(owner): ApiKey,
     Segments(id): Segments<Uuid>,
-) -> Result<Response, Refusal> {
-    let (owner, _) = authorize(&app, &headers)?;
-    find(&app, owner, id).await?;
+) -> Result<Response, Failure> {
+    master(&app)?;
+    find(&app, &owner, id).await?;
     let unavailable = |what: &str| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -732,7 +708,7 @@ pub async fn ping(
         .retry_after(5)
     };
     let Some(js) = app.nats.get() else {
-        return Err(unavailable("NATS is not connected yet").into());
+        return Err(unavailable("NATS is not connected yet"));
     };
     let delivery = fleet_runtime::webhook::ping(id);
     fleet_runtime::publish::publish_once(
@@ -777,18 +753,18 @@ pub async fn ping(
 )]
 pub async fn deliveries(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    ApiKey(owner): ApiKey,
     Segments(id): Segments<Uuid>,
     Params(query): Params<DeliveryQuery>,
-) -> Result<Response, Refusal> {
-    let (owner, _) = authorize(&app, &headers)?;
+) -> Result<Response, Failure> {
+    master(&app)?;
     let limit = routes::page_limit(query.limit)?;
     let before = query
         .before
         .as_deref()
         .map(|t| LogCursor::parse(t).ok_or_else(|| routes::bad_cursor("before")))
         .transpose()?;
-    find(&app, owner, id).await?;
+    find(&app, &owner, id).await?;
     let mut rows = app
         .query(log_page(&app.db, id, before.as_ref(), limit + 1))
         .await?;

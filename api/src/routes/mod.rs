@@ -1,11 +1,16 @@
 //! The HTTP routes: the public Scorecard API's paths, then history, rankings, status and scan
 //! requests. Every error is `{"code", "message"}`; every score and badge carries caching
 //! headers a CDN can use.
+//!
+//! A name the public API would not find is a 404 on the GET paths; a malformed commit, limit
+//! or cursor is a 400. The `ETag` is the result's work id (with the style, for badges);
+//! `If-Modified-Since` answers 304 when no `If-None-Match` is sent.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -176,38 +181,24 @@ impl App {
 }
 
 /// Path segments, with a malformed path answered as a JSON 400 like every other error.
+#[derive(FromRequestParts)]
+#[from_request(via(Path), rejection(Failure))]
 pub struct Segments<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for Segments<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = Failure;
+/// Query parameters, likewise.
+#[derive(FromRequestParts)]
+#[from_request(via(Query), rejection(Failure))]
+pub struct Params<T>(pub T);
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| Self(v))
-            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.body_text()))
+impl From<PathRejection> for Failure {
+    fn from(e: PathRejection) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, e.body_text())
     }
 }
 
-/// Query parameters, likewise.
-pub struct Params<T>(pub T);
-
-impl<T, S> FromRequestParts<S> for Params<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = Failure;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| Self(v))
-            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.body_text()))
+impl From<QueryRejection> for Failure {
+    fn from(e: QueryRejection) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, e.body_text())
     }
 }
 
@@ -347,27 +338,42 @@ pub(crate) fn bad_cursor(name: &str) -> Failure {
     )
 }
 
-/// The API key the request's bearer token names, if it is one.
-pub(crate) fn bearer_key<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a str> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    app.keys.check(presented.trim())
+/// The name of the API key a request's bearer token presents: who makes the request, and the
+/// owner of what it creates. Without a valid key the request is answered 401.
+pub struct ApiKey(pub String);
+
+impl FromRequestParts<Shared> for ApiKey {
+    type Rejection = Unauthorized;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Unauthorized> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        app.keys
+            .check(presented.trim())
+            .map(|name| Self(name.to_owned()))
+            .ok_or(Unauthorized)
+    }
 }
 
 /// The 401 answer, which says how to authenticate.
-pub(crate) fn unauthorized() -> Response {
-    let mut denied = Failure::new(
-        StatusCode::UNAUTHORIZED,
-        "a valid API key is needed: Authorization: Bearer <key>",
-    )
-    .into_response();
-    denied
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    denied
+pub struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        let mut denied = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid API key is needed: Authorization: Bearer <key>",
+        )
+        .into_response();
+        denied
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        denied
+    }
 }
 
 /// This document.

@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{App, Failure, RepoPath, Segments, Shared, bearer_key, repo_name, unauthorized};
+use super::{ApiKey, App, Failure, RepoPath, Segments, Shared, Unauthorized, repo_name};
 use crate::model::{self, ApiError};
 
 /// A scan now, ahead of the schedule, on the manual lane.
@@ -29,12 +29,13 @@ use crate::model::{self, ApiError};
 pub async fn scan(
     State(app): State<Shared>,
     Segments(path): Segments<RepoPath>,
-    headers: HeaderMap,
+    key: Result<ApiKey, Unauthorized>,
 ) -> Result<Response, Failure> {
-    let Some(key) = bearer_key(&app, &headers) else {
+    let Ok(ApiKey(key)) = key else {
         app.count_scan("unauthorized");
-        return Ok(unauthorized());
+        return Ok(Unauthorized.into_response());
     };
+    let key = key.as_str();
     let repo = repo_name(&path, StatusCode::BAD_REQUEST)?;
     if let Err(wait) = app.limit.take(key, Instant::now()) {
         app.count_scan("rate_limited");
