@@ -1,9 +1,12 @@
 //! The api: the fleet's scores over HTTP, for the ecosystem (badges, the public Scorecard API's
 //! clients) and for people (a status page, a repository's view). Read-only on PostgreSQL as
-//! role `scorecard_api`; NATS only to queue scan requests.
+//! role `scorecard_api` (migrations 0005 and 0008: it may read the score tables and execute
+//! `request_scans`, `discover` and `asked_for`); NATS only to queue scans, and reads go on
+//! while NATS is away.
 //!
 //! - [`config`]: the command line.
 //! - [`store`]: every query, one index lookup or keyset page each.
+//! - [`lookup`]: concurrent GETs' lookups gathered into one query.
 //! - [`routes`]: the HTTP routes, errors and caching headers.
 //! - [`model`]: the answers' types, which the OpenAPI document describes.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the code.
@@ -21,6 +24,7 @@ pub mod data;
 pub mod discovery;
 pub mod html;
 pub mod keys;
+pub mod lookup;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -73,8 +77,17 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             }
         });
     }
+    let db = db::Db::new(pool, args.db.database_pooling);
+    // Half the pool: the other reads (pages, history, status) keep connections of their own.
+    let lookups = lookup::Lookups::start(
+        db.clone(),
+        args.db.database_max_connections as usize / 2,
+        metrics.lookups.clone(),
+        metrics.lookup_queries.clone(),
+    );
     let app = Arc::new(App {
-        db: db::Db::new(pool, args.db.database_pooling),
+        db,
+        lookups,
         keys,
         limit: RateLimit::new(args.scan_requests_per_minute),
         nats: js,

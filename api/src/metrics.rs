@@ -72,6 +72,9 @@ pub struct Metrics {
     pub db_errors: Family<ErrorLabel, Counter>,
     pub data_requests: Family<DataLabel, Counter>,
     pub discovery: Family<DiscoveryLabel, Counter>,
+    /// GETs' lookups of a repository's latest result, and the queries that answered them.
+    pub lookups: Counter,
+    pub lookup_queries: Counter,
 }
 
 impl Metrics {
@@ -86,6 +89,8 @@ impl Metrics {
             db_errors: Family::default(),
             data_requests: Family::default(),
             discovery: Family::default(),
+            lookups: Counter::default(),
+            lookup_queries: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("api");
         r.register(
@@ -114,6 +119,17 @@ impl Metrics {
             "GETs of a repository without a score, by answer (queued: a scan queued; pending; \
              refused: missing, failed, over_budget, client_limited, not_scheduled, unknown)",
             m.discovery.clone(),
+        );
+        r.register(
+            "lookups",
+            "GETs' lookups of a repository's latest result",
+            m.lookups.clone(),
+        );
+        r.register(
+            "lookup_queries",
+            "Queries that answered the lookups (concurrent ones share a query; \
+             lookups / lookup_queries is how many each answered)",
+            m.lookup_queries.clone(),
         );
         m
     }

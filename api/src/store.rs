@@ -12,7 +12,7 @@ macro_rules! read {
         let mut c = $db.conn().await?;
         let found = $query.persistent($db.prepares()).$fetch(&mut *c).await?;
         c.done().await?;
-        Ok(found)
+        Ok::<_, sqlx::Error>(found)
     }};
 }
 
@@ -43,42 +43,88 @@ pub struct Latest {
     pub failed_at: Option<DateTime<Utc>>,
 }
 
+/// What [`Latest`] reads, but scorecard's output.
+macro_rules! latest_columns {
+    () => {
+        "r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo, s.work_id,
+         s.score::float8 AS score, s.commit_sha, s.scorecard_version, s.scored_at, r.enabled,
+         r.discovered, r.last_asked_at, r.retired_at, r.last_enqueued_at, r.next_due_at,
+         r.missing_checked_at, r.missing_until"
+    };
+}
+
 /// The repository of `key` (lower-cased name) with its latest result; `None` if unknown.
-/// `with_raw`: with scorecard's output (a badge does without).
+/// `with_raw`: with scorecard's output (a badge does without). The api's GETs ask through
+/// [`crate::lookup::Lookups`], which gathers concurrent ones into [`latest_many`].
 pub async fn latest(db: &Db, key: &str, with_raw: bool) -> Result<Option<Latest>, sqlx::Error> {
     // Two statements rather than a parameter, so each keeps a plan that reads only what it
     // returns.
     let query = if with_raw {
-        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
-            s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
-            s.scored_at, s.raw_json, r.enabled, r.discovered, r.last_asked_at, r.retired_at,
-            r.last_enqueued_at, r.next_due_at, r.missing_checked_at, r.missing_until
-         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-         WHERE r.repo_key = $1"
+        concat!(
+            "SELECT ",
+            latest_columns!(),
+            ", s.raw_json FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+             WHERE r.repo_key = $1"
+        )
     } else {
-        "SELECT r.id AS repo_id, r.host || '/' || r.owner || '/' || r.name AS repo,
-            s.work_id, s.score::float8 AS score, s.commit_sha, s.scorecard_version,
-            s.scored_at, NULL::text AS raw_json, r.enabled, r.discovered, r.last_asked_at,
-            r.retired_at, r.last_enqueued_at, r.next_due_at, r.missing_checked_at,
-            r.missing_until
-         FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
-         WHERE r.repo_key = $1"
+        concat!(
+            "SELECT ",
+            latest_columns!(),
+            ", NULL::text AS raw_json FROM repos r LEFT JOIN scores s ON s.repo_id = r.id
+             WHERE r.repo_key = $1"
+        )
     };
-    let mut row = latest_row(db, query, key).await?;
-    if let Some(r) = row.as_mut()
-        && r.work_id.is_none()
-    {
-        r.failed_at = last_failed_at(db, r.repo_id).await?;
+    let mut row: Option<Latest> = read!(db, fetch_optional, sqlx::query_as(query).bind(key))?;
+    if let Some(r) = row.as_mut() {
+        with_failure(db, r).await?;
     }
     Ok(row)
 }
 
-async fn latest_row(
+/// [`latest`] of each of `keys` (with scorecard's output where its flag says so) in one
+/// query, in the order asked.
+pub async fn latest_many(
     db: &Db,
-    query: &'static str,
-    key: &str,
-) -> Result<Option<Latest>, sqlx::Error> {
-    read!(db, fetch_optional, sqlx::query_as(query).bind(key))
+    keys: &[(&str, bool)],
+) -> Result<Vec<Option<Latest>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Numbered {
+        ord: i64,
+        #[sqlx(flatten)]
+        latest: Latest,
+    }
+    let (names, raw): (Vec<&str>, Vec<bool>) = keys.iter().copied().unzip();
+    // The output is read (and decompressed) only for the rows that asked for it.
+    let rows: Vec<Numbered> = read!(
+        db,
+        fetch_all,
+        sqlx::query_as(concat!(
+            "SELECT k.ord, ",
+            latest_columns!(),
+            ", CASE WHEN k.raw THEN s.raw_json END AS raw_json
+             FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS k(key, raw, ord)
+             JOIN repos r ON r.repo_key = k.key
+             LEFT JOIN scores s ON s.repo_id = r.id"
+        ))
+        .bind(names)
+        .bind(raw)
+    )?;
+    let mut found: Vec<Option<Latest>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+    for Numbered { ord, mut latest } in rows {
+        with_failure(db, &mut latest).await?;
+        let at = usize::try_from(ord - 1).expect("ordinals count from 1");
+        found[at] = Some(latest);
+    }
+    Ok(found)
+}
+
+/// Reads when `row`'s latest failure was recorded if it has no score (a scored repository's
+/// GET, the hot path, makes one query).
+async fn with_failure(db: &Db, row: &mut Latest) -> Result<(), sqlx::Error> {
+    if row.work_id.is_none() {
+        row.failed_at = last_failed_at(db, row.repo_id).await?;
+    }
+    Ok(())
 }
 
 async fn last_failed_at(db: &Db, repo_id: i64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {

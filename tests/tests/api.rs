@@ -1054,15 +1054,13 @@ async fn the_service_keeps_its_openapi_contract_under_schemathesis(pool: PgPool)
     }
 }
 
-/// A known repository's GET is one statement; the pool adds only sqlx's ping as the connection
-/// goes back. Counted in round trips (Sync messages) through a proxy, so a second statement or
-/// a ping before every checkout (sqlx's default, a third of the api's database traffic) fails
-/// here rather than as a slower benchmark.
-#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
-async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool) {
-    seed(&pool).await;
-    api_server::ensure_login(&pool).await;
-    let direct = api_server::url_as_login(&pool);
+/// The api on `pool`'s database through a proxy that counts round trips, with `env`.
+async fn api_counting_round_trips(
+    pool: &PgPool,
+    env: &[(&str, String)],
+) -> (ApiServer, fleet_tests::proxy::PgSyncCounter) {
+    api_server::ensure_login(pool).await;
+    let direct = api_server::url_as_login(pool);
     let (prefix, rest) = direct.rsplit_once('@').unwrap();
     let (host_port, database) = rest.split_once('/').unwrap();
     let upstream = tokio::net::lookup_host(host_port)
@@ -1072,29 +1070,48 @@ async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool
         .unwrap();
     let counter = fleet_tests::proxy::PgSyncCounter::start(upstream).await;
     let url = format!("{prefix}@{}/{database}", counter.addr);
-    let api = ApiServer::start(&url, &[]).await;
-    let path = "/projects/github.com/fleet-test/alpha";
-    let settled = async || {
-        let mut last = counter.syncs();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = counter.syncs();
-            if now == last {
-                return now;
-            }
-            last = now;
+    (ApiServer::start(&url, env).await, counter)
+}
+
+/// The round trips counted once they stop changing.
+async fn settled_round_trips(counter: &fleet_tests::proxy::PgSyncCounter) -> u64 {
+    let mut last = counter.syncs();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = counter.syncs();
+        if now == last {
+            return now;
         }
-    };
+        last = now;
+    }
+}
+
+async fn api_counter(api: &ApiServer, name: &str) -> u64 {
+    let (_, text) = fleet_tests::probe::get(api.ops, "/metrics").await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A known repository's GET is one statement; the pool adds only sqlx's ping as the connection
+/// goes back. Counted in round trips (Sync messages) through a proxy, so a second statement or
+/// a ping before every checkout (sqlx's default, a third of the api's database traffic) fails
+/// here rather than as a slower benchmark.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool) {
+    seed(&pool).await;
+    let (api, counter) = api_counting_round_trips(&pool, &[]).await;
+    let path = "/projects/github.com/fleet-test/alpha";
     // The statement prepared, the pool warm.
     for _ in 0..5 {
         assert_eq!(api.get(path, &[]).await.status, 200);
     }
     const GETS: u64 = 200;
-    let before = settled().await;
+    let before = settled_round_trips(&counter).await;
     for _ in 0..GETS {
         assert_eq!(api.get(path, &[]).await.status, 200);
     }
-    let trips = settled().await - before;
+    let trips = settled_round_trips(&counter).await - before;
     // A little room for the api's own background reads (readiness) during the run.
     assert!(
         trips <= 2 * GETS + 10,
@@ -1104,6 +1121,127 @@ async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool
         trips >= GETS,
         "{trips} round trips for {GETS} GETs: the proxy missed statements"
     );
+}
+
+/// GETs that arrive while the database is busy share its queries: under load the api's cost
+/// per request in round trips falls rather than holding it at one query each. The lookups are
+/// held behind a lock until all of them have reached the api, so they are certain to wait
+/// together; then they are counted on the wire.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn concurrent_gets_share_the_databases_queries(pool: PgPool) {
+    seed(&pool).await;
+    // The default pool (8): four lookup runners.
+    let (api, counter) =
+        api_counting_round_trips(&pool, &[("DATABASE_LOCK_TIMEOUT_MS", "120000".to_owned())]).await;
+    let paths = [
+        "/projects/github.com/fleet-test/alpha",
+        "/projects/github.com/fleet-test/alpha/badge",
+    ];
+    for path in paths {
+        assert_eq!(api.get(path, &[]).await.status, 200);
+    }
+    const GETS: u64 = 200;
+    let before = settled_round_trips(&counter).await;
+    let asked_before = api_counter(&api, "api_lookups_total").await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let gets =
+        futures::future::join_all((0..GETS as usize).map(|i| api.get(paths[i % paths.len()], &[])));
+    let release = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while api_counter(&api, "api_lookups_total").await - asked_before < GETS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the GETs' lookups never all reached the api"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        lock.commit().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(gets, release);
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert!(
+        answers[0].body.contains("\"score\""),
+        "the score answered: {}",
+        answers[0].body
+    );
+    assert!(
+        answers[1].body.contains("<svg"),
+        "a badge answered: {}",
+        answers[1].body
+    );
+    let trips = settled_round_trips(&counter).await - before;
+    let queries = api_counter(&api, "api_lookup_queries_total").await;
+    // Four runners each held one query behind the lock; the other lookups waited, and a
+    // query answers up to 64 of them: about a dozen queries, each with its release ping.
+    assert!(
+        trips <= GETS / 4,
+        "{trips} round trips for {GETS} concurrent GETs ({queries} lookup queries): they did \
+         not share queries"
+    );
+}
+
+/// GETs gathered into one query that the database fails all get that failure at once, a 503,
+/// rather than each being tried again alone (a stalled database would then hold the last of
+/// them for one failure per lookup ahead of it). The lookups wait behind a lock until every one
+/// has reached the api; then each query blocked on the lock is cancelled, as a statement
+/// timeout would end it.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
+    seed(&pool).await;
+    let (api, _counter) = api_counting_round_trips(&pool, &[]).await;
+    let path = "/projects/github.com/fleet-test/alpha";
+    assert_eq!(api.get(path, &[]).await.status, 200);
+    const GETS: u64 = 100;
+    let asked_before = api_counter(&api, "api_lookups_total").await;
+    let queries_before = api_counter(&api, "api_lookup_queries_total").await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let gets = futures::future::join_all((0..GETS).map(|_| api.get(path, &[])));
+    let cancel = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while api_counter(&api, "api_lookups_total").await - asked_before < GETS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the GETs' lookups never all reached the api"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        loop {
+            sqlx::query(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+                 WHERE usename = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(api_server::LOGIN)
+            .execute(&pool)
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let answers = tokio::select! {
+        answers = gets => answers,
+        () = cancel => unreachable!("cancelling never ends by itself"),
+    };
+    lock.rollback().await.unwrap();
+    for answer in &answers {
+        assert_eq!(answer.status, 503, "{}", answer.body);
+    }
+    let queries = api_counter(&api, "api_lookup_queries_total").await - queries_before;
+    // Four runners' first queries, then the rest in batches of up to 64.
+    assert!(
+        queries <= GETS / 4,
+        "{queries} lookup queries for {GETS} GETs: the failed batches were retried one by one"
+    );
+    assert_eq!(api.get(path, &[]).await.status, 200, "answers again");
 }
 
 #[tokio::test]

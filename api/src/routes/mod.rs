@@ -51,6 +51,8 @@ const PAGE_DEFAULT: i64 = 30;
 /// What every request handler shares.
 pub struct App {
     pub db: Db,
+    /// The GETs' lookups of a repository's latest result.
+    pub lookups: crate::lookup::Lookups,
     pub keys: Keys,
     pub limit: RateLimit,
     /// Set once NATS answers; scan requests before that are 503.
@@ -160,17 +162,18 @@ impl App {
         .retry_after(5)
     }
 
-    /// Runs a query, turning its error into the 503 answer.
-    pub(crate) async fn query<T>(
+    /// Runs a query, turning its error (its own, or one a gathered lookup shares) into the 503
+    /// answer.
+    pub(crate) async fn query<T, E: std::borrow::Borrow<sqlx::Error>>(
         &self,
-        q: impl Future<Output = Result<T, sqlx::Error>>,
+        q: impl Future<Output = Result<T, E>>,
     ) -> Result<T, Failure> {
         match q.await {
             Ok(v) => {
                 self.db_health.succeeded();
                 Ok(v)
             }
-            Err(e) => Err(self.db_error(&e)),
+            Err(e) => Err(self.db_error(e.borrow())),
         }
     }
 

@@ -39,9 +39,7 @@ pub(super) async fn look_up(
     client: &Client,
     badge: bool,
 ) -> Result<Found, Failure> {
-    let row = app
-        .query(store::latest(&app.db, &repo.key(), !badge))
-        .await?;
+    let row = app.query(app.lookups.latest(&repo.key(), !badge)).await?;
     let now = Utc::now();
     if let Some(r) = &row {
         app.discovery.note_asked(r, now);
