@@ -35,7 +35,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A pooled connection idle longer than this is pinged before it is handed out. One used
 /// moments ago is not: sqlx already pings every connection as it goes back to the pool, and a
-/// second round trip on the way out would cost the api a third of its database traffic.
+/// second round trip as it is handed out again would cost the api a third of its database
+/// traffic.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The pool every service opens: see [`PING_IDLE_AFTER`].

@@ -3,43 +3,63 @@
 //! passes through untouched).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Listens on a free loopback port and hands each client, with a connection of its own to
+/// `upstream`, to `relay`.
+async fn relay_each<R, F>(upstream: SocketAddr, relay: R) -> (SocketAddr, JoinHandle<()>)
+where
+    R: Fn(TcpStream, TcpStream) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let task = tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                if let Ok(outbound) = TcpStream::connect(upstream).await {
+                    relay(inbound, outbound).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
 
 pub struct CutProxy {
     pub addr: SocketAddr,
     /// Cancelled to cut; replaced by a fresh token on restore.
     epoch: Arc<Mutex<Option<CancellationToken>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
 impl CutProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let addr = listener.local_addr().expect("proxy address");
         let epoch = Arc::new(Mutex::new(Some(CancellationToken::new())));
         let current = epoch.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+        let (addr, task) = relay_each(upstream, move |mut inbound, mut outbound| {
+            let token = current.lock().unwrap().clone();
+            async move {
                 // Cut: the connection is closed at once, as a refused one would be.
-                let Some(token) = current.lock().unwrap().clone() else {
-                    continue;
+                let Some(token) = token else {
+                    return;
                 };
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        () = token.cancelled() => {}
-                    }
-                });
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    () = token.cancelled() => {}
+                }
             }
-        });
+        })
+        .await;
         Self { addr, epoch, task }
     }
 
@@ -69,51 +89,41 @@ impl Drop for CutProxy {
 /// Sync messages (a statement run with the extended protocol ends in one; so does sqlx's ping).
 pub struct PgSyncCounter {
     pub addr: SocketAddr,
-    syncs: Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    syncs: Arc<AtomicU64>,
+    task: JoinHandle<()>,
 }
 
 impl PgSyncCounter {
     pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let syncs = Arc::new(AtomicU64::new(0));
         let counted = syncs.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let counted = counted.clone();
-                tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut client_rx, mut client_tx) = inbound.into_split();
-                    let (mut server_rx, mut server_tx) = outbound.into_split();
-                    let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
-                    let requests = async {
-                        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                        let mut frames = FrontendFrames::default();
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = client_rx.read(&mut buf).await?;
-                            if n == 0 {
-                                return Ok::<_, std::io::Error>(());
-                            }
-                            let syncs = frames.push(&buf[..n]);
-                            counted.fetch_add(syncs, std::sync::atomic::Ordering::SeqCst);
-                            server_tx.write_all(&buf[..n]).await?;
+        let (addr, task) = relay_each(upstream, move |inbound, outbound| {
+            let counted = counted.clone();
+            async move {
+                let (mut client_rx, mut client_tx) = inbound.into_split();
+                let (mut server_rx, mut server_tx) = outbound.into_split();
+                let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
+                let requests = async {
+                    let mut frames = FrontendFrames::default();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = client_rx.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
                         }
-                    };
-                    let _ = tokio::join!(replies, requests);
-                });
+                        counted.fetch_add(frames.push(&buf[..n]), Ordering::SeqCst);
+                        server_tx.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(replies, requests);
             }
-        });
+        })
+        .await;
         Self { addr, syncs, task }
     }
 
     pub fn syncs(&self) -> u64 {
-        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+        self.syncs.load(Ordering::SeqCst)
     }
 }
 
