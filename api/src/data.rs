@@ -6,6 +6,12 @@
 //! its SHA-256 from the manifest as a strong `ETag`. Ranges, `HEAD` and `If-Modified-Since` are
 //! tower-http's `ServeFile`; `If-None-Match` is answered here, from the manifest, before the
 //! file is opened.
+//!
+//! A stable path's file changes at each publish, so a reader's later ranges must come from the
+//! file its first one did: an `If-Match` with an older `ETag` is a 412, and an `If-Range` that
+//! is not the current `ETag` gets the whole file. The index also gives each file's
+//! `snapshot_url` (`/data/snapshots/<id>/…`): the same bytes for as long as the snapshot is
+//! kept, served `immutable`, for readers that send neither header.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};

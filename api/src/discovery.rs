@@ -7,6 +7,15 @@
 //! Guarded so a crawler cannot spend the fleet's GitHub quota: a fleet-wide budget of
 //! discoveries an hour, a limit per client address, and names GitHub does not have are
 //! answered from the repository's row (the sink records them) until that memory runs out.
+//!
+//! A known repository's GET, or one whose scan is queued or running, never takes the lock: it
+//! is answered from the row it already fetched ([`standing`]). A discovery holds the lock only
+//! while it decides and publishes, two at a time per replica, with a short lock timeout and one
+//! bounded publish attempt (`routes/project.rs`); a timeout is a 503 "try again shortly", so a
+//! stalled NATS never takes the connections reads need.
+//!
+//! A discovered repository is scheduled at [`DISCOVERED_PRIORITY`], below every list's tier.
+//! Each GET of it is noted at most daily, in batches; the producer retires one nobody asks for.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,8 @@
 //! Who may ask for scans: bearer keys from a mounted Secret, compared in constant time, each
 //! with a request budget (a token bucket per key, per replica).
+//!
+//! The file holds `NAME:KEY` lines, each key at least 16 characters; only names reach logs and
+//! metrics. It is read once at start-up, so a change needs a restart.
 
 use std::collections::HashMap;
 use std::path::Path;

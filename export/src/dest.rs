@@ -1,5 +1,7 @@
 //! Where an export goes: a local directory or an object store, through `object_store`, and the
 //! one writer every file is written with (it counts and hashes what it writes, for the manifest).
+//! On a disk every file and rename is fsynced before the manifest names it, and a large file is
+//! staged and renamed into place; in a bucket it is a multipart upload.
 
 use std::sync::Arc;
 

@@ -11,8 +11,10 @@
 //! - `manifest.json`: every file with its rows, bytes and SHA-256 ([`manifest`]).
 //!
 //! Then it publishes the snapshot by replacing the root `manifest.json`, and deletes every
-//! snapshot but the new one and the one it replaced (a reader may still be in it). Rows stream
-//! from one consistent read of PostgreSQL in batches; memory holds a batch and a row group.
+//! snapshot but the new one and the one it replaced (a reader may still be in it), half-written
+//! ones of a killed export included. Rows stream from one consistent read of PostgreSQL
+//! (REPEATABLE READ) in batches; memory holds a batch and a row group. A new schema version
+//! writes every file again instead of copying files of the old one.
 
 pub mod config;
 pub mod dest;

@@ -1,6 +1,9 @@
 //! The ecosystem's figures, tallied while the export's rows pass (never by a query over the
 //! score tables on a request): the distribution of aggregate scores, each check's distribution
 //! and pass rate, and how both moved week by week, from each history partition's own tally.
+//! Each history date's tally travels in the manifest, so a week's figures never re-read old
+//! files. A check passes at [`PASS_AT`] or more; coverage counts the repositories scored, failing
+//! and never scored.
 
 use std::collections::BTreeMap;
 

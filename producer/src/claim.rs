@@ -3,7 +3,15 @@
 //! fresh first. Each tier is one statement that picks its oldest due rows no other producer
 //! holds (`FOR UPDATE SKIP LOCKED`) and pushes their due time forward by a lease, so two
 //! replicas never claim the same repository, and a repository whose result never comes back
-//! is due again once the lease runs out.
+//! is due again once the lease runs out. The tiers with due work are found by one descent
+//! each of the `(priority DESC, next_due_at)` index, so a claim costs the same at any table
+//! size (and priorities should stay a few tiers).
+//!
+//! A claim whose publish the server did not confirm (it may have stored it all the same) is
+//! handed back with its work id ([`release`], `repos.pending_work_id`), and the next claim of
+//! that repository publishes the same id: the server's dedup, the workers' scan register and
+//! Job adoption see one work item, never a second scan under a fresh id. The sink clears the id
+//! with the result.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;

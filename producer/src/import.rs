@@ -4,7 +4,10 @@
 //! re-importing is idempotent and leaves existing rows (and their scores) alone, but for the
 //! priority a line's `criticality_score` sets ([`priority_of`]): the claim takes the most
 //! critical due repositories first; and a repository a GET discovered becomes the list's
-//! (`adopt`).
+//! (`adopt`: no longer `discovered`, priority at least 0, enabled again if the producer had
+//! retired it). Empty or binary input and a wrong CSV header are errors before anything is
+//! written ([`ImportError`]). Rows go in key order, [`BATCH_ROWS`] a statement, [`WRITERS`]
+//! statements at once.
 
 use fleet_proto::{RepoName, RepoNameError};
 use futures::StreamExt;

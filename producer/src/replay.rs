@@ -1,8 +1,9 @@
 //! `producer replay`: dead-lettered work back into the queue as REPLAY items. A replayed entry
 //! is deleted from the dead stream once its replay is acknowledged, so it is never replayed
 //! twice; should the replay fail again, it comes back as a new dead letter (attempt_of says
-//! which one it repeats). A dead webhook delivery (class WEBHOOK) goes back to the webhooks
-//! stream as it was, same webhook-id, with a fresh retry window.
+//! which one it repeats). A replay's id is derived from the dead letter, so a replay repeated
+//! after a crash is deduplicated by the server. A dead webhook delivery (class WEBHOOK) goes
+//! back to the webhooks stream as it was, same webhook-id, with a fresh retry window.
 
 use std::time::Duration;
 

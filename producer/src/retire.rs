@@ -2,7 +2,8 @@
 //! scored adds it (`discovered`, migration 0008), and each later GET refreshes its
 //! `last_asked_at` (at most daily); one nobody has asked for in a while is retired: disabled,
 //! with `retired_at` saying the producer did it, so a GET or an import brings it back. Its
-//! scores stay. A repository an operator disabled (`enabled` alone) is never touched.
+//! scores stay. A repository an operator disabled (`enabled` alone) is never touched. A sweep
+//! retires [`RETIRE_ROWS`] a statement along its own partial index.
 
 use chrono::TimeDelta;
 use fleet_runtime::db::{self, Timeouts};

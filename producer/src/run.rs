@@ -4,6 +4,11 @@
 //! there is nothing to do or on errors, and resets on success. Idle, it costs one database
 //! query per backoff period. At start-up and hourly it also retires the discovered
 //! repositories nobody asks for ([`retire`]).
+//!
+//! Publishing is pipelined with `Nats-Msg-Id` = work id
+//! ([`fleet_runtime::publish::publish_all`]), and the next batch is claimed while the current
+//! one publishes. What cannot be published is handed back to the database, due again in 30 s.
+//! A batch in hand when shutdown comes is still published (or handed back).
 
 use std::time::{Duration, Instant};
 

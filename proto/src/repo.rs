@@ -1,4 +1,10 @@
 //! Repository names: the one parser every door (import, enqueue, worker, sink) goes through.
+//!
+//! It takes what people paste: an `https://` or `http://` prefix and a trailing `.git` or `/`
+//! are dropped. The owner is 1–39 of `[A-Za-z0-9-]`, not starting with `-`; the name 1–100 of
+//! `[A-Za-z0-9._-]`, not `.` or `..`. The spelling is kept for display; the identity is the
+//! lower-cased [`RepoName::key`]. Only github.com is accepted ([`GITHUB`]): another host is an
+//! error saying so.
 
 use std::fmt;
 

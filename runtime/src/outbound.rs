@@ -3,6 +3,11 @@
 //! and every address its name resolves to is checked again when it is called (the webhooks
 //! service's resolver), so a name that points inside — or is changed to, after the check — is
 //! refused (SSRF).
+//!
+//! Refused ([`refused_range`]): private, loopback, link-local, unique-local, CGNAT, multicast,
+//! documentation, benchmarking and reserved ranges and the cloud metadata address, and IPv6
+//! forms that embed a refused IPv4 address (mapped, NAT64, 6to4). `WEBHOOK_ALLOWED_CIDRS`
+//! opens some of them (tests); `WEBHOOK_ALLOW_HTTP` allows `http://`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

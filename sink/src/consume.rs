@@ -1,6 +1,17 @@
 //! Pull a batch, write it, ack it: the sink's loop. Nothing is acked before its transaction
 //! commits; while PostgreSQL is down the batch is held (with progress acks so JetStream does
 //! not hand it elsewhere), retried with capped backoff, and `/readyz` reports not ready.
+//! Up to `writers` batches are written at once, each on its own connection, while the next
+//! is fetched ([`Sink::run`]).
+//!
+//! One bad record never stops the sink. An error is judged by its
+//! [`fleet_runtime::db::ErrorKind`]: the database's trouble (a lost connection, a timeout, a
+//! conflict, a failover, a full disk, a schema or permission problem) holds the batch and
+//! retries it; a data or constraint error, or an unknown one that repeats three times for the
+//! same records, is the records'. Then the batch is halved until the record stands alone,
+//! the rest is committed and acked, and the record is dead-lettered with PostgreSQL's message,
+//! SQLSTATE, constraint and table ([`Sink::process`]). An undecodable or invalid message is
+//! dead-lettered before the database sees it ([`crate::decode`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

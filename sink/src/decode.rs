@@ -1,4 +1,9 @@
 //! From a JetStream message to a record the sink can write, or the reason it cannot.
+//!
+//! Invalid is also what PostgreSQL could not hold or the schedule could not use: a time before
+//! 1970 or more than a day ahead of the sink's clock (a result dated years ahead would pin its
+//! repository's latest score for good), a work id or check name over [`MAX_KEY_BYTES`] (index
+//! keys), a score outside 0–10.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::v1::{ScoreResult, WorkFailure};

@@ -6,6 +6,11 @@
 //! events stream drops the copy (Nats-Msg-Id `score-changed-<work_id>`, a day's window).
 //! Replicas publish side by side, so two events of one repository may arrive out of order:
 //! consumers order them by `scored_at`.
+//!
+//! What is a change ([`change`]): a first score (every check listed, `first` set), or a newer
+//! result whose aggregate (as stored, one decimal) or any check's score differs; `checks` then
+//! names only those, with old and new score. A rescan that changes no score, a result older
+//! than the latest, and a redelivery make no event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -5,6 +5,14 @@
 //!
 //! Idempotent by construction: history ignores a work id it has seen; the latest score only
 //! moves forward in (scored_at, work_id) order; a failure already recorded is not counted twice.
+//! A result clears the repository's failure only if that failure is older, so a result older
+//! than a failure that arrived first leaves the failure and its retry schedule alone.
+//!
+//! A result for a repository the database has not seen creates its row. The checks are stored
+//! once: name, score and reason in `score_checks` (the latest per repository, by binary
+//! `COPY` for full batches), everything else in `scores.raw_json`, scorecard's line verbatim.
+//! A NUL, which PostgreSQL text cannot hold, becomes U+FFFD ([`crate::copy::pg_text`]) rather
+//! than failing its batch forever.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

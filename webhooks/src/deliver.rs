@@ -1,6 +1,8 @@
 //! Sending deliveries: pull as many as there are free slots, sign each with its
-//! subscription's derived secret, POST it, and end it as [`crate::outcome`] decides — ack,
-//! hand back with a delay (the same message, so the same webhook-id), or dead-letter.
+//! subscription's derived secret (the `standardwebhooks` crate: `webhook-id`,
+//! `webhook-timestamp`, `webhook-signature`), POST it, and end it as [`crate::outcome`]
+//! decides — ack, hand back with a delay (the same message, so the same webhook-id), or
+//! dead-letter.
 //!
 //! A slot is taken before a message is pulled, and an endpoint (scheme, host, port) holds at
 //! most `per_endpoint` of them: a delivery to an endpoint at its share is handed back at once

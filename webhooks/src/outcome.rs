@@ -1,5 +1,10 @@
 //! What each ending of a delivery attempt leads to, in one table: delivered, retried after a
 //! delay, or dead-lettered. Pure, so the whole policy is tested without a network.
+//!
+//! Any 2xx is delivered. Any other answer, or none, is retried with the same webhook-id, each
+//! wait as long as the delivery has been failing ([`Retries::delay`]), until the retry window
+//! runs out; then it is dead. An address the outbound policy refuses is dead at once. A dead
+//! delivery goes to the dead stream and marks its subscription failing until one succeeds.
 
 use std::time::Duration;
 

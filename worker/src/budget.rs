@@ -3,7 +3,8 @@
 //! The record and its rules are [`fleet_runtime::budget`]'s; here they meet NATS.
 //!
 //! A credential GitHub rejects ("Bad credentials") is marked revoked in the bucket: no replica
-//! uses it until an operator replaces it and deletes its key (README's runbook).
+//! uses it until an operator replaces it and deletes its key (the runbook,
+//! `docs/src/runbook.md`).
 
 use std::time::Duration;
 

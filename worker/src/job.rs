@@ -1,4 +1,18 @@
 //! The scorecard Job for a work item: one pure function, so every field is unit-tested here.
+//!
+//! - Named from the work id ([`job_name`], `sc-<UUIDv5>`), so a redelivery finds the Job an
+//!   earlier delivery started; labelled [`SELECTOR`] and with the work id, the repository and
+//!   the credential key in annotations.
+//! - `backoffLimit: 0` (retries belong to the queue), `activeDeadlineSeconds` from
+//!   `JOB_DEADLINE_SECS`, and `ttlSecondsAfterFinished` as a safety net: the worker deletes the
+//!   Job itself.
+//! - The pinned image with `--repo=… --format=json --show-details [--checks=…] [--commit=…]`
+//!   ([`scorecard_args`]).
+//! - The credential the budget handed out, by reference, never a plain value
+//!   ([`Credential`]): `GITHUB_AUTH_TOKEN` from a key of the token Secret, or an App
+//!   installation's id with the App's key file mounted from its Secret.
+//! - A locked-down pod: its own ServiceAccount with no mounted token, non-root, a read-only
+//!   root filesystem with a `/tmp` emptyDir, every capability dropped, RuntimeDefault seccomp.
 
 use std::collections::BTreeMap;
 

@@ -6,6 +6,12 @@
 //!   `jq` or a wrapper script prints it).
 //! - Exit 1 with JSON is a result (some check hit a runtime error); exit 0 without JSON is a
 //!   failure (scorecard printed `Skipping <repo>: ...` and gave up).
+//! - A failure's class, the first that applies: past the deadline, TIMEOUT; JSON that does
+//!   not parse or scores another repository, INVALID_OUTPUT; GitHub's `Bad credentials`, INFRA
+//!   (not the repository's fault: the credential leaves the pool and another one scans it);
+//!   a rate-limit message, RATE_LIMITED; `Skipping …`, SCAN_FAILED (with that line as the
+//!   reason); OOMKilled or another non-zero exit, POD_FAILED; else NO_OUTPUT. API errors and
+//!   stuck pods never reach here: the runner makes them INFRA.
 
 use chrono::{DateTime, Utc};
 use fleet_proto::RepoName;

@@ -12,6 +12,13 @@
 //! a write at the revision read proves the record was still what the decision saw. The record
 //! also counts the deliveries that claimed the scan: while a second one may be about to create
 //! the item's Job, the Job must stay (see [`AfterDone`]).
+//!
+//! A redelivery of an item whose outcome is out is not run again. Another item's scan of the
+//! same repository *covers* a scheduled item if it started no earlier than one Job deadline
+//! (and 5 min) before the item was enqueued ([`slack`]): that is how a `nats pub` request and
+//! the producer's claim of the same due repository end as one scan. A person's request
+//! (manual, replay) is covered only by a scan that started after it, so asking again after a
+//! fix rescans. Both times are JetStream's clock.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! Repositories by one check's score (`GET /checks/{name}`).
+//! Repositories by one check's score (`GET /checks/{name}`), lowest first, paged by keyset
+//! on `score_checks (name, score, repo_id)`: a page deep in the list costs what the first does.
 
 use axum::extract::State;
 use axum::http::StatusCode;

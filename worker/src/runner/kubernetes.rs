@@ -1,5 +1,16 @@
 //! The Kubernetes runner. Per work item it makes four API requests (create, pod list, log get,
 //! delete) and waits through the process's one shared Job watch, by the Job's uid.
+//!
+//! - A Job that already exists (`AlreadyExists`) was started by an earlier delivery: once its
+//!   work-id annotation says it is this item's, it is adopted and waited on, not run again.
+//! - The pod is selected by `batch.kubernetes.io/controller-uid`, so a retry's new Job (same
+//!   name) is never answered with the previous attempt's pod or log. The log read is the last
+//!   500 lines, at most `LOG_LIMIT_BYTES`.
+//! - Every wait is bounded. A pod not Ready within the pending timeout is checked once for the
+//!   reason (ImagePullBackOff, Unschedulable, …); a Job with no pod at all (a quota or an
+//!   admission policy refused it) ends with the Job controller's `FailedCreate` message; both
+//!   are INFRA failures, not a TIMEOUT an hour later. A Job the watch never reports ended is
+//!   settled by a direct GET once it is past its deadline plus the pending timeout.
 
 use std::time::Duration;
 
