@@ -163,15 +163,25 @@ pub fn markdown(rows: &[Row]) -> String {
             Some(false) => "**NO**",
             None => "—",
         };
+        // A baseline that was not measured (NaN) says why in its place.
+        let (baseline, gain) = if row.baseline.is_nan() {
+            (format!("— ({})", row.baseline_how), "—".to_owned())
+        } else {
+            (
+                format!(
+                    "{} {} ({})",
+                    number(row.baseline),
+                    row.unit,
+                    row.baseline_how
+                ),
+                format!("{:.0}×", row.gain()),
+            )
+        };
         out.push_str(&format!(
-            "| {} | {} {} | {} {} ({}) | {:.0}× | {} {} | {met} |\n",
+            "| {} | {} {} | {baseline} | {gain} | {} {} | {met} |\n",
             row.what,
             number(row.value),
             row.unit,
-            number(row.baseline),
-            row.unit,
-            row.baseline_how,
-            row.gain(),
             row.target_text(),
             row.unit,
         ));
