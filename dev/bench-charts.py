@@ -6,6 +6,8 @@
 
 - throughput.svg: every throughput row (items/s, Jobs/s, deliveries/s, req/s), one bar each;
 - quota.svg: the share of each credential's quota windows the fleet used, per configuration;
+- quota-windows.svg: each credential's windows through a quota run, the calls it spent
+  against its limit, the budget beside round-robin (the quota bench's series);
 - scale.svg: the export at 1,000,000 repositories against 10,000,000: time, peak RSS, bytes.
 A chart whose rows the baseline does not hold yet says so in its place rather than failing.
 """
@@ -85,6 +87,34 @@ def quota(rows, out):
     bars(out, "Share of each credential's quota windows used (100% = GitHub's limit)", picked, "%")
 
 
+def quota_windows(benches, out):
+    windows = benches.get("quota", {}).get("series", {}).get("windows", [])
+    if not windows:
+        return empty(out, "A credential's quota windows",
+                     "no windows accepted yet: the quota bench records them from its next run")
+    panels = sorted({(w["pool"], w["rule"]) for w in windows})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True,
+                             squeeze=False)
+    for ax, (pool, rule) in zip(axes[:, 0], panels):
+        mine = [w for w in windows if (w["pool"], w["rule"]) == (pool, rule)]
+        for credential in sorted({w["credential"] for w in mine}):
+            ws = sorted((w for w in mine if w["credential"] == credential), key=lambda w: w["at_s"])
+            xs = [w["at_s"] for w in ws]
+            ys = [100 * w["calls"] / w["limit"] for w in ws]
+            line, = ax.step(xs, ys, where="post", label=credential)
+            dry = [(x, y) for x, y, w in zip(xs, ys, ws) if w["calls"] >= w["limit"]]
+            if dry:
+                ax.plot(*zip(*dry), "x", color=line.get_color())
+        ax.axhline(100, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_ylabel("% of its limit")
+        ax.set_title(f"{rule}: {pool}", loc="left")
+        ax.legend(fontsize=7, loc="lower right", ncol=4)
+        ax.set_ylim(0, 115)
+    axes[-1, 0].set_xlabel("seconds into the run (each step a window; x: the window ran dry)")
+    fig.suptitle("Each credential's quota windows: calls spent against its limit")
+    save(fig, out)
+
+
 def scale(rows, out):
     sizes = {}
     for r in rows:
@@ -121,9 +151,11 @@ def main():
         sys.exit(__doc__)
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    rows = json.loads((ROOT / "dev" / "bench-baseline.json").read_text())["rows"]
+    baseline = json.loads((ROOT / "dev" / "bench-baseline.json").read_text())
+    rows = baseline["rows"]
     throughput(rows, out / "throughput.svg")
     quota(rows, out / "quota.svg")
+    quota_windows(baseline.get("benches", {}), out / "quota-windows.svg")
     scale(rows, out / "scale.svg")
 
 

@@ -87,6 +87,9 @@ def merge(target, names):
         run["benches"][name] = {"date": data.get("finished_at") or mtime.isoformat(timespec="seconds"),
                                 "seconds": data.get("seconds"),
                                 "machine": {**host(), **data.get("machine", {})}}
+        # Data a bench keeps for the book's charts (the quota bench's windows), not compared.
+        if "series" in data:
+            run["benches"][name]["series"] = data["series"]
         run["machine"].update(data.get("machine", {}))
         run["rows"] += [dict(r, bench=name) for r in data.get("rows", [])]
     print("\n# scorecard-fleet benchmarks\n")
@@ -244,13 +247,14 @@ def self_test():
         target = pathlib.Path(tmp)
         for name in ("a", "stale"):
             (target / f"bench-{name}.json").write_text(json.dumps(
-                {"machine": {"load": "1"}, "rows": [{"measurement": "x", "unit": "u", "value": 1.0,
-                                                     "better": "lower"}]}))
+                {"machine": {"load": "1"}, "series": {"windows": [{"calls": 3}]},
+                 "rows": [{"measurement": "x", "unit": "u", "value": 1.0, "better": "lower"}]}))
         merge(target, ["a"])
         write_accepted(target, target / "baseline.json")
         saved = json.loads((target / "baseline.json").read_text())
         assert list(saved["benches"]) == ["a"] and saved["benches"]["a"]["machine"]["load"] == "1"
         assert set(HOST_KEYS) <= set(saved["benches"]["a"]["machine"]), saved
+        assert saved["benches"]["a"]["series"] == {"windows": [{"calls": 3}]}, saved
         assert saved["rows"] == [{"bench": "a", "measurement": "x", "unit": "u", "better": "lower",
                                   "value": 1.0}], saved["rows"]
     print("bench-compare self-test: ok")

@@ -131,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
     // `QUOTA_RUNS=budget`: an experiment on the budget alone, its line and no table.
     let budget_only = std::env::var("QUOTA_RUNS").as_deref() == Ok("budget");
     let mut rows = Vec::new();
+    let mut windows = Vec::new();
     for pool in pools {
         let baseline = if budget_only {
             None
@@ -138,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
             Some(measure(&stack, pool, &repos, "off").await?)
         };
         let budget = measure(&stack, pool, &repos, "fleet").await?;
+        windows.extend(budget.series(pool, "budget"));
         if let Some(baseline) = baseline {
+            windows.extend(baseline.series(pool, "round-robin"));
             rows.extend(rows_of(pool, items, &budget, &baseline));
         }
     }
@@ -152,7 +155,9 @@ async fn main() -> anyhow::Result<()> {
             println!("- {}: {}", r.what, r.notes);
         }
     }
-    let path = report::write_json("quota", &machine, &rows, serde_json::json!({}), took)?;
+    // Every credential's windows, for the book's chart of where the quota went.
+    let series = serde_json::json!({ "series": { "windows": windows } });
+    let path = report::write_json("quota", &machine, &rows, series, took)?;
     println!(
         "\nwhole bench: {:.0} s; written to {}",
         took.as_secs_f64(),
@@ -312,6 +317,29 @@ impl Run {
         QUOTA
             .window
             .mul_f64(self.calls() as f64 / f64::from(pool.calls_per_window()))
+    }
+
+    /// Each credential's windows as JSON: the pool, the rule (`budget` or `round-robin`), when
+    /// the window began (seconds into the run), the calls spent against the credential's
+    /// limit, the scans, and whether scheduled work waited all through it.
+    fn series(&self, pool: &Pool, rule: &str) -> Vec<serde_json::Value> {
+        let mut windows: Vec<&Window> = self.windows.iter().collect();
+        windows.sort_by_key(|w| (w.credential.clone(), w.started));
+        windows
+            .into_iter()
+            .map(|w| {
+                serde_json::json!({
+                    "pool": pool.what,
+                    "rule": rule,
+                    "credential": w.credential,
+                    "at_s": w.started.saturating_duration_since(self.started).as_secs_f64(),
+                    "calls": w.calls,
+                    "limit": QUOTA.calls_of(&w.credential),
+                    "scans": w.scans,
+                    "full": w.started + QUOTA.window <= self.backlog_until,
+                })
+            })
+            .collect()
     }
 
     /// Per credential, each full window as `scans/started` (scans whose last call fell in it,
