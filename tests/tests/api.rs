@@ -1093,6 +1093,28 @@ async fn api_counter(api: &ApiServer, name: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// A transaction holding `scores` so that no lookup can read it until it ends.
+async fn lock_scores(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Waits until the api has been asked `total` lookups since it started.
+async fn until_lookups_asked(api: &ApiServer, total: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while api_counter(api, "api_lookups_total").await < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the GETs' lookups never all reached the api"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A known repository's GET is one statement; the pool adds only sqlx's ping as the connection
 /// goes back. Counted in round trips (Sync messages) through a proxy, so a second statement or
 /// a ping before every checkout (sqlx's default, a third of the api's database traffic) fails
@@ -1143,22 +1165,11 @@ async fn concurrent_gets_share_the_databases_queries(pool: PgPool) {
     const GETS: u64 = 200;
     let before = settled_round_trips(&counter).await;
     let asked_before = api_counter(&api, "api_lookups_total").await;
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_scores(&pool).await;
     let gets =
         futures::future::join_all((0..GETS as usize).map(|i| api.get(paths[i % paths.len()], &[])));
     let release = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while api_counter(&api, "api_lookups_total").await - asked_before < GETS {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the GETs' lookups never all reached the api"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_lookups_asked(&api, asked_before + GETS).await;
         lock.commit().await.unwrap();
     };
     let (answers, ()) = tokio::join!(gets, release);
@@ -1200,21 +1211,10 @@ async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
     const GETS: u64 = 100;
     let asked_before = api_counter(&api, "api_lookups_total").await;
     let queries_before = api_counter(&api, "api_lookup_queries_total").await;
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_scores(&pool).await;
     let gets = futures::future::join_all((0..GETS).map(|_| api.get(path, &[])));
     let cancel = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while api_counter(&api, "api_lookups_total").await - asked_before < GETS {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the GETs' lookups never all reached the api"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_lookups_asked(&api, asked_before + GETS).await;
         loop {
             sqlx::query(
                 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
