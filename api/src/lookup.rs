@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use fleet_runtime::db::{Db, ErrorKind};
+use fleet_runtime::db::{ACQUIRE_TIMEOUT, Db, ErrorKind};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -53,7 +53,9 @@ impl Lookups {
     }
 
     /// The repository of `key` (lower-cased name) with its latest result, as
-    /// [`store::latest`] answers it.
+    /// [`store::latest`] answers it. A stalled database is a pool time-out after
+    /// [`ACQUIRE_TIMEOUT`], as a query waiting for a connection would get, never a request
+    /// left hanging behind the runners' stuck queries.
     pub async fn latest(&self, key: &str, with_raw: bool) -> Answer {
         self.asked.inc();
         let (answer, answered) = oneshot::channel();
@@ -62,12 +64,17 @@ impl Lookups {
             with_raw,
             answer,
         };
-        if self.queue.send(ask).await.is_err() {
-            return Err(Arc::new(sqlx::Error::PoolClosed));
-        }
-        answered
+        let asked = async {
+            if self.queue.send(ask).await.is_err() {
+                return Err(Arc::new(sqlx::Error::PoolClosed));
+            }
+            answered
+                .await
+                .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed)))
+        };
+        tokio::time::timeout(ACQUIRE_TIMEOUT, asked)
             .await
-            .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed)))
+            .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolTimedOut)))
     }
 }
 

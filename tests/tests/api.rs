@@ -1244,6 +1244,27 @@ async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
     assert_eq!(api.get(path, &[]).await.status, 200, "answers again");
 }
 
+/// A GET whose lookup the database never answers (a lock held on `scores`) is a 503 once a
+/// query would have given up waiting for a connection, not a request left hanging.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_get_the_database_never_answers_is_a_503(pool: PgPool) {
+    seed(&pool).await;
+    let (api, _counter) = api_counting_round_trips(&pool, &[]).await;
+    let path = "/projects/github.com/fleet-test/alpha";
+    assert_eq!(api.get(path, &[]).await.status, 200);
+    let lock = lock_scores(&pool).await;
+    // The four lookup runners held, and GETs waiting behind them.
+    let gets = futures::future::join_all((0..8).map(|_| api.get(path, &[])));
+    let answers = tokio::time::timeout(Duration::from_secs(60), gets)
+        .await
+        .expect("every GET answered while the database stalls");
+    for answer in &answers {
+        assert_eq!(answer.status, 503, "{}", answer.body);
+    }
+    lock.rollback().await.unwrap();
+    assert_eq!(api.get(path, &[]).await.status, 200, "answers again");
+}
+
 #[tokio::test]
 async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back() {
     let pg = fleet_tests::pg::PrivatePostgres::start();
