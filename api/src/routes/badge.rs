@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::project::{Found, look_up, unscored_max_age};
-use super::{Failure, Params, RepoPath, Segments, Shared, cached, max_age, repo_name};
+use super::{
+    Failure, Params, RepoPath, Segments, Shared, cached, max_age, repo_name, set_retry_after,
+};
 use crate::badge::{self, Style};
 use crate::discovery::Client;
 
@@ -76,11 +78,8 @@ pub async fn badge_svg(
                 answer.badge_value(),
                 unscored_max_age(&answer),
             );
-            if let Some(retry) = answer.retry_after() {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry.as_secs().max(1)),
-                );
+            if let Some(after) = answer.retry_after() {
+                set_retry_after(response.headers_mut(), after);
             }
             response
         }

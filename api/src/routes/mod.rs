@@ -103,7 +103,7 @@ pub fn router(app: Shared) -> Router {
 pub struct Failure {
     status: StatusCode,
     message: String,
-    retry_after: Option<u64>,
+    retry_after: Option<Duration>,
     /// How long a cache may keep the answer.
     max_age: u32,
 }
@@ -121,13 +121,13 @@ impl Failure {
     /// A repository without a score, as the public API answers it: a 404 in its shape.
     fn unscored(repo: &RepoName, answer: &Unscored) -> Self {
         let mut failure = Self::new(answer.status(), answer.message(repo));
-        failure.retry_after = answer.retry_after().map(|d| d.as_secs().max(1));
+        failure.retry_after = answer.retry_after();
         failure.max_age = unscored_max_age(answer);
         failure
     }
 
     pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds.max(1));
+        self.retry_after = Some(Duration::from_secs(seconds));
         self
     }
 }
@@ -143,11 +143,19 @@ impl IntoResponse for Failure {
         // Errors may change any moment (a first score, a recovered database): a CDN keeps
         // them briefly at most.
         headers.insert(header::CACHE_CONTROL, max_age(self.max_age));
-        if let Some(seconds) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        if let Some(after) = self.retry_after {
+            set_retry_after(headers, after);
         }
         response
     }
+}
+
+/// Says in `headers` when to come back: `Retry-After` in whole seconds, at least one.
+pub(super) fn set_retry_after(headers: &mut HeaderMap, after: Duration) {
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(after.as_secs().max(1)),
+    );
 }
 
 impl App {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use fleet_proto::RepoName;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     App, Failure, PAGE_MAX, Params, RepoPath, Segments, Shared, cached, html_page, max_age,
-    repo_name, wants_html,
+    repo_name, set_retry_after, wants_html,
 };
 use crate::discovery::{self, Client, Standing, Unscored};
 use crate::model::{self, ApiError};
@@ -321,11 +321,8 @@ pub(super) fn unscored_page(repo: &RepoName, answer: &Unscored) -> Response {
     *page.status_mut() = answer.status();
     page.headers_mut()
         .insert(header::CACHE_CONTROL, max_age(unscored_max_age(answer)));
-    if let Some(retry) = answer.retry_after() {
-        page.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry.as_secs().max(1)),
-        );
+    if let Some(after) = answer.retry_after() {
+        set_retry_after(page.headers_mut(), after);
     }
     page
 }
