@@ -82,6 +82,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let lookups = lookup::Lookups::start(
         db.clone(),
         args.db.database_max_connections as usize / 2,
+        args.db.timeouts().statement,
         metrics.lookups.clone(),
         metrics.lookup_queries.clone(),
     );

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use fleet_runtime::db::{ACQUIRE_TIMEOUT, Db, ErrorKind};
+use std::time::Duration;
+
+use fleet_runtime::db::{Db, ErrorKind};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -30,6 +32,8 @@ struct Ask {
 #[derive(Clone)]
 pub struct Lookups {
     queue: mpsc::Sender<Ask>,
+    /// The longest a lookup may take (the statement timeout); zero: no limit.
+    wait: Duration,
     asked: Counter,
 }
 
@@ -41,21 +45,22 @@ struct Runner {
 
 impl Lookups {
     /// Starts `runners` runners on `db` (each holds a connection only while its query runs),
-    /// counting lookups in `asked` and the queries that answer them in `queries`.
-    pub fn start(db: Db, runners: usize, asked: Counter, queries: Counter) -> Self {
+    /// a lookup given up after `wait` (zero: never), counting lookups in `asked` and the
+    /// queries that answer them in `queries`.
+    pub fn start(db: Db, runners: usize, wait: Duration, asked: Counter, queries: Counter) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
         let runner = Arc::new(Runner { db, queries });
         for _ in 0..runners.max(1) {
             tokio::spawn(run(runner.clone(), waiting.clone()));
         }
-        Self { queue, asked }
+        Self { queue, wait, asked }
     }
 
     /// The repository of `key` (lower-cased name) with its latest result, as
-    /// [`store::latest`] answers it. A stalled database is a pool time-out after
-    /// [`ACQUIRE_TIMEOUT`], as a query waiting for a connection would get, never a request
-    /// left hanging behind the runners' stuck queries.
+    /// [`store::latest`] answers it. A lookup that takes longer than the statement timeout
+    /// (its wait for a runner included) is a time-out error, so a stalled database never
+    /// leaves requests hanging behind the runners' stuck queries.
     pub async fn latest(&self, key: &str, with_raw: bool) -> Answer {
         self.asked.inc();
         let (answer, answered) = oneshot::channel();
@@ -72,7 +77,10 @@ impl Lookups {
                 .await
                 .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed)))
         };
-        tokio::time::timeout(ACQUIRE_TIMEOUT, asked)
+        if self.wait.is_zero() {
+            return asked.await;
+        }
+        tokio::time::timeout(self.wait, asked)
             .await
             .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolTimedOut)))
     }

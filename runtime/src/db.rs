@@ -31,7 +31,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// How long a query waits for a free connection before failing: long enough to ride out a
 /// burst, short enough that a dead database shows up in /readyz within seconds.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A pooled connection idle longer than this is pinged before it is handed out. One used
 /// moments ago is not: sqlx already pings every connection as it goes back to the pool, and a

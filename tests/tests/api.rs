@@ -1152,9 +1152,13 @@ async fn a_known_repositorys_get_costs_the_database_two_round_trips(pool: PgPool
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn concurrent_gets_share_the_databases_queries(pool: PgPool) {
     seed(&pool).await;
-    // The default pool (8): four lookup runners.
-    let (api, counter) =
-        api_counting_round_trips(&pool, &[("DATABASE_LOCK_TIMEOUT_MS", "120000".to_owned())]).await;
+    // The default pool (8): four lookup runners. The lookups wait behind the lock for as long
+    // as the GETs take to arrive, well within this statement timeout on a loaded machine.
+    let (api, counter) = api_counting_round_trips(
+        &pool,
+        &[("DATABASE_STATEMENT_TIMEOUT_MS", "300000".to_owned())],
+    )
+    .await;
     let paths = [
         "/projects/github.com/fleet-test/alpha",
         "/projects/github.com/fleet-test/alpha/badge",
@@ -1244,12 +1248,16 @@ async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
     assert_eq!(api.get(path, &[]).await.status, 200, "answers again");
 }
 
-/// A GET whose lookup the database never answers (a lock held on `scores`) is a 503 once a
-/// query would have given up waiting for a connection, not a request left hanging.
+/// A GET whose lookup the database never answers (a lock held on `scores`) is a 503 once the
+/// statement timeout runs out, not a request left hanging.
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn a_get_the_database_never_answers_is_a_503(pool: PgPool) {
     seed(&pool).await;
-    let (api, _counter) = api_counting_round_trips(&pool, &[]).await;
+    let (api, _counter) = api_counting_round_trips(
+        &pool,
+        &[("DATABASE_STATEMENT_TIMEOUT_MS", "2000".to_owned())],
+    )
+    .await;
     let path = "/projects/github.com/fleet-test/alpha";
     assert_eq!(api.get(path, &[]).await.status, 200);
     let lock = lock_scores(&pool).await;
