@@ -31,8 +31,7 @@ impl Worker {
     pub async fn handle(&self, message: Message, abandon: &CancellationToken) -> Ending {
         let delivery = self.delivery(message);
         let Some(lease) = self.lease_for(&delivery, abandon).await else {
-            self.settle(&delivery.message, None, &Ending::Abandon).await;
-            return Ending::Abandon;
+            return self.settled(&delivery.message, None, Ending::Abandon).await;
         };
         self.handle_leased(delivery, lease, abandon).await
     }
@@ -88,16 +87,16 @@ impl Worker {
             Ok(Decision::AlreadyDone(after)) => {
                 tracing::info!("outcome already published by an earlier delivery; acking");
                 self.metrics.already_done.inc();
-                let ending = Ending::AlreadyDone(after);
-                self.settle(message, Some(&item), &ending).await;
-                return ending;
+                return self
+                    .settled(message, Some(&item), Ending::AlreadyDone(after))
+                    .await;
             }
             Ok(Decision::Covered { by }) => {
                 tracing::info!(covered_by = %by, "a newer scan of this repository answers this item; not scanning it again");
                 self.metrics.covered.inc();
-                let ending = Ending::Covered { by };
-                self.settle(message, Some(&item), &ending).await;
-                return ending;
+                return self
+                    .settled(message, Some(&item), Ending::Covered { by })
+                    .await;
             }
             Err(e) => return self.hand_back(message, e.to_string()).await,
         }
@@ -113,8 +112,7 @@ impl Worker {
         let Some(result) = scanned else {
             tracing::info!("left running for the next delivery");
             self.metrics.abandoned.inc();
-            self.settle(message, Some(&item), &Ending::Abandon).await;
-            return Ending::Abandon;
+            return self.settled(message, Some(&item), Ending::Abandon).await;
         };
         self.metrics
             .job_seconds
@@ -237,9 +235,9 @@ impl Worker {
             // heartbeats): one outcome per item, and that one is out.
             tracing::warn!("this item's outcome was recorded while it ran; dropping this one");
             self.metrics.already_done.inc();
-            let ending = Ending::AlreadyDone(after);
-            self.settle(message, Some(item), &ending).await;
-            return ending;
+            return self
+                .settled(message, Some(item), Ending::AlreadyDone(after))
+                .await;
         }
         let ending = Ending::from(outcome);
         if let Err(reason) = self.end(message, Some(item), &ending).await {
@@ -345,6 +343,12 @@ impl Worker {
         }
     }
 
+    /// [`Self::settle`]s the delivery as `ending`, which it returns.
+    async fn settled(&self, message: &Message, item: Option<&WorkItem>, ending: Ending) -> Ending {
+        self.settle(message, item, &ending).await;
+        ending
+    }
+
     async fn send_ack(&self, message: &Message, ack: Ack) -> Result<(), async_nats::Error> {
         match ack {
             Ack::Ack => confirmed_ack(message).await,
@@ -389,8 +393,7 @@ impl Worker {
             after: hand_back_delay(delivered),
             reason,
         };
-        self.settle(message, None, &ending).await;
-        ending
+        self.settled(message, None, ending).await
     }
 
     async fn poison(
