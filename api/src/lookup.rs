@@ -5,7 +5,6 @@
 //! round-trip rate.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use fleet_runtime::db::{Db, ErrorKind};

@@ -1213,7 +1213,7 @@ async fn concurrent_gets_share_the_databases_queries(pool: PgPool) {
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
     seed(&pool).await;
-    let (api, _counter) = api_counting_round_trips(&pool, &[]).await;
+    let api = api_on(&pool, &[]).await;
     let path = "/projects/github.com/fleet-test/alpha";
     assert_eq!(api.get(path, &[]).await.status, 200);
     const GETS: u64 = 100;
@@ -1257,7 +1257,7 @@ async fn gathered_gets_share_the_databases_failure(pool: PgPool) {
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn a_get_the_database_never_answers_is_a_503(pool: PgPool) {
     seed(&pool).await;
-    let (api, _counter) = api_counting_round_trips(
+    let api = api_on(
         &pool,
         &[("DATABASE_STATEMENT_TIMEOUT_MS", "2000".to_owned())],
     )
