@@ -145,19 +145,23 @@ struct LatestRow {
 }
 
 /// Every repository's latest result, in repository order, with its checks from
-/// `score_checks` (not the result's JSON, whose details are ~10 KB a row).
-const LATEST: &str = "
+/// `score_checks` (not the result's JSON, whose details are ~10 KB a row). The checks are
+/// grouped in one pass over `score_checks` and joined, never looked up per repository: in
+/// repository-name order that would be a random read each, and at 10,000,000 repositories the
+/// table is larger than memory. PostgreSQL sorts the joined rows in bounded memory, spilling
+/// to disk. `array_agg` keeps the three arrays in the same order; [`LatestBuilder::push`]
+/// orders them by name.
+pub const LATEST: &str = "
     SELECT r.host || '/' || r.owner || '/' || r.name AS repo, r.owner, r.name, s.commit_sha,
            s.scored_at, s.scorecard_version, s.scorecard_commit, (s.score * 10)::int4 AS score_tenths,
            s.work_id, c.check_names, c.check_scores, c.check_reasons
     FROM scores s
     JOIN repos r ON r.id = s.repo_id
-    LEFT JOIN LATERAL (
-        SELECT array_agg(name) AS check_names, array_agg(score) AS check_scores,
+    LEFT JOIN (
+        SELECT repo_id, array_agg(name) AS check_names, array_agg(score) AS check_scores,
                array_agg(reason) AS check_reasons
-        FROM (SELECT name, score, reason FROM score_checks WHERE repo_id = s.repo_id
-              ORDER BY name) ordered
-    ) c ON true
+        FROM score_checks GROUP BY repo_id
+    ) c ON c.repo_id = s.repo_id
     ORDER BY r.repo_key";
 
 struct LatestBuilder {
@@ -207,9 +211,11 @@ impl LatestBuilder {
         let names = row.check_names.as_deref().unwrap_or_default();
         let scores = row.check_scores.as_deref().unwrap_or_default();
         let reasons = row.check_reasons.as_deref().unwrap_or_default();
+        let mut checks: Vec<_> = names.iter().zip(scores).zip(reasons).collect();
+        checks.sort_unstable_by_key(|((name, _), _)| *name);
         let mut by_name: BTreeMap<&str, Option<i8>> = BTreeMap::new();
         let entries = self.list.values();
-        for ((name, score), reason) in names.iter().zip(scores).zip(reasons) {
+        for ((name, score), reason) in checks {
             let score = score.and_then(|s| i8::try_from(s).ok());
             by_name.insert(name, score);
             entries

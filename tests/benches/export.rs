@@ -240,9 +240,11 @@ async fn measure(s: &Scratch, repos: i64) -> anyhow::Result<Vec<Row>> {
     );
     let latest_query = "SELECT r.host || '/' || r.owner || '/' || r.name, s.commit_sha, s.scored_at, \
         s.scorecard_version, s.scorecard_commit, s.score, s.work_id, \
-        (SELECT string_agg(name || ':' || coalesce(score::text, '') || ':' || reason, '|' ORDER BY name) \
-         FROM score_checks c WHERE c.repo_id = s.repo_id) \
-        FROM scores s JOIN repos r ON r.id = s.repo_id ORDER BY r.repo_key";
+        c.checks FROM scores s JOIN repos r ON r.id = s.repo_id \
+        LEFT JOIN (SELECT repo_id, \
+                   string_agg(name || ':' || coalesce(score::text, '') || ':' || reason, '|' ORDER BY name) AS checks \
+                   FROM score_checks GROUP BY repo_id) c ON c.repo_id = s.repo_id \
+        ORDER BY r.repo_key";
     let (copy_seconds, csv_bytes) = copy_csv(s, latest_query)?;
     let (_, history_csv) = copy_csv(
         s,

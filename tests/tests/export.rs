@@ -388,6 +388,51 @@ async fn duckdb_and_pyarrow_read_every_file_with_postgresqls_counts_and_a_second
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Every plan node that reads `table` in `plan` (EXPLAIN ANALYZE's JSON), with how many times it
+/// ran.
+fn scans_of<'a>(plan: &'a Value, table: &str, found: &mut Vec<(&'a str, u64)>) {
+    if plan["Relation Name"] == table {
+        let node = plan["Node Type"].as_str().unwrap_or("?");
+        found.push((node, plan["Actual Loops"].as_u64().unwrap_or(0)));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans_of(child, table, found);
+    }
+}
+
+/// The throughput shape of `latest`: its checks are read from `score_checks` in one pass, never
+/// looked up once per repository. At 10,000,000 repositories `score_checks` is larger than memory,
+/// and a lookup per repository in repository-name order is a random read each.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn latest_reads_score_checks_in_one_pass_however_many_repositories(pool: PgPool) {
+    let (_topology, _js, repos, _dir) = seeded(&pool, 5).await;
+    sqlx::query("ANALYZE repos, scores, score_checks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The export's own statement, a constant.
+    let explain: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        export::tables::LATEST
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let plan = &explain[0]["Plan"];
+    assert_eq!(
+        plan["Actual Rows"].as_u64(),
+        Some(repos.len() as u64),
+        "one row per repository: {plan:#}"
+    );
+    let mut found = Vec::new();
+    scans_of(plan, "score_checks", &mut found);
+    assert!(!found.is_empty(), "latest reads score_checks: {plan:#}");
+    assert!(
+        found.iter().all(|&(_, loops)| loops == 1),
+        "score_checks read once per repository rather than once ({found:?}): {plan:#}"
+    );
+}
+
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn an_export_killed_halfway_leaves_the_published_files_readable_and_the_next_one_cleans_up(
     pool: PgPool,
