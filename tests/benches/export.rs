@@ -1,4 +1,4 @@
-//! The export at 1,000,000 and 10,000,000 scored repositories (`EXPORT_BENCH_REPOS`, comma
+//! The export at 1,000,000 and 4,000,000 scored repositories (`EXPORT_BENCH_REPOS`, comma
 //! separated, to change), each with 20 checks and one scan of history today: the release
 //! binary's time and peak RSS against PostgreSQL's own `COPY` of the same rows as CSV, its peak
 //! RSS against the same export holding every row at once (one batch and one row group), the
@@ -9,6 +9,9 @@
 //! Run with `dev/bench export`, or `cargo build --release --workspace --bins && cargo bench -p
 //! fleet-tests --bench export` once `dev/stack up` is up. Prints a table and writes
 //! `target/bench-export.json`.
+//!
+//! Each size needs [`DISK_PER_REPO`] of free disk where PostgreSQL keeps its data, checked before
+//! anything is written: 10,000,000 needs ~95 GB.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,7 +24,11 @@ use fleet_tests::scratch::{Scratch, Stack};
 use fleet_tests::stack;
 use sqlx::PgPool;
 
-const REPOS_DEFAULT: &str = "1000000,10000000";
+const REPOS_DEFAULT: &str = "1000000,4000000";
+/// Free disk a size takes, per repository: the tables as generated (5.6 KB; 56 GB at
+/// 10,000,000, `score_checks` and its two indexes 45 GB of it) and PostgreSQL's temporary files
+/// while it sorts `latest` (3.0 KB, the peak at 4,000,000), with a tenth to spare.
+const DISK_PER_REPO: u64 = 9_500;
 const STATS_REQUESTS: usize = 200;
 /// The largest export also run holding every row at once (the peak RSS row's baseline).
 const WHOLE_MAX_REPOS: i64 = 1_000_000;
@@ -35,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.trim().parse().context("EXPORT_BENCH_REPOS"))
         .collect::<anyhow::Result<_>>()?;
     let stack = Stack::connect().await?;
+    enough_disk(&stack, sizes.iter().copied().max().unwrap_or(0)).await?;
     let machine = report::host();
     println!("# scorecard-fleet export bench\n");
     for (k, v) in &machine {
@@ -66,6 +74,37 @@ async fn main() -> anyhow::Result<()> {
         "\nwhole bench: {:.0} s; written to {}",
         took.as_secs_f64(),
         path.display()
+    );
+    Ok(())
+}
+
+/// Fails at once, not half an hour in, when the largest size's tables and sort would not fit on
+/// PostgreSQL's disk (sizes run one after another, each dropped after it).
+async fn enough_disk(stack: &Stack, repos: i64) -> anyhow::Result<()> {
+    let pool = PgPool::connect_with(stack.server.clone()).await?;
+    let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&dir)
+        .output()
+        .context("df")?;
+    let free: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("df's free bytes for {dir}"))?;
+    let need = DISK_PER_REPO * repos as u64;
+    let gb = |b: u64| b as f64 / 1e9;
+    ensure!(
+        free >= need,
+        "{} repositories need ~{:.0} GB free where PostgreSQL keeps its data ({dir}), and {:.0} GB \
+         are: set EXPORT_BENCH_REPOS to fewer",
+        number(repos as f64),
+        gb(need),
+        gb(free)
     );
     Ok(())
 }
