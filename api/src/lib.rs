@@ -59,7 +59,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     if keys.is_empty() {
         tracing::warn!("no API keys (API_KEYS_FILE): every scan request is refused");
     }
-    let pool = db::connect(&args.db, &shutdown).await?;
+    let pool = db::connect_reads(&args.db, &shutdown).await?;
     db::check_schema(&pool).await?;
     let topology = Topology::new(args.nats.topology.clone())?;
     let webhooks = webhooks::Webhooks::new(&args.webhooks)?;
@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             }
         });
     }
-    let db = db::Db::new(pool, args.db.database_pooling);
+    let db = db::Db::bounded(pool, &args.db);
     // Half the pool: the other reads (pages, history, status) keep connections of their own.
     let lookups = lookup::Lookups::start(
         db.clone(),

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
@@ -78,10 +78,39 @@ pub fn expected_version() -> i64 {
 
 /// Opens the pool, retrying until the database answers or `shutdown` fires.
 pub async fn connect(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Result<PgPool> {
+    open(args, shutdown, Duration::ZERO).await
+}
+
+/// [`connect`] for a service that reads outside transactions of its own (the api): with session
+/// pooling each connection starts with `args`' statement timeout as its default, so a read the
+/// database never answers is cancelled there rather than holding a connection. Behind a
+/// transaction pooler a session setting would land on whichever server connection served it;
+/// there [`Db::conn`] sets it on each read's transaction instead.
+pub async fn connect_reads(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Result<PgPool> {
+    let bound = match args.database_pooling {
+        Pooling::Session => args.timeouts().statement,
+        Pooling::Transaction => Duration::ZERO,
+    };
+    open(args, shutdown, bound).await
+}
+
+async fn open(
+    args: &DbArgs,
+    shutdown: &CancellationToken,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     let shown = redact_url(args.database_url.expose());
+    let mut options: PgConnectOptions = args
+        .database_url
+        .expose()
+        .parse()
+        .with_context(|| format!("reading the database URL {shown}"))?;
+    if !statement_timeout.is_zero() {
+        options = options.options([("statement_timeout", statement_timeout.as_millis())]);
+    }
     let attempt = || async {
         pool_options(args)
-            .connect(args.database_url.expose())
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("connecting to PostgreSQL at {shown}"))
     };
@@ -193,11 +222,27 @@ pub enum Pooling {
 pub struct Db {
     pub pool: PgPool,
     pub pooling: Pooling,
+    /// Behind a transaction pooler, each read's statement timeout (zero: none); with session
+    /// pooling the pool's connections carry it ([`connect_reads`]).
+    read_timeout: Duration,
 }
 
 impl Db {
     pub fn new(pool: PgPool, pooling: Pooling) -> Self {
-        Self { pool, pooling }
+        Self {
+            pool,
+            pooling,
+            read_timeout: Duration::ZERO,
+        }
+    }
+
+    /// A pool opened with [`connect_reads`] and `args`' statement timeout for its reads.
+    pub fn bounded(pool: PgPool, args: &DbArgs) -> Self {
+        Self {
+            pool,
+            pooling: args.database_pooling,
+            read_timeout: args.timeouts().statement,
+        }
     }
 
     /// Whether statements may be prepared once per connection and reused
@@ -211,7 +256,18 @@ impl Db {
     pub async fn conn(&self) -> Result<Conn, sqlx::Error> {
         Ok(match self.pooling {
             Pooling::Session => Conn::Session(self.pool.acquire().await?),
-            Pooling::Transaction => Conn::Transaction(self.pool.begin().await?),
+            Pooling::Transaction if self.read_timeout.is_zero() => {
+                Conn::Transaction(self.pool.begin().await?)
+            }
+            // In the same round trip as the BEGIN.
+            Pooling::Transaction => Conn::Transaction(
+                self.pool
+                    .begin_with(sqlx::AssertSqlSafe(format!(
+                        "BEGIN; SET LOCAL statement_timeout = {}",
+                        self.read_timeout.as_millis()
+                    )))
+                    .await?,
+            ),
         })
     }
 }

@@ -1277,6 +1277,55 @@ async fn a_get_the_database_never_answers_is_a_503(pool: PgPool) {
     assert_eq!(api.get(path, &[]).await.status, 200, "answers again");
 }
 
+/// A read other than a score's lookup (a repository's history) that the database never answers
+/// (a lock held on `score_history`) is a 503 once the statement timeout runs out, and its
+/// statement is cancelled in the database, not left waiting on a connection of the pool: with
+/// session pooling and behind PgBouncer in transaction pooling mode.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_read_the_database_never_answers_is_cancelled_at_the_statement_timeout(pool: PgPool) {
+    seed(&pool).await;
+    api_server::ensure_login(&pool).await;
+    let bouncer = fleet_tests::pgbouncer::PrivatePgBouncer::start();
+    let timeout = ("DATABASE_STATEMENT_TIMEOUT_MS", "1000".to_owned());
+    let direct = ApiServer::start(
+        &api_server::url_as_login(&pool),
+        std::slice::from_ref(&timeout),
+    )
+    .await;
+    let pooled = ApiServer::start(
+        &bouncer.url_as_api_login(&pool),
+        &[timeout, ("DATABASE_POOLING", "transaction".into())],
+    )
+    .await;
+    let path = format!("/projects/{ALPHA}/history");
+    for (api, how) in [
+        (&direct, "session pooling"),
+        (&pooled, "transaction pooling"),
+    ] {
+        assert_eq!(api.get(&path, &[]).await.status, 200, "{how}");
+        let mut lock = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE score_history IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(30), api.get(&path, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the history GET still waits on the lock"));
+        assert_eq!(answer.status, 503, "{how}: {}", answer.body);
+        assert_eq!(
+            fleet_tests::pg::waiting_on_locks(&pool).await,
+            0,
+            "{how}: the api's statement still waits on the lock"
+        );
+        lock.rollback().await.unwrap();
+        assert_eq!(
+            api.get(&path, &[]).await.status,
+            200,
+            "{how}: answers again"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back() {
     let pg = fleet_tests::pg::PrivatePostgres::start();

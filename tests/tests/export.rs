@@ -453,14 +453,7 @@ async fn an_export_killed_halfway_leaves_the_published_files_readable_and_the_ne
     let mut child = export(&pool, &topology, &dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
+        if fleet_tests::pg::waiting_on_locks(&pool).await > 0 {
             break;
         }
         assert!(
