@@ -8,8 +8,8 @@
 - quota.svg: the share of each credential's quota windows the fleet used, per configuration;
 - quota-windows.svg: each credential's windows through a quota run, the calls it spent
   against its limit, the budget beside round-robin (the quota bench's series);
-- scale.svg: the export at each size the baseline holds (1,000,000 against 4,000,000): time
-  and bytes per repository, peak RSS.
+- scale.svg: the export at each size the baseline holds (1,000,000, 4,000,000 and 10,000,000):
+  time and bytes per repository, peak RSS.
 A chart whose rows the baseline does not hold yet says so in its place rather than failing.
 """
 import json
@@ -134,17 +134,17 @@ def scale(rows, out):
         return empty(out, "The export by size",
                      "the baseline holds one size of the export bench so far")
     measures = sorted({k for v in sizes.values() for k in v})
-    fig, axes = plt.subplots(1, len(measures), figsize=(3 * len(measures), 3))
+    fig, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 3.2))
     names = sorted(sizes, key=lambda s: int(s.replace(",", "")))
     for ax, measure in zip(axes, measures):
         values = [sizes[n].get(measure, 0) for n in names]
-        ax.bar(range(len(names)), values, color=["#4c72b0", "#dd8452"][: len(names)])
+        ax.bar(range(len(names)), values, color=["#4c72b0", "#dd8452", "#55a868"][: len(names)])
         ax.set_xticks(range(len(names)), names)
         ax.set_title(measure)
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,.1f}", ha="center", va="bottom")
         ax.margins(y=0.2)
-    fig.suptitle("The export at " + " against ".join(names) + " repositories")
+    fig.suptitle("The export at " + ", ".join(names[:-1]) + " and " + names[-1] + " repositories")
     save(fig, out)
 
 
