@@ -59,8 +59,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     if keys.is_empty() {
         tracing::warn!("no API keys (API_KEYS_FILE): every scan request is refused");
     }
-    let pool = db::connect_reads(&args.db, &shutdown).await?;
-    db::check_schema(&pool).await?;
+    let db = db::Db::connect_reads(&args.db, &shutdown).await?;
+    db::check_schema(&db.pool).await?;
     let topology = Topology::new(args.nats.topology.clone())?;
     let webhooks = webhooks::Webhooks::new(&args.webhooks)?;
 
@@ -77,7 +77,6 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             }
         });
     }
-    let db = db::Db::bounded(pool, &args.db);
     // Half the pool: the other reads (pages, history, status) keep connections of their own.
     let lookups = lookup::Lookups::start(
         db.clone(),

@@ -81,19 +81,6 @@ pub async fn connect(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Res
     open(args, shutdown, Duration::ZERO).await
 }
 
-/// [`connect`] for a service that reads outside transactions of its own (the api): with session
-/// pooling each connection starts with `args`' statement timeout as its default, so a read the
-/// database never answers is cancelled there rather than holding a connection. Behind a
-/// transaction pooler a session setting would land on whichever server connection served it;
-/// there [`Db::conn`] sets it on each read's transaction instead.
-pub async fn connect_reads(args: &DbArgs, shutdown: &CancellationToken) -> anyhow::Result<PgPool> {
-    let bound = match args.database_pooling {
-        Pooling::Session => args.timeouts().statement,
-        Pooling::Transaction => Duration::ZERO,
-    };
-    open(args, shutdown, bound).await
-}
-
 async fn open(
     args: &DbArgs,
     shutdown: &CancellationToken,
@@ -223,7 +210,7 @@ pub struct Db {
     pub pool: PgPool,
     pub pooling: Pooling,
     /// Behind a transaction pooler, each read's statement timeout (zero: none); with session
-    /// pooling the pool's connections carry it ([`connect_reads`]).
+    /// pooling the pool's connections carry it ([`Db::connect_reads`]).
     read_timeout: Duration,
 }
 
@@ -236,13 +223,26 @@ impl Db {
         }
     }
 
-    /// A pool opened with [`connect_reads`] and `args`' statement timeout for its reads.
-    pub fn bounded(pool: PgPool, args: &DbArgs) -> Self {
-        Self {
-            pool,
+    /// Opens the pool ([`connect`]) of a service that reads outside transactions of its own (the
+    /// api), each read bounded by `args`' statement timeout, so a read the database never
+    /// answers is cancelled there rather than holding a connection. With session pooling each
+    /// connection starts with it as its default (no round trip a read); behind a transaction
+    /// pooler a session setting would land on whichever server connection served it, so
+    /// [`Db::conn`] sets it on each read's transaction instead.
+    pub async fn connect_reads(
+        args: &DbArgs,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let statement = args.timeouts().statement;
+        let (session, read_timeout) = match args.database_pooling {
+            Pooling::Session => (statement, Duration::ZERO),
+            Pooling::Transaction => (Duration::ZERO, statement),
+        };
+        Ok(Self {
+            pool: open(args, shutdown, session).await?,
             pooling: args.database_pooling,
-            read_timeout: args.timeouts().statement,
-        }
+            read_timeout,
+        })
     }
 
     /// Whether statements may be prepared once per connection and reused

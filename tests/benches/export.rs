@@ -116,14 +116,14 @@ async fn enough_disk(stack: &Stack, repos: i64) -> anyhow::Result<()> {
 /// The api's index of checks by name and score: dropped before [`populate`], and its
 /// definition, to build again with [`build_deferred`] once the export and `COPY` are done.
 async fn defer_check_index(pool: &PgPool) -> anyhow::Result<String> {
-    let def: String = sqlx::query_scalar(
-        "SELECT pg_get_indexdef(indexrelid) FROM pg_index
+    let (name, def): (String, String) = sqlx::query_as(
+        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index
          WHERE indrelid = 'score_checks'::regclass AND NOT indisprimary",
     )
     .fetch_one(pool)
     .await
     .context("score_checks' one index besides its key")?;
-    sqlx::query("DROP INDEX score_checks_name_score_repo_idx")
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {name}")))
         .execute(pool)
         .await?;
     Ok(def)

@@ -1284,14 +1284,9 @@ async fn a_get_the_database_never_answers_is_a_503(pool: PgPool) {
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn a_read_the_database_never_answers_is_cancelled_at_the_statement_timeout(pool: PgPool) {
     seed(&pool).await;
-    api_server::ensure_login(&pool).await;
     let bouncer = fleet_tests::pgbouncer::PrivatePgBouncer::start();
     let timeout = ("DATABASE_STATEMENT_TIMEOUT_MS", "1000".to_owned());
-    let direct = ApiServer::start(
-        &api_server::url_as_login(&pool),
-        std::slice::from_ref(&timeout),
-    )
-    .await;
+    let direct = api_on(&pool, std::slice::from_ref(&timeout)).await;
     let pooled = ApiServer::start(
         &bouncer.url_as_api_login(&pool),
         &[timeout, ("DATABASE_POOLING", "transaction".into())],
