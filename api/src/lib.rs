@@ -157,7 +157,7 @@ async fn record_asked_once(app: &App) {
         return;
     }
     let written = async {
-        let mut tx = app.db.pool.begin().await?;
+        let mut tx = app.db.begin().await?;
         sqlx::query("SELECT asked_for($1)")
             .persistent(false)
             .bind(&ids)

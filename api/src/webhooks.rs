@@ -399,7 +399,7 @@ async fn insert(
     f: &Filters,
     cap: u32,
 ) -> Result<Made, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let have: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_subscriptions WHERE owner = $1")
             .persistent(db.prepares())
@@ -452,7 +452,7 @@ async fn owned(db: &Db, owner: &str, id: Option<Uuid>) -> Result<Vec<Row>, sqlx:
 }
 
 async fn remove(db: &Db, owner: &str, id: Uuid) -> Result<bool, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let gone: bool = sqlx::query_scalar("SELECT delete_webhook_subscription($1, $2)")
         .persistent(db.prepares())
         .bind(id)

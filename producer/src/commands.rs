@@ -102,7 +102,8 @@ pub async fn enqueue(
     db::check_schema(&pool).await?;
     let (js, topology) = crate::connect_nats_once(nats).await?;
     let lease = chrono::TimeDelta::seconds(i64::from(lease_secs.max(1)));
-    let items = manual::enqueue(&pool, &js, &topology, &repos, lease).await?;
+    let db = db::Db::new(pool, db_args.database_pooling);
+    let items = manual::enqueue(&db, &js, &topology, &repos, lease).await?;
     Ok(items
         .iter()
         .map(|item| format!("{}\t{}\n", item.id, item.repo))

@@ -85,7 +85,7 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 
-    /// Longest one statement may run, in milliseconds (0: no limit); a batch or claim that hits it fails and is retried, an api read that takes longer is a 503 and is cancelled in the database
+    /// Longest one statement may run, in milliseconds (0: no limit); a batch or claim that hits it fails and is retried, an api request whose statement takes longer is a 503 and the statement is cancelled in the database
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
     pub database_statement_timeout_ms: u64,
 

@@ -209,9 +209,10 @@ pub enum Pooling {
 pub struct Db {
     pub pool: PgPool,
     pub pooling: Pooling,
-    /// Behind a transaction pooler, each read's statement timeout (zero: none); with session
-    /// pooling the pool's connections carry it ([`Db::connect_reads`]).
-    read_timeout: Duration,
+    /// Behind a transaction pooler, the statement timeout of each transaction [`Db::begin`]
+    /// opens (zero: none); with session pooling the pool's connections carry it
+    /// ([`Db::connect_reads`]).
+    timeout: Duration,
 }
 
 impl Db {
@@ -219,30 +220,44 @@ impl Db {
         Self {
             pool,
             pooling,
-            read_timeout: Duration::ZERO,
+            timeout: Duration::ZERO,
         }
     }
 
-    /// Opens the pool ([`connect`]) of a service that reads outside transactions of its own (the
-    /// api), each read bounded by `args`' statement timeout, so a read the database never
-    /// answers is cancelled there rather than holding a connection. With session pooling each
-    /// connection starts with it as its default (no round trip a read); behind a transaction
-    /// pooler a session setting would land on whichever server connection served it, so
-    /// [`Db::conn`] sets it on each read's transaction instead.
+    /// Opens the pool ([`connect`]) of a service whose statements run outside transactions of
+    /// its own (the api), each bounded by `args`' statement timeout, so a statement the database
+    /// never answers is cancelled there rather than holding a connection. With session pooling
+    /// each connection starts with it as its default (no round trip a statement); behind a
+    /// transaction pooler a session setting would land on whichever server connection served
+    /// it, so [`Db::begin`] sets it on each transaction instead.
     pub async fn connect_reads(
         args: &DbArgs,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let statement = args.timeouts().statement;
-        let (session, read_timeout) = match args.database_pooling {
+        let (session, timeout) = match args.database_pooling {
             Pooling::Session => (statement, Duration::ZERO),
             Pooling::Transaction => (Duration::ZERO, statement),
         };
         Ok(Self {
             pool: open(args, shutdown, session).await?,
             pooling: args.database_pooling,
-            read_timeout,
+            timeout,
         })
+    }
+
+    /// A transaction, under the statement timeout of [`Db::connect_reads`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if self.timeout.is_zero() {
+            return self.pool.begin().await;
+        }
+        // In the same round trip as the BEGIN.
+        self.pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SET LOCAL statement_timeout = {}",
+                self.timeout.as_millis()
+            )))
+            .await
     }
 
     /// Whether statements may be prepared once per connection and reused
@@ -256,18 +271,7 @@ impl Db {
     pub async fn conn(&self) -> Result<Conn, sqlx::Error> {
         Ok(match self.pooling {
             Pooling::Session => Conn::Session(self.pool.acquire().await?),
-            Pooling::Transaction if self.read_timeout.is_zero() => {
-                Conn::Transaction(self.pool.begin().await?)
-            }
-            // In the same round trip as the BEGIN.
-            Pooling::Transaction => Conn::Transaction(
-                self.pool
-                    .begin_with(sqlx::AssertSqlSafe(format!(
-                        "BEGIN; SET LOCAL statement_timeout = {}",
-                        self.read_timeout.as_millis()
-                    )))
-                    .await?,
-            ),
+            Pooling::Transaction => Conn::Transaction(self.begin().await?),
         })
     }
 }

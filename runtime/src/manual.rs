@@ -9,8 +9,8 @@ use async_nats::jetstream::Context;
 use chrono::TimeDelta;
 use fleet_proto::RepoName;
 use fleet_proto::v1::{WorkItem, WorkReason};
-use sqlx::PgPool;
 
+use crate::db::Db;
 use crate::publish::{publish_all, work_item};
 
 /// The priority a manual item carries, above every tier a list gives. Priority orders the
@@ -19,13 +19,13 @@ use crate::publish::{publish_all, work_item};
 pub const MANUAL_PRIORITY: i32 = 100;
 
 pub async fn enqueue(
-    pool: &PgPool,
+    db: &Db,
     js: &Context,
     topology: &Topology,
     repos: &[RepoName],
     lease: TimeDelta,
 ) -> anyhow::Result<Vec<WorkItem>> {
-    request_scans(pool, repos, lease)
+    request_scans(db, repos, lease)
         .await
         .context("recording the repositories and pushing their due time forward")?;
     let items: Vec<WorkItem> = repos
@@ -45,16 +45,12 @@ pub async fn enqueue(
 
 /// Before the publish: a producer claiming meanwhile finds the rows not due. Through the
 /// database's `request_scans`, which the api's read-only role may call too.
-pub async fn request_scans(
-    pool: &PgPool,
-    repos: &[RepoName],
-    lease: TimeDelta,
-) -> Result<(), sqlx::Error> {
+async fn request_scans(db: &Db, repos: &[RepoName], lease: TimeDelta) -> Result<(), sqlx::Error> {
     let keys: Vec<String> = repos.iter().map(RepoName::key).collect();
     let owners: Vec<&str> = repos.iter().map(RepoName::owner).collect();
     let names: Vec<&str> = repos.iter().map(RepoName::name).collect();
     // In a transaction: one server behind a transaction pooler (see `db`).
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("SELECT request_scans($1, $2, $3, $4::interval)")
         .persistent(false)
         .bind(&keys)

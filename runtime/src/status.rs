@@ -8,8 +8,8 @@
 //! oldest overdue time stay exact: the failures table is small, and the oldest due time is one
 //! probe of the due index.
 
+use crate::db::Db;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::PgPool;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
@@ -84,9 +84,9 @@ pub async fn reading(conn: &mut sqlx::PgConnection) -> Result<Reading, sqlx::Err
     Ok(Reading::for_rows(rows))
 }
 
-pub async fn status(pool: &PgPool, interval: TimeDelta) -> Result<Status, sqlx::Error> {
+pub async fn status(db: &Db, interval: TimeDelta) -> Result<Status, sqlx::Error> {
     // One transaction: a consistent view, and one server behind a transaction pooler.
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     let read = reading(&mut tx).await?;
     let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT count(*),

@@ -40,7 +40,8 @@ pub async fn status(db: &DbArgs, schedule: &ScheduleArgs) -> anyhow::Result<Stri
     let pool = fleet_runtime::db::connect_once(db).await?;
     fleet_runtime::db::check_schema(&pool).await?;
     let interval = schedule.schedule().interval;
-    let status = fleet_runtime::status::status(&pool, interval).await?;
+    let db = fleet_runtime::db::Db::new(pool, db.database_pooling);
+    let status = fleet_runtime::status::status(&db, interval).await?;
     Ok(crate::report::render_status(
         &status,
         interval,

@@ -208,7 +208,11 @@ pub async fn command(
     let pg = fleet_runtime::db::connect_once(db).await?;
     fleet_runtime::db::check_schema(&pg).await?;
     let interval = schedule.schedule().interval;
-    let status = fleet_runtime::status::status(&pg, interval).await?;
+    let status = fleet_runtime::status::status(
+        &fleet_runtime::db::Db::new(pg.clone(), db.database_pooling),
+        interval,
+    )
+    .await?;
     let scored_last_day: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM score_raw WHERE scored_at > now() - interval '1 day'",
     )

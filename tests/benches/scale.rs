@@ -127,7 +127,8 @@ async fn measure(s: &Scratch, real: &[RepoName], n: usize) -> anyhow::Result<Vec
 
     let interval = TimeDelta::days(14);
     let status = median_call(|| async {
-        fleet_runtime::status::status(&s.pool, interval).await?;
+        fleet_runtime::status::status(&Db::new(s.pool.clone(), Default::default()), interval)
+            .await?;
         Ok(())
     })
     .await?;

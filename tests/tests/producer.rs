@@ -6,6 +6,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use chrono::{DateTime, TimeDelta, Utc};
 use fleet_proto::RepoName;
 use fleet_proto::v1::{FailureClass, WorkFailure, WorkItem, WorkReason};
+use fleet_runtime::db::Db;
 use fleet_runtime::dead;
 use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_MANUAL, WORKER_SCHEDULED};
 use fleet_tests::nats_server::PrivateNats;
@@ -348,7 +349,7 @@ async fn enqueue_creates_the_repo_and_uses_the_manual_lane(pool: PgPool) {
     let t = topology(&js).await;
     let repo = RepoName::parse("https://github.com/New-Org/New-Repo.git").unwrap();
     let items = fleet_runtime::manual::enqueue(
-        &pool,
+        &Db::new(pool.clone(), Default::default()),
         &js,
         &t,
         std::slice::from_ref(&repo),
@@ -381,9 +382,15 @@ async fn enqueue_of_a_due_repository_leaves_nothing_for_the_scheduled_lane(pool:
         .execute(&pool)
         .await
         .unwrap();
-    fleet_runtime::manual::enqueue(&pool, &js, &t, &repos, TimeDelta::hours(24))
-        .await
-        .unwrap();
+    fleet_runtime::manual::enqueue(
+        &Db::new(pool.clone(), Default::default()),
+        &js,
+        &t,
+        &repos,
+        TimeDelta::hours(24),
+    )
+    .await
+    .unwrap();
     let p = producer(&pool, &js, &t, 1000).await;
     let tick = p.tick().await.unwrap();
     assert!(!matches!(tick, Tick::Published(_)), "{tick:?}");

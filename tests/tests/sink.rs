@@ -884,9 +884,12 @@ async fn status_and_show_tell_operators_what_they_need(pool: PgPool) {
     .await
     .unwrap();
 
-    let status = fleet_runtime::status::status(&pool, TimeDelta::days(14))
-        .await
-        .unwrap();
+    let status = fleet_runtime::status::status(
+        &fleet_runtime::db::Db::new(pool.clone(), Default::default()),
+        TimeDelta::days(14),
+    )
+    .await
+    .unwrap();
     assert_eq!(status.repos, 3);
     assert_eq!(status.fresh, 1);
     assert_eq!(status.due_now, 1);
@@ -1452,9 +1455,12 @@ async fn status_of_a_large_table_is_estimated_from_a_sample_and_close(pool: PgPo
     .await
     .unwrap();
     let interval = TimeDelta::days(14);
-    let exact = fleet_runtime::status::status(&pool, interval)
-        .await
-        .unwrap();
+    let exact = fleet_runtime::status::status(
+        &fleet_runtime::db::Db::new(pool.clone(), Default::default()),
+        interval,
+    )
+    .await
+    .unwrap();
     assert!(
         !exact.estimated,
         "not analyzed yet: PostgreSQL does not know its size"
@@ -1462,9 +1468,12 @@ async fn status_of_a_large_table_is_estimated_from_a_sample_and_close(pool: PgPo
     assert_eq!((exact.repos, exact.fresh), (400_000, 100_000));
 
     sqlx::query("ANALYZE repos").execute(&pool).await.unwrap();
-    let s = fleet_runtime::status::status(&pool, interval)
-        .await
-        .unwrap();
+    let s = fleet_runtime::status::status(
+        &fleet_runtime::db::Db::new(pool.clone(), Default::default()),
+        interval,
+    )
+    .await
+    .unwrap();
     assert!(s.estimated);
     let close = |got: i64, want: f64| (got as f64 - want).abs() / want < 0.15;
     assert!(close(s.repos, 400_000.0), "{s:?}");

@@ -56,7 +56,7 @@ pub async fn scan(
         .retry_after(5));
     };
     let items = fleet_runtime::manual::enqueue(
-        &app.db.pool,
+        &app.db,
         js,
         &app.topology,
         std::slice::from_ref(&repo),

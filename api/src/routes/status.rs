@@ -37,7 +37,7 @@ pub(super) async fn fleet_status(app: &App) -> Result<model::Status, Failure> {
         });
     }
     let s = app
-        .query(fleet_runtime::status::status(&app.db.pool, app.interval))
+        .query(fleet_runtime::status::status(&app.db, app.interval))
         .await?;
     let status = model::Status {
         fresh_ratio: if s.repos == 0 {
