@@ -125,7 +125,15 @@ pub enum Behavior {
     FailOnce,
     /// Prints [`LEAKED_TOKEN`] in every form a credential leaks in, then exits 2 without JSON.
     Leak,
+    /// Prints a large repository's result pretty-printed (as `jq` or a wrapper script prints
+    /// it): fixture 0 with [`PRETTY_DETAILS`] lines of Pinned-Dependencies details, more
+    /// lines in all than a short tail of the log holds.
+    Pretty,
 }
+
+/// The Pinned-Dependencies details of a [`Behavior::Pretty`] scan: a repository with this
+/// many unpinned dependencies.
+pub const PRETTY_DETAILS: usize = 3_000;
 
 /// A token-shaped secret the `sim-leak` scans print, for tests that no copy of it is kept.
 pub const LEAKED_TOKEN: &str = "ghp_L3aK3dT0k3nL3aK3dT0k3nL3aK3dT0k3n0000";
@@ -168,6 +176,7 @@ pub fn behavior_for(repo: &str) -> Behavior {
         o if o.starts_with("sim-hold") => return Behavior::Hold,
         o if o.starts_with("sim-flaky") => return Behavior::FailOnce,
         o if o.starts_with("sim-leak") => return Behavior::Leak,
+        o if o.starts_with("sim-pretty") => return Behavior::Pretty,
         _ => {}
     }
     match (h >> 8) % 100 {
@@ -205,6 +214,31 @@ pub fn scan_output(repo: &str, behavior: Behavior) -> Option<(i32, Vec<(Stream, 
             }
             lines.push((Stream::Stdout, json.to_string()));
             Some((exit_code, lines))
+        }
+        Behavior::Pretty => {
+            let outputs = crate::fixtures::scorecard_outputs();
+            let mut json: serde_json::Value =
+                serde_json::from_str(&outputs[0].1).expect("fixture JSON");
+            json["repo"]["name"] = repo.into();
+            json["date"] = chrono::Utc::now().to_rfc3339().into();
+            let pinned = json["checks"]
+                .as_array_mut()
+                .expect("checks")
+                .iter_mut()
+                .find(|c| c["name"] == "Pinned-Dependencies")
+                .expect("a Pinned-Dependencies check");
+            pinned["details"] = (0..PRETTY_DETAILS)
+                .map(|i| {
+                    format!(
+                        "Warn: third-party GitHubAction not pinned by hash: .github/workflows/w{i}.yml:12"
+                    )
+                })
+                .collect();
+            let pretty = serde_json::to_string_pretty(&json).expect("JSON");
+            let mut lines = vec![start];
+            lines.extend(pretty.lines().map(|l| (Stream::Stdout, l.to_owned())));
+            lines.push((Stream::Stderr, "scan finished".to_owned()));
+            Some((0, lines))
         }
         Behavior::Skip => Some((
             0,
@@ -467,7 +501,7 @@ impl Player {
         };
         let quota = quota.filter(|_| !revoked).map(|q| {
             let calls = match behavior {
-                Behavior::Succeed { .. } => calls_for(&repo),
+                Behavior::Succeed { .. } | Behavior::Pretty => calls_for(&repo),
                 _ => 5,
             };
             (q, credential, calls)

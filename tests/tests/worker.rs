@@ -346,6 +346,25 @@ async fn exit_1_with_json_is_a_result() {
     assert!(result.score.is_some());
 }
 
+/// A result pretty-printed over thousands of lines (a large repository's details) is read
+/// whole from the pod's log, not lost to a tail of the log too short to hold it.
+#[tokio::test]
+async fn a_large_pretty_printed_result_is_read_whole_from_the_log() {
+    let h = harness(600, 3, 30).await;
+    h.enqueue(&item("github.com/sim-pretty/large")).await;
+    let ending = h.step().await;
+    let Ending::Scored(result) = ending else {
+        panic!("expected a result, got {ending:?}")
+    };
+    let pinned = result
+        .checks
+        .iter()
+        .find(|c| c.name == "Pinned-Dependencies")
+        .expect("the Pinned-Dependencies check");
+    assert_eq!(pinned.details.len(), fleet_tests::sim::PRETTY_DETAILS);
+    assert_eq!(result.checks.len(), 18, "every check of the fixture");
+}
+
 #[tokio::test]
 async fn exit_0_without_json_is_a_scan_failure_dead_lettered_with_its_reason() {
     let h = harness(600, 3, 30).await;

@@ -159,9 +159,9 @@ pub struct Cli {
     #[arg(long, env = "WATCH_UNREADY_SECS", default_value_t = 60)]
     pub watch_unready_secs: u64,
 
-    /// Most bytes of a scan's log read.
+    /// Bytes kept from the end of a scan's log, where its result is read
     #[arg(long, env = "LOG_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub log_limit_bytes: i64,
+    pub log_limit_bytes: usize,
 
     /// CPU request of a scan.
     #[arg(long, env = "SCAN_CPU_REQUEST", default_value = "250m")]

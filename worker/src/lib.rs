@@ -217,7 +217,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<()> {
             binary: cli.scorecard_binary.clone(),
             timeout: Duration::from_secs(u64::try_from(cli.job_deadline_secs).unwrap_or(3600)),
             token: cli.github_token.clone(),
-            log_limit_bytes: usize::try_from(cli.log_limit_bytes).unwrap_or(4 << 20),
+            log_limit_bytes: cli.log_limit_bytes,
             checks: cli.job_settings().checks,
         }),
     };

@@ -214,6 +214,53 @@ pub fn tail(log: &str, max: usize) -> String {
     log[start..].to_owned()
 }
 
+/// The end of a log read as a stream: its last `limit` bytes, from the first whole line in
+/// them. The kubelet caps a log only from its start (`limitBytes`) or counts lines from its
+/// end (`tailLines`), and a result pretty-printed over thousands of lines sits at the end.
+pub struct LogEnd {
+    kept: Vec<u8>,
+    limit: usize,
+    cut: bool,
+}
+
+impl LogEnd {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            limit,
+            cut: false,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.kept.extend_from_slice(chunk);
+        // Dropping the front at twice the limit keeps the copying linear in the log's length.
+        if self.kept.len() > 2 * self.limit {
+            self.drop_front();
+        }
+    }
+
+    pub fn finish(mut self) -> String {
+        if self.kept.len() > self.limit {
+            self.drop_front();
+        }
+        let mut kept = &self.kept[..];
+        if self.cut {
+            kept = match kept.iter().position(|&b| b == b'\n') {
+                Some(newline) => &kept[newline + 1..],
+                None => &[],
+            };
+        }
+        String::from_utf8_lossy(kept).into_owned()
+    }
+
+    fn drop_front(&mut self) {
+        let excess = self.kept.len() - self.limit;
+        self.kept.drain(..excess);
+        self.cut = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +453,31 @@ mod tests {
         let doc = pretty(&fixture());
         let v = interpret(&item(), &run(0, format!("{}\n", &doc[..doc.len() / 2])));
         assert_eq!(class(&v), FailureClass::InvalidOutput);
+    }
+
+    #[test]
+    fn a_log_end_keeps_the_last_whole_lines_within_its_limit() {
+        let log: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        for chunk in [1, 7, 64, 4096] {
+            let mut end = LogEnd::new(100);
+            for piece in log.as_bytes().chunks(chunk) {
+                end.push(piece);
+            }
+            let kept = end.finish();
+            assert!(kept.len() <= 100, "{chunk}: {kept:?}");
+            assert!(
+                kept.starts_with("line "),
+                "{chunk}: a whole first line: {kept:?}"
+            );
+            assert!(log.ends_with(&kept), "{chunk}: the log's end");
+            assert!(
+                kept.len() > 80,
+                "{chunk}: all the whole lines that fit: {kept:?}"
+            );
+        }
+        let mut short = LogEnd::new(100);
+        short.push(b"{\"a\": 1}\nlast");
+        assert_eq!(short.finish(), "{\"a\": 1}\nlast", "a short log whole");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fleet_proto::v1::WorkItem;
+use futures::AsyncBufReadExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
@@ -23,7 +24,7 @@ use kube::{Client, ResourceExt};
 
 use super::{JobError, RunResult, Runner};
 use crate::job::{self, CONTAINER, JobSettings};
-use crate::logs::RunLog;
+use crate::logs::{LogEnd, RunLog};
 use crate::metrics::Metrics;
 use crate::watch::{JobView, JobWatch};
 
@@ -37,8 +38,8 @@ pub struct KubeRunner {
     /// A pod not Ready this long after its Job was created is stuck (image pull,
     /// scheduling): an INFRA failure, with the reason Kubernetes gives.
     pub pending_timeout: Duration,
-    /// Most log bytes read per scan; scorecard's JSON is ~10-50 KB.
-    pub log_limit_bytes: i64,
+    /// Log bytes kept per scan, from its end; scorecard's JSON is ~10-50 KB.
+    pub log_limit_bytes: usize,
     pub metrics: Metrics,
     /// Bounds this process's concurrent API requests (the shared watch aside).
     api_permits: tokio::sync::Semaphore,
@@ -49,17 +50,13 @@ pub struct KubeRunner {
 /// buffers that stayed (measured); 32 keeps that burst cheap and spares the API server.
 const API_CONCURRENCY: usize = 32;
 
-/// Log lines read from the end of a scan's log: the JSON is the last stdout line, followed by
-/// at most a few stderr lines.
-const LOG_TAIL_LINES: i64 = 500;
-
 impl KubeRunner {
     pub fn new(
         client: Client,
         settings: JobSettings,
         watch: JobWatch,
         pending_timeout: Duration,
-        log_limit_bytes: i64,
+        log_limit_bytes: usize,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -72,6 +69,25 @@ impl KubeRunner {
             log_limit_bytes,
             metrics,
             api_permits: tokio::sync::Semaphore::new(API_CONCURRENCY),
+        }
+    }
+
+    /// The last `log_limit_bytes` of a finished scan's log, read as a stream ([`LogEnd`]).
+    async fn log_end(&self, pod: &str) -> Result<String, LogError> {
+        let params = LogParams {
+            container: Some(CONTAINER.to_owned()),
+            ..Default::default()
+        };
+        let mut stream = std::pin::pin!(self.pods.log_stream(pod, &params).await?);
+        let mut end = LogEnd::new(self.log_limit_bytes);
+        loop {
+            let chunk = stream.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(end.finish());
+            }
+            end.push(chunk);
+            let n = chunk.len();
+            stream.consume_unpin(n);
         }
     }
 
@@ -335,14 +351,7 @@ impl KubeRunner {
             .and_then(|c| c.state?.terminated);
         let mut log = String::new();
         if let Some(pod) = &pod {
-            let params = LogParams {
-                container: Some(CONTAINER.to_owned()),
-                tail_lines: Some(LOG_TAIL_LINES),
-                limit_bytes: Some(self.log_limit_bytes),
-                ..Default::default()
-            };
-            let pod_name = pod.name_any();
-            match self.api("log", self.pods.logs(&pod_name, &params)).await {
+            match self.api("log", self.log_end(&pod.name_any())).await {
                 Ok(text) => log = text,
                 // Without a log the rules still classify the run (NO_OUTPUT, TIMEOUT, ...).
                 Err(e) => tracing::warn!(job = name, error = %e, "reading the scan's log failed"),
@@ -362,6 +371,15 @@ impl KubeRunner {
                 .or_else(|| Some(Utc::now())),
         })
     }
+}
+
+/// Why a scan's log could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LogError {
+    #[error(transparent)]
+    Request(#[from] kube::Error),
+    #[error("reading it: {0}")]
+    Read(#[from] std::io::Error),
 }
 
 /// A Job this delivery created or adopted.
