@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use fleet_proto::v1::{FailureClass, ScoreResult, WorkFailure, WorkItem, WorkReason};
-use fleet_runtime::topology::{Topology, TopologyArgs, WORKER_SCHEDULED};
+use fleet_runtime::topology::{
+    Topology, TopologyArgs, WORKER_DISCOVERY, WORKER_MANUAL, WORKER_SCHEDULED,
+};
 use fleet_tests::kube_support::{self, TestNamespace, eventually};
 use fleet_tests::proxy::CutProxy;
 use fleet_tests::sim::Simulator;
@@ -670,14 +672,29 @@ async fn a_worker_fills_its_free_slots_from_waiting_work_without_waiting_out_a_p
     .unwrap();
     sigterm(&worker.0);
     let mut asked = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), pulls.next()).await {
+    let mut held = Vec::new();
+    while let Ok(Some(pull)) = tokio::time::timeout(Duration::from_millis(500), pulls.next()).await
+    {
         asked += 1;
+        let consumer = pull.subject.rsplit('.').next().unwrap_or_default();
+        let request: serde_json::Value = serde_json::from_slice(&pull.payload).unwrap();
+        if [WORKER_MANUAL, WORKER_DISCOVERY].contains(&consumer)
+            && (request["no_wait"] != true || request.get("expires").is_some())
+        {
+            held.push(format!("{consumer}: {request}"));
+        }
     }
     // Each slot asks the manual and discovery lanes (empty: answered at once) and then the
     // scheduled lane, and the free loop asks once more for the next slot's message.
     assert!(
         asked <= 3 * SLOTS + 6,
         "{asked} pull requests for {SLOTS} messages"
+    );
+    // The server holds a pull with an expiry until it expires whenever the lane is empty, and
+    // each scheduled item would wait that long behind it, however short it is.
+    assert!(
+        held.is_empty(),
+        "the lanes ahead of the scheduled one were asked with a wait: {held:?}"
     );
     for repo in &repos {
         h.sim.release(repo).await.unwrap();
