@@ -231,6 +231,17 @@ async fn the_public_api_answers_in_scorecards_shape_with_caching_and_clear_error
             "is not a repository path",
         );
     }
+    // A segment that does not decode (not UTF-8) is as unknown to the public API.
+    for undecodable in [
+        "/projects/github.com/fleet-test/%FF",
+        "/projects/github.com/%FF/alpha/history",
+    ] {
+        assert_error(
+            &api.get(undecodable, &[]).await,
+            404,
+            "is not a repository path",
+        );
+    }
     assert_error(
         &api.get("/projects/github.com/-bad-/alpha", &[]).await,
         404,
@@ -339,6 +350,11 @@ async fn badges_show_the_score_band_in_every_style_and_grey_for_unknown(pool: Pg
         ),
         (
             "/projects/github.com/fleet-test/alpha.git/badge",
+            404,
+            ">invalid repo path<",
+        ),
+        (
+            "/projects/github.com/%FF/alpha/badge",
             404,
             ">invalid repo path<",
         ),
@@ -1185,7 +1201,13 @@ async fn concurrent_gets_share_the_databases_queries(pool: PgPool) {
     };
     let (answers, ()) = tokio::join!(gets, release);
     for answer in &answers {
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}; the api's log:\n{}",
+            answer.body,
+            api.log_text()
+        );
     }
     assert!(
         answers[0].body.contains("\"score\""),

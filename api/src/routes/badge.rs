@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::project::{Found, look_up, unscored_max_age};
 use super::{
-    Failure, Params, RepoPath, Segments, Shared, cached, max_age, repo_name, set_retry_after,
+    Failure, Params, RepoPath, Segments, Shared, asked_repo, cached, max_age, set_retry_after,
 };
 use crate::badge::{self, Style};
 use crate::discovery::Client;
@@ -54,7 +54,7 @@ pub async fn badge_svg(
         Ok(style) => style,
         Err(says) => return badge_answer(StatusCode::BAD_REQUEST, Style::default(), &says, 60),
     };
-    let repo = match path.and_then(|Segments(p)| repo_name(&p, StatusCode::NOT_FOUND)) {
+    let repo = match asked_repo(path) {
         Ok(repo) => repo,
         Err(_) => return badge_answer(StatusCode::NOT_FOUND, style, "invalid repo path", 3_600),
     };

@@ -1,13 +1,12 @@
 //! A repository's scans, newest first (`GET /projects/.../history`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::project::unknown;
-use super::{Failure, Params, RepoPath, Segments, Shared, bad_cursor, page_limit, repo_name};
+use super::{Failure, Params, RepoPath, Segments, Shared, asked_repo, bad_cursor, page_limit};
 use crate::model::{self, ApiError};
 use crate::store;
 
@@ -49,10 +48,10 @@ pub(super) fn history_cursor(text: &str) -> Result<store::HistoryCursor, Failure
 )]
 pub async fn history(
     State(app): State<Shared>,
-    Segments(path): Segments<RepoPath>,
+    path: Result<Segments<RepoPath>, Failure>,
     Params(query): Params<PageQuery>,
 ) -> Result<Response, Failure> {
-    let repo = repo_name(&path, StatusCode::NOT_FOUND)?;
+    let repo = asked_repo(path)?;
     let limit = page_limit(query.limit)?;
     let before = query.before.as_deref().map(history_cursor).transpose()?;
     // The repository alone: its latest result (and its raw output) is not needed here.

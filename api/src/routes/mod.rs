@@ -251,6 +251,21 @@ fn repo_name(path: &RepoPath, status: StatusCode) -> Result<RepoName, Failure> {
     Ok(parsed)
 }
 
+/// The repository a GET path names. Whatever the public API would not find there is a 404, as it
+/// is there: a segment that does not decode too.
+fn asked_repo(path: Result<Segments<RepoPath>, Failure>) -> Result<RepoName, Failure> {
+    let Segments(path) = path.map_err(|e| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the path is not a repository path: expected github.com/OWNER/NAME ({})",
+                e.message
+            ),
+        )
+    })?;
+    repo_name(&path, StatusCode::NOT_FOUND)
+}
+
 /// A browser asking for a page rather than a program asking for JSON.
 pub fn wants_html(headers: &HeaderMap) -> bool {
     headers

@@ -11,8 +11,8 @@ use fleet_proto::RepoName;
 use serde::Deserialize;
 
 use super::{
-    App, Failure, PAGE_MAX, Params, RepoPath, Segments, Shared, cached, html_page, max_age,
-    repo_name, set_retry_after, wants_html,
+    App, Failure, PAGE_MAX, Params, RepoPath, Segments, Shared, asked_repo, cached, html_page,
+    max_age, set_retry_after, wants_html,
 };
 use crate::discovery::{self, Client, Standing, Unscored};
 use crate::model::{self, ApiError};
@@ -248,12 +248,12 @@ pub struct ProjectQuery {
 )]
 pub async fn project(
     State(app): State<Shared>,
-    Segments(path): Segments<RepoPath>,
+    path: Result<Segments<RepoPath>, Failure>,
     Params(query): Params<ProjectQuery>,
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    let repo = repo_name(&path, StatusCode::NOT_FOUND)?;
+    let repo = asked_repo(path)?;
     let commit = query.commit.map(|c| commit_hex(&c)).transpose()?;
     let page = wants_html(&headers) && commit.is_none();
     let latest = match look_up(&app, &repo, &client, false).await? {
