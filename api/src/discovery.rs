@@ -258,8 +258,9 @@ impl Unscored {
         match self {
             Self::Queued { .. } | Self::Pending { .. } => "pending",
             Self::Missing { .. } => "repo not found",
-            Self::Failed { .. } => "not scored yet",
-            _ => "unknown",
+            Self::Failed { .. } | Self::NotScheduled => "not scored yet",
+            Self::OverBudget { .. } | Self::ClientLimited { .. } => "try later",
+            Self::Unknown => "unknown",
         }
     }
 }

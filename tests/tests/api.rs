@@ -361,7 +361,7 @@ async fn badges_show_the_score_band_in_every_style_and_grey_for_unknown(pool: Pg
         (
             "/projects/github.com/fleet-test/never-scored/badge",
             200,
-            ">unknown<",
+            ">not scored yet<",
         ),
     ] {
         let b = api.get(path, &[]).await;
@@ -817,6 +817,16 @@ async fn the_pages_render_in_a_real_browser(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
+    // Another, older than one interval (14 days) but not two: not yet stale.
+    sqlx::query(
+        "UPDATE scores SET scored_at = now() - interval '20 days'
+         WHERE repo_id = (SELECT s.repo_id FROM scores s JOIN repos r ON r.id = s.repo_id
+                          WHERE r.repo_key <> $1 ORDER BY s.repo_id DESC OFFSET 1 LIMIT 1)",
+    )
+    .bind(ALPHA.to_ascii_lowercase())
+    .execute(&pool)
+    .await
+    .unwrap();
     let api = api_on(&pool, &[("API_DISCOVERY", "false".into())]).await;
     let shots = fleet_tests::report::target_dir();
     std::fs::create_dir_all(&shots).unwrap();
@@ -924,6 +934,25 @@ async fn the_pages_render_in_a_real_browser(pool: PgPool) {
     assert!(
         stale.contains("<p id=\"stale\" class=\"stale\">Stale: this result is 40 days old"),
         "{stale}"
+    );
+    let (older_repo,): (String,) = sqlx::query_as(
+        "SELECT r.owner || '/' || r.name FROM repos r JOIN scores s ON s.repo_id = r.id
+         WHERE s.scored_at BETWEEN now() - interval '25 days' AND now() - interval '15 days'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let older = api
+        .get(
+            &format!("/projects/github.com/{older_repo}"),
+            &[("accept", "text/html")],
+        )
+        .await;
+    assert_eq!(older.status, 200);
+    assert!(
+        older.body.contains("id=\"freshness\"") && !older.body.contains("id=\"stale\""),
+        "20 days, under two intervals, is not stale: {}",
+        older.body
     );
 
     // The search box leads to the page; a browser asking for an unknown repository gets a page.
@@ -1418,6 +1447,17 @@ async fn a_database_outage_is_a_503_and_readyz_names_postgres_until_it_is_back()
     let down = api.get("/projects/github.com/fleet-test/alpha", &[]).await;
     assert_error(&down, 503, "the database is unavailable");
     assert_eq!(down.header("retry-after"), Some("5"));
+    // The badge says so as a badge: it sits in someone's <img>.
+    let badge = api
+        .get("/projects/github.com/fleet-test/alpha/badge", &[])
+        .await;
+    assert_eq!(badge.status, 503, "{badge:?}");
+    assert_eq!(badge.header("content-type"), Some("image/svg+xml"));
+    assert!(
+        badge.body.starts_with("<svg") && badge.body.contains(">unavailable<"),
+        "{}",
+        badge.body
+    );
     fleet_tests::probe::readyz_until(api.ops, 503, "postgres", Duration::from_secs(20)).await;
 
     pg.resume();

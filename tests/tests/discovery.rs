@@ -322,7 +322,8 @@ async fn the_fleet_budget_and_the_per_client_limit_refuse_with_retry_after(pool:
             &from("198.51.100.4"),
         )
         .await;
-    assert!(badge.body.contains(">unknown<"), "{}", badge.body);
+    // The badge names why there is no score: not queued, for now.
+    assert!(badge.body.contains(">try later<"), "{}", badge.body);
     assert!(badge.header("retry-after").is_some());
 
     let queued: Vec<String> = discoveries(&js, &topology)
@@ -405,6 +406,49 @@ async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_r
     })
     .await
     .unwrap();
+
+    // Retired with a score kept: the GET answers the kept score and schedules it again.
+    let repo = fleet_proto::RepoName::parse("github.com/sim-ok-retired/again").unwrap();
+    let kept = fleet_tests::results::result_at_commit(
+        &repo,
+        "kept",
+        Utc::now() - TimeDelta::days(60),
+        0,
+        None,
+    );
+    sink::upsert::write_batch(
+        &pool,
+        fleet_runtime::db::Timeouts::default(),
+        &[sink::decode::Record::Result(kept)],
+        &sink::schedule::Schedule {
+            interval: TimeDelta::days(14),
+            jitter: TimeDelta::hours(24),
+            missing_for: TimeDelta::days(7),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
+             last_asked_at = now() - interval '90 days'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let answer = api.get(path, &[]).await;
+    assert_eq!(answer.status, 200, "the kept score: {answer:?}");
+    assert!(answer.json()["score"].is_number(), "{}", answer.body);
+    let (enabled, retired): (bool, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT enabled, retired_at FROM repos")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        enabled && retired.is_none(),
+        "a scored one brought back too"
+    );
+    assert_eq!(discoveries(&js, &topology).await.len(), 3);
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -438,9 +482,16 @@ async fn the_pending_page_and_badge_render_in_a_real_browser(pool: PgPool) {
     // The status page shows each lane's wait in words.
     let status = browse_to(api.url("/"), "api-status-lanes.png").await;
     // The page's visit queued one discovery, and no worker runs here: it waits.
+    let discovery_row =
+        "<td>new repositories (discovery)</td><td class=\"num\">1</td><td class=\"num\">";
+    let waited = status
+        .split(discovery_row)
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .unwrap_or_else(|| panic!("the discovery lane's row: {status}"));
     assert!(
-        status.contains("<td>new repositories (discovery)</td><td class=\"num\">1</td>"),
-        "{status}"
+        waited.ends_with(" s") || waited.ends_with(" min"),
+        "the oldest's wait in words: {waited:?}"
     );
     assert!(
         status.contains("<td>scan requests (manual)</td><td class=\"num\">none</td>"),
@@ -452,6 +503,16 @@ async fn the_pending_page_and_badge_render_in_a_real_browser(pool: PgPool) {
     assert!(
         !status.contains("+00:00"),
         "machine dates on the page: {status}"
+    );
+    let counted = status
+        .split("Counted <time datetime=")
+        .nth(1)
+        .and_then(|rest| rest.split("</time>").next())
+        .unwrap_or_else(|| panic!("when the numbers were counted: {status}"));
+    let shown = counted.rsplit('>').next().unwrap_or_default();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(shown, "%Y-%m-%d %H:%M UTC").is_ok(),
+        "a date read at a glance (2026-12-06 15:06 UTC): {counted:?}"
     );
 }
 

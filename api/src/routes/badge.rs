@@ -27,7 +27,7 @@ pub struct BadgeQuery {
         ("style" = Option<Style>, Query, description = "The badge's shape"),
     ),
     responses(
-        (status = 200, description = "The badge: the score, or grey \"pending\" (short max-age), \"repo not found\", \"unknown\"; Last-Modified is the scan's date", content_type = "image/svg+xml", body = String),
+        (status = 200, description = "The badge: the score, or grey \"pending\" (short max-age), \"repo not found\", \"not scored yet\", \"try later\" (Retry-After), \"unknown\"; Last-Modified is the scan's date", content_type = "image/svg+xml", body = String),
         (status = 304, description = "Not modified (If-None-Match, or If-Modified-Since)"),
         (status = 400, description = "Invalid style: a grey badge that says so", content_type = "image/svg+xml", body = String),
         (status = 404, description = "Not a repository path: a grey \"invalid repo path\" badge", content_type = "image/svg+xml", body = String),
