@@ -101,7 +101,7 @@ pub struct CreateWebhook {
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub owners: Vec<String>,
-    /// Checks (scorecard's names, any case) whose drop `check_drops` reports; empty: any.
+    /// Checks whose drop `check_drops` reports (scorecard's names, any case; only with it).
     #[serde(default)]
     #[schema(max_items = 1000, example = json!(["Code-Review"]))]
     pub checks: Vec<String>,
@@ -236,6 +236,13 @@ pub fn filters(request: &CreateWebhook) -> Result<Filters, String> {
         && !(0.0..=10.0).contains(&below)
     {
         return Err(format!("below {below} is out of range: 0 to 10"));
+    }
+    if !checks.is_empty() && !request.check_drops {
+        return Err(
+            "checks narrow check_drops to the checks named; ask for check_drops too, or leave \
+             checks out"
+                .into(),
+        );
     }
     if request.below.is_none() && !request.check_drops && !request.any_change {
         return Err(
@@ -793,6 +800,7 @@ mod tests {
             "repos": ["https://github.com/Acme/Anvil.git", "github.com/acme/anvil"],
             "owners": ["Acme", "github.com/Other/"],
             "checks": ["code-review", "SAST"],
+            "check_drops": true,
             "below": 4.5,
         })))
         .unwrap();
@@ -801,7 +809,7 @@ mod tests {
         assert_eq!(f.checks, ["Code-Review", "SAST"]);
         assert_eq!(
             (f.below, f.check_drops, f.any_change),
-            (Some(4.5), false, false)
+            (Some(4.5), true, false)
         );
     }
 
@@ -823,6 +831,10 @@ mod tests {
             (
                 serde_json::json!({"checks": ["Nope"]}),
                 "\"Nope\" is not a scorecard check",
+            ),
+            (
+                serde_json::json!({"checks": ["SAST"], "below": 3}),
+                "checks narrow check_drops",
             ),
             (serde_json::json!({"below": -1}), "below -1 is out of range"),
             (serde_json::json!({"below": null}), "at least one trigger"),

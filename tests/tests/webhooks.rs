@@ -762,6 +762,29 @@ async fn a_hanging_endpoint_does_not_delay_another_endpoints_deliveries(pool: Pg
         !hanging.got_at("/hang").is_empty(),
         "the hanging endpoint was being called meanwhile"
     );
+    // Each hanging request was given up at the response timeout (5 s), to be tried again.
+    let timed_out = eventually(
+        "a hanging request given up",
+        Duration::from_secs(30),
+        || async {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT d.outcome, coalesce(d.error, '') FROM webhook_deliveries d
+                 JOIN webhook_subscriptions s ON s.id = d.subscription_id
+                 WHERE s.url LIKE '%/hang'",
+            )
+            .fetch_all(&pool)
+            .await?;
+            Ok((!rows.is_empty()).then_some(rows))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        timed_out
+            .iter()
+            .all(|(outcome, error)| outcome == "retrying" && error.contains("timed out")),
+        "{timed_out:?}"
+    );
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -936,6 +959,7 @@ async fn an_owner_manages_subscriptions_through_the_api_and_the_secret_shown_onc
             "url": receiver.url("/anvil"),
             "repos": ["github.com/Acme/Anvil"],
             "checks": ["code-review"],
+            "check_drops": true,
             "below": 5,
             "any_change": true,
         })),
@@ -1128,6 +1152,19 @@ async fn an_owner_manages_subscriptions_through_the_api_and_the_secret_shown_onc
         !api.log_text().contains("/anvil"),
         "the api logged a subscription's URL"
     );
+    // The api made and showed the secret: it keeps it in no log, metric, stream or table.
+    let bare = secret.trim_start_matches("whsec_").to_owned();
+    for needle in [secret.as_str(), bare.as_str()] {
+        assert_kept_nowhere(
+            needle,
+            &js,
+            &topology,
+            &pool,
+            &[api.log_text(), _service.log_text()],
+            api.ops,
+        )
+        .await;
+    }
 }
 
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
@@ -1164,6 +1201,8 @@ async fn each_refused_subscription_is_a_400_that_says_why(pool: PgPool) {
             "the cloud metadata service",
         ),
         (with("url", "https://10.1.2.3/".into()), "private"),
+        (with("url", "https://169.254.1.1/".into()), "link-local"),
+        (with("url", "https://[fe80::1]/".into()), "link-local"),
         (
             with("url", "https://localhost:8443/hook".into()),
             "every address",
@@ -1189,6 +1228,11 @@ async fn each_refused_subscription_is_a_400_that_says_why(pool: PgPool) {
             "Code-Reviw",
         ),
         (with("below", serde_json::json!(11)), "below"),
+        // Checks narrow check_drops: with other triggers alone they would narrow nothing.
+        (
+            with("checks", serde_json::json!(["Code-Review"])),
+            "checks narrow check_drops",
+        ),
         (no_trigger, "at least one trigger"),
         (with("check_drop", true.into()), "check_drop"),
     ] {
