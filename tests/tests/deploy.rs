@@ -278,9 +278,9 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
     use k8s_openapi::api::core::v1::{
         Affinity, AppArmorProfile, ConfigMap, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
         EnvVar, EnvVarSource, HostAlias, HostPathVolumeSource, NodeAffinity, NodeSelector,
-        NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSecurityContext, ResourceRequirements,
-        SELinuxOptions, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
-        SecurityContext, Sysctl, Toleration, TopologySpreadConstraint, Volume,
+        NodeSelectorRequirement, NodeSelectorTerm, Pod, PodDNSConfig, PodSecurityContext,
+        ResourceRequirements, SELinuxOptions, SeccompProfile, SecretEnvSource, SecretKeySelector,
+        SecretVolumeSource, SecurityContext, Sysctl, Toleration, TopologySpreadConstraint, Volume,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use kube::api::{Api, PostParams};
@@ -722,6 +722,56 @@ async fn the_admission_policy_admits_what_the_worker_builds_and_nothing_else() {
                 }])
             },
             "(host aliases)",
+        ),
+        (
+            "a name server of its own",
+            |j| {
+                spec(j).dns_policy = Some("None".into());
+                spec(j).dns_config = Some(PodDNSConfig {
+                    nameservers: Some(vec!["203.0.113.53".into()]),
+                    ..Default::default()
+                });
+            },
+            "(dns)",
+        ),
+        (
+            "a search domain of its own",
+            |j| {
+                spec(j).dns_config = Some(PodDNSConfig {
+                    searches: Some(vec!["attacker.example".into()]),
+                    ..Default::default()
+                });
+            },
+            "(dns)",
+        ),
+        (
+            "the node's resolver",
+            |j| spec(j).dns_policy = Some("Default".into()),
+            "(dns)",
+        ),
+        (
+            "a pod priority",
+            |j| spec(j).priority = Some(1_000_000_000),
+            "(priority class)",
+        ),
+        (
+            "an init container of another image",
+            |j| {
+                let mut init = container(j).clone();
+                init.name = "init".into();
+                init.image = Some("busybox:1.36".into());
+                spec(j).init_containers = Some(vec![init]);
+            },
+            "(image)",
+        ),
+        (
+            "an unmasked /proc",
+            |j| {
+                // The API server takes Unmasked only in a user namespace.
+                spec(j).host_users = Some(false);
+                security(j).proc_mount = Some("Unmasked".into());
+            },
+            "(security options)",
         ),
         // Resources within the ceiling of the policy's parameters.
         ("no limits", |j| resources(j).limits = None, "(resources)"),
