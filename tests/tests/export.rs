@@ -624,15 +624,40 @@ async fn the_ecosystem_figures_come_from_the_export_and_render_as_charts_in_a_re
     .execute(&pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO work_failures (repo_id, work_id, class, message, attempts, failed_at)
+         SELECT id, 'failed-once', 'SCAN_FAILED', 'repo unreachable', 1, now() FROM repos
+         WHERE repo_key = 'github.com/fleet-test/never'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     export_done(&pool, &topology, &dir);
     let api = api_serving(&pool, &dir).await;
 
-    let figures = api.get("/stats", &[]).await;
+    // From the export's figures, not the score tables: with every table the figures come from
+    // locked, the answer is there at once.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query(
+        "LOCK TABLE repos, scores, score_checks, score_history, work_failures IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+    let figures = tokio::time::timeout(Duration::from_secs(10), api.get("/stats", &[]))
+        .await
+        .expect("/stats answered while the score tables are locked");
+    lock.rollback().await.unwrap();
     assert_eq!(figures.status, 200, "{figures:?}");
     assert!(figures.header("last-modified").is_some());
     let f = figures.json();
     let truth = truth(&pool).await;
     assert_eq!(f["coverage"]["repositories"], REPOS + 1);
+    let failing: i64 = sqlx::query_scalar("SELECT count(*) FROM work_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((f["coverage"]["failing"].as_i64(), failing), (Some(1), 1));
     assert_eq!(f["coverage"]["scored"], truth["rows"]);
     assert_eq!(f["coverage"]["never_scored"], 1);
     assert_eq!(f["latest"]["results"], truth["rows"]);
@@ -693,5 +718,11 @@ async fn the_ecosystem_figures_come_from_the_export_and_render_as_charts_in_a_re
         "{dom}"
     );
     assert!(!dom.contains("<script"), "no script on the page");
+    for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(
+            !dom.contains(external),
+            "no external asset ({external}) on the page"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
