@@ -898,6 +898,8 @@ async fn scale_in(scratch: &Scratch, worker_binary: &Path) -> anyhow::Result<Sca
     scratch.enqueue(&repos).await?;
     let jobs: Api<Job> = Api::namespaced(scratch.admin.clone(), &scratch.ns);
     let mut next_progress = started;
+    // Each Job's name and uid: the per-Job watches and the GETs go by name, the shared watch
+    // (as the worker's) by uid.
     let mut names: Vec<String> = Vec::new();
     let (in_flight, job_count, running) = loop {
         exited(&mut child)?;
@@ -910,7 +912,11 @@ async fn scale_in(scratch: &Scratch, worker_binary: &Path) -> anyhow::Result<Sca
             .list_metadata(&ListParams::default().labels(SELECTOR))
             .await
         {
-            names = list.items.iter().map(ResourceExt::name_any).collect();
+            names = list
+                .items
+                .iter()
+                .map(|j| format!("{} {}", j.name_any(), j.uid().unwrap_or_default()))
+                .collect();
         }
         let job_count = names.len();
         let running = repos.iter().filter(|r| sim.holding(r)).count();
@@ -986,8 +992,8 @@ async fn scale_in(scratch: &Scratch, worker_binary: &Path) -> anyhow::Result<Sca
     })
 }
 
-/// Re-executes this binary as a watch-only process, hands it the Jobs' names and reads its
-/// report.
+/// Re-executes this binary as a watch-only process, hands it the Jobs' names and uids (`NAME
+/// UID` lines) and reads its report.
 async fn run_probe(mode: &str, namespace: &str, names: &[String]) -> anyhow::Result<ProbeReport> {
     let exe = std::env::current_exe().context("this binary's path")?;
     let mut child = tokio::process::Command::new(exe)
@@ -1024,12 +1030,12 @@ async fn run_probe(mode: &str, namespace: &str, names: &[String]) -> anyhow::Res
 /// binary, client and runtime in every mode, so the differences between them are the watches.
 /// The names come from the parent so that listing them leaves nothing in this heap.
 async fn probe(mode: &str, namespace: &str) -> anyhow::Result<()> {
-    let names: Vec<String> = std::io::read_to_string(std::io::stdin())
+    let (names, uids): (Vec<String>, Vec<String>) = std::io::read_to_string(std::io::stdin())
         .context("reading the Jobs' names")?
         .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, uid)| (name.to_owned(), uid.to_owned()))
+        .unzip();
     let client = kube_support::admin().await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     // One request, so the floor includes a connected client, as the idle worker's does.
@@ -1053,10 +1059,10 @@ async fn probe(mode: &str, namespace: &str) -> anyhow::Result<()> {
         }
         "shared" => {
             let watch = JobWatch::start(client, namespace, Metrics::default(), stop.clone());
-            for name in &names {
+            for uid in &uids {
                 tokio::spawn(hold_subscription(
                     watch.clone(),
-                    name.clone(),
+                    uid.clone(),
                     synced.clone(),
                     stop.clone(),
                 ));
@@ -1142,11 +1148,11 @@ async fn hold_own_watch(
 /// This design's waiter: a subscription to the shared watch, as `KubeRunner::wait` holds.
 async fn hold_subscription(
     watch: JobWatch,
-    name: String,
+    uid: String,
     synced: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
-    let mut rx = watch.subscribe(&name);
+    let mut rx = watch.subscribe(&uid);
     let seen = tokio::select! {
         () = stop.cancelled() => return,
         seen = rx.wait_for(Option::is_some) => seen.is_ok(),
