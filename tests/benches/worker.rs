@@ -536,6 +536,7 @@ impl PerJobWatchRunner {
                 .as_ref()
                 .is_some_and(|f| f.reason == "DeadlineExceeded"),
             log,
+            log_cut: false,
             started_at: view.created,
             finished_at: terminated
                 .and_then(|t| t.finished_at.map(|f| worker::watch::utc(&f.0)))

@@ -159,8 +159,9 @@ pub struct Cli {
     #[arg(long, env = "WATCH_UNREADY_SECS", default_value_t = 60)]
     pub watch_unready_secs: u64,
 
-    /// Bytes kept from the end of a scan's log, where its result is read
-    #[arg(long, env = "LOG_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Bytes kept from the end of a scan's log, where its result is read (at least 64 KiB)
+    #[arg(long, env = "LOG_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(65_536..))]
     pub log_limit_bytes: usize,
 
     /// CPU request of a scan.

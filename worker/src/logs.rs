@@ -13,6 +13,8 @@
 //!   reason); OOMKilled or another non-zero exit, POD_FAILED; else NO_OUTPUT. API errors and
 //!   stuck pods never reach here: the runner makes them INFRA.
 
+use std::collections::VecDeque;
+
 use chrono::{DateTime, Utc};
 use fleet_proto::RepoName;
 use fleet_proto::scorecard::{RunInfo, parse_result};
@@ -41,6 +43,8 @@ pub struct RunLog {
     /// The run hit its deadline (the Job's activeDeadlineSeconds, or the process timeout).
     pub deadline_exceeded: bool,
     pub log: String,
+    /// The log was longer than the worker reads (`LOG_LIMIT_BYTES`): only its end is `log`.
+    pub log_cut: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -170,6 +174,12 @@ fn failure_in_log(run: &RunLog) -> (FailureClass, String) {
             FailureClass::PodFailed,
             "scorecard was killed for using too much memory (OOMKilled)".into(),
         ),
+        (Some(0), _) if run.log_cut => (
+            FailureClass::NoOutput,
+            "scorecard exited 0 without a result in the end of its log the worker reads \
+             (LOG_LIMIT_BYTES); a result longer than that is not read"
+                .into(),
+        ),
         (Some(0), _) => (
             FailureClass::NoOutput,
             "scorecard exited 0 without printing a result".into(),
@@ -218,46 +228,55 @@ pub fn tail(log: &str, max: usize) -> String {
 /// them. The kubelet caps a log only from its start (`limitBytes`) or counts lines from its
 /// end (`tailLines`), and a result pretty-printed over thousands of lines sits at the end.
 pub struct LogEnd {
-    kept: Vec<u8>,
+    kept: VecDeque<u8>,
     limit: usize,
+    /// Bytes were dropped from the front; and whether the last of them ended a line.
     cut: bool,
+    cut_after_newline: bool,
+}
+
+/// What [`LogEnd`] kept.
+#[derive(Debug, Default)]
+pub struct LogKept {
+    pub text: String,
+    /// The log was longer than the limit: its beginning was not read.
+    pub cut: bool,
 }
 
 impl LogEnd {
     pub fn new(limit: usize) -> Self {
         Self {
-            kept: Vec::new(),
+            kept: VecDeque::new(),
             limit,
             cut: false,
+            cut_after_newline: false,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
-        self.kept.extend_from_slice(chunk);
-        // Dropping the front at twice the limit keeps the copying linear in the log's length.
-        if self.kept.len() > 2 * self.limit {
-            self.drop_front();
+        self.kept.extend(chunk);
+        if self.kept.len() > self.limit {
+            let excess = self.kept.len() - self.limit;
+            self.cut_after_newline = self.kept[excess - 1] == b'\n';
+            // A ring: dropping the front moves nothing else.
+            self.kept.drain(..excess);
+            self.cut = true;
         }
     }
 
-    pub fn finish(mut self) -> String {
-        if self.kept.len() > self.limit {
-            self.drop_front();
-        }
-        let mut kept = &self.kept[..];
-        if self.cut {
-            kept = match kept.iter().position(|&b| b == b'\n') {
+    pub fn finish(self) -> LogKept {
+        let kept = Vec::from(self.kept);
+        let whole_lines = match (self.cut, self.cut_after_newline) {
+            (false, _) | (true, true) => &kept[..],
+            (true, false) => match kept.iter().position(|&b| b == b'\n') {
                 Some(newline) => &kept[newline + 1..],
                 None => &[],
-            };
+            },
+        };
+        LogKept {
+            text: String::from_utf8_lossy(whole_lines).into_owned(),
+            cut: self.cut,
         }
-        String::from_utf8_lossy(kept).into_owned()
-    }
-
-    fn drop_front(&mut self) {
-        let excess = self.kept.len() - self.limit;
-        self.kept.drain(..excess);
-        self.cut = true;
     }
 }
 
@@ -455,29 +474,56 @@ mod tests {
         assert_eq!(class(&v), FailureClass::InvalidOutput);
     }
 
+    fn end_of(log: &str, limit: usize, chunk: usize) -> LogKept {
+        let mut end = LogEnd::new(limit);
+        for piece in log.as_bytes().chunks(chunk) {
+            end.push(piece);
+        }
+        end.finish()
+    }
+
     #[test]
     fn a_log_end_keeps_the_last_whole_lines_within_its_limit() {
         let log: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         for chunk in [1, 7, 64, 4096] {
-            let mut end = LogEnd::new(100);
-            for piece in log.as_bytes().chunks(chunk) {
-                end.push(piece);
-            }
-            let kept = end.finish();
-            assert!(kept.len() <= 100, "{chunk}: {kept:?}");
+            let LogKept { text, cut } = end_of(&log, 100, chunk);
+            assert!(cut, "{chunk}");
+            assert!(text.len() <= 100, "{chunk}: {text:?}");
             assert!(
-                kept.starts_with("line "),
-                "{chunk}: a whole first line: {kept:?}"
+                text.starts_with("line "),
+                "{chunk}: a whole first line: {text:?}"
             );
-            assert!(log.ends_with(&kept), "{chunk}: the log's end");
+            assert!(log.ends_with(&text), "{chunk}: the log's end");
             assert!(
-                kept.len() > 80,
-                "{chunk}: all the whole lines that fit: {kept:?}"
+                text.len() > 80,
+                "{chunk}: all the whole lines that fit: {text:?}"
             );
         }
-        let mut short = LogEnd::new(100);
-        short.push(b"{\"a\": 1}\nlast");
-        assert_eq!(short.finish(), "{\"a\": 1}\nlast", "a short log whole");
+        let short = end_of("{\"a\": 1}\nlast", 100, 3);
+        assert_eq!(
+            (short.text.as_str(), short.cut),
+            ("{\"a\": 1}\nlast", false),
+            "a short log whole"
+        );
+        // Cut exactly where a line starts: that line is whole, and kept.
+        let exact = end_of("dropped\n{\"result\": 1}\n", 14, 5);
+        assert_eq!(
+            (exact.text.as_str(), exact.cut),
+            ("{\"result\": 1}\n", true)
+        );
+    }
+
+    #[test]
+    fn a_result_beyond_the_end_read_says_so() {
+        // The end of a result pretty-printed past the limit: its opening brace was not read.
+        let end = "      \"Warn: unpinned\"\n      ],\n      \"score\": 0\n    }\n  ],\n  \"score\": 4.3\n}\n";
+        let mut run = run(0, end.into());
+        run.log_cut = true;
+        let Verdict::Failure { class, message, .. } = interpret(&item(), &run) else {
+            panic!("a failure")
+        };
+        assert_eq!(class, FailureClass::NoOutput);
+        assert!(message.contains("LOG_LIMIT_BYTES"), "{message}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - A Job that already exists (`AlreadyExists`) was started by an earlier delivery: once its
 //!   work-id annotation says it is this item's, it is adopted and waited on, not run again.
 //! - The pod is selected by `batch.kubernetes.io/controller-uid`, so a retry's new Job (same
-//!   name) is never answered with the previous attempt's pod or log. The log read is the last
-//!   500 lines, at most `LOG_LIMIT_BYTES`.
+//!   name) is never answered with the previous attempt's pod or log. The log is read as a
+//!   stream and its last `LOG_LIMIT_BYTES` kept, whatever its length in lines.
 //! - Every wait is bounded. A pod not Ready within the pending timeout is checked once for the
 //!   reason (ImagePullBackOff, Unschedulable, …); a Job with no pod at all (a quota or an
 //!   admission policy refused it) ends with the Job controller's `FailedCreate` message; both
@@ -24,7 +24,7 @@ use kube::{Client, ResourceExt};
 
 use super::{JobError, RunResult, Runner};
 use crate::job::{self, CONTAINER, JobSettings};
-use crate::logs::{LogEnd, RunLog};
+use crate::logs::{LogEnd, LogKept, RunLog};
 use crate::metrics::Metrics;
 use crate::watch::{JobView, JobWatch};
 
@@ -50,6 +50,10 @@ pub struct KubeRunner {
 /// buffers that stayed (measured); 32 keeps that burst cheap and spares the API server.
 const API_CONCURRENCY: usize = 32;
 
+/// The longest a finished scan's log may take to read: its end holds the result, so a log
+/// that trickles in holds one of the [`API_CONCURRENCY`] requests for no more than this.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl KubeRunner {
     pub fn new(
         client: Client,
@@ -72,23 +76,29 @@ impl KubeRunner {
         }
     }
 
-    /// The last `log_limit_bytes` of a finished scan's log, read as a stream ([`LogEnd`]).
-    async fn log_end(&self, pod: &str) -> Result<String, LogError> {
+    /// The last `log_limit_bytes` of a finished scan's log, read as a stream ([`LogEnd`]), in
+    /// at most [`LOG_READ_TIMEOUT`].
+    async fn log_end(&self, pod: &str) -> Result<LogKept, LogError> {
         let params = LogParams {
             container: Some(CONTAINER.to_owned()),
             ..Default::default()
         };
-        let mut stream = std::pin::pin!(self.pods.log_stream(pod, &params).await?);
-        let mut end = LogEnd::new(self.log_limit_bytes);
-        loop {
-            let chunk = stream.fill_buf().await?;
-            if chunk.is_empty() {
-                return Ok(end.finish());
+        let read = async {
+            let mut stream = std::pin::pin!(self.pods.log_stream(pod, &params).await?);
+            let mut end = LogEnd::new(self.log_limit_bytes);
+            loop {
+                let chunk = stream.fill_buf().await?;
+                if chunk.is_empty() {
+                    return Ok(end.finish());
+                }
+                end.push(chunk);
+                let n = chunk.len();
+                stream.consume_unpin(n);
             }
-            end.push(chunk);
-            let n = chunk.len();
-            stream.consume_unpin(n);
-        }
+        };
+        tokio::time::timeout(LOG_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| LogError::TimedOut)?
     }
 
     /// Runs one API request under the concurrency bound, counting it by verb.
@@ -349,10 +359,10 @@ impl KubeRunner {
                     .cloned()
             })
             .and_then(|c| c.state?.terminated);
-        let mut log = String::new();
+        let mut log = LogKept::default();
         if let Some(pod) = &pod {
             match self.api("log", self.log_end(&pod.name_any())).await {
-                Ok(text) => log = text,
+                Ok(kept) => log = kept,
                 // Without a log the rules still classify the run (NO_OUTPUT, TIMEOUT, ...).
                 Err(e) => tracing::warn!(job = name, error = %e, "reading the scan's log failed"),
             }
@@ -364,7 +374,8 @@ impl KubeRunner {
             exit_code: terminated.as_ref().map(|t| t.exit_code),
             reason: terminated.as_ref().and_then(|t| t.reason.clone()),
             deadline_exceeded: finish.reason == "DeadlineExceeded",
-            log,
+            log: log.text,
+            log_cut: log.cut,
             started_at: view.created,
             finished_at: terminated
                 .and_then(|t| t.finished_at.map(|f| crate::watch::utc(&f.0)))
@@ -380,6 +391,8 @@ enum LogError {
     Request(#[from] kube::Error),
     #[error("reading it: {0}")]
     Read(#[from] std::io::Error),
+    #[error("not read whole within {LOG_READ_TIMEOUT:?}")]
+    TimedOut,
 }
 
 /// A Job this delivery created or adopted.

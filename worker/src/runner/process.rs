@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use super::{RunResult, Runner};
 use crate::job::scorecard_args;
-use crate::logs::{RunLog, tail};
+use crate::logs::{LogEnd, LogKept, RunLog};
 use fleet_runtime::scrub::scrub;
 
 pub struct ProcessRunner {
@@ -26,22 +26,16 @@ pub struct ProcessRunner {
     pub checks: Vec<String>,
 }
 
-async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
-    let mut buf = Vec::new();
+async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> LogKept {
+    let mut end = LogEnd::new(cap);
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                // Keep the tail: scorecard's result is its last stdout line.
-                if buf.len() > 2 * cap {
-                    buf.drain(..buf.len() - cap);
-                }
-            }
+            Ok(n) => end.push(&chunk[..n]),
         }
     }
-    tail(&String::from_utf8_lossy(&buf), cap)
+    end.finish()
 }
 
 #[async_trait::async_trait]
@@ -74,9 +68,14 @@ impl Runner for ProcessRunner {
             (out, err, status)
         })
         .await;
-        let (log, exit_code, deadline_exceeded) = match waited {
+        let (log, log_cut, exit_code, deadline_exceeded) = match waited {
             // stderr first, then stdout: the result line ends the log, as in a pod log.
-            Ok((out, err, Ok(status))) => (format!("{err}{out}"), status.code(), false),
+            Ok((out, err, Ok(status))) => (
+                format!("{}{}", err.text, out.text),
+                out.cut || err.cut,
+                status.code(),
+                false,
+            ),
             Ok((_, _, Err(e))) => {
                 return RunResult::Infra {
                     message: format!("waiting for scorecard: {e}"),
@@ -84,7 +83,7 @@ impl Runner for ProcessRunner {
                     created: true,
                 };
             }
-            Err(_) => (String::new(), None, true),
+            Err(_) => (String::new(), false, None, true),
         };
         // This runner holds the token the scan got: its exact value goes, whatever its form.
         let log = match &self.token {
@@ -99,6 +98,7 @@ impl Runner for ProcessRunner {
                 reason: None,
                 deadline_exceeded,
                 log,
+                log_cut,
                 started_at: Some(started),
                 finished_at: Some(Utc::now()),
             },
