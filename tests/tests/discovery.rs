@@ -354,6 +354,26 @@ async fn the_fleet_budget_and_the_per_client_limit_refuse_with_retry_after(pool:
     assert_eq!(discoveries(&js, &topology).await.len(), 3);
 }
 
+/// Retires the test's one repository as the producer does one nobody asked for: disabled, its
+/// data kept.
+async fn retire(pool: &PgPool) {
+    sqlx::query(
+        "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
+             last_asked_at = now() - interval '90 days'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Whether the test's one repository is enabled, and when it was retired.
+async fn scheduled(pool: &PgPool) -> (bool, Option<DateTime<Utc>>) {
+    sqlx::query_as("SELECT enabled, retired_at FROM repos")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
 async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_retiring(
     pool: PgPool,
@@ -365,19 +385,9 @@ async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_r
     assert_404(&api.get(path, &[]).await, "queued now");
 
     // As the producer retires one nobody asked for: disabled, data kept.
-    sqlx::query(
-        "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
-             last_asked_at = now() - interval '90 days'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    retire(&pool).await;
     assert_404(&api.get(path, &[]).await, "queued now");
-    let (enabled, retired): (bool, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT enabled, retired_at FROM repos")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (enabled, retired) = scheduled(&pool).await;
     assert!(enabled && retired.is_none(), "brought back");
     assert_eq!(discoveries(&js, &topology).await.len(), 2);
 
@@ -429,21 +439,11 @@ async fn a_retired_repository_comes_back_when_asked_for_and_asks_keep_one_from_r
     )
     .await
     .unwrap();
-    sqlx::query(
-        "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
-             last_asked_at = now() - interval '90 days'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    retire(&pool).await;
     let answer = api.get(path, &[]).await;
     assert_eq!(answer.status, 200, "the kept score: {answer:?}");
     assert!(answer.json()["score"].is_number(), "{}", answer.body);
-    let (enabled, retired): (bool, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT enabled, retired_at FROM repos")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (enabled, retired) = scheduled(&pool).await;
     assert!(
         enabled && retired.is_none(),
         "a scored one brought back too"
