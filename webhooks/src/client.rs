@@ -165,6 +165,104 @@ fn short(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_runtime::outbound::OutboundArgs;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    /// A client that may reach this machine's endpoints, as the tests' policy allows.
+    fn local_client(total: Duration) -> Client {
+        fleet_runtime::tls::install_crypto_provider();
+        let policy = Policy::new(&OutboundArgs {
+            webhook_allow_http: true,
+            webhook_allowed_cidrs: vec!["127.0.0.1/32".into()],
+        })
+        .unwrap();
+        Client::new(policy, Duration::from_secs(2), total).unwrap()
+    }
+
+    /// An endpoint that reads one request and then answers with `answer`, which gets the
+    /// connection and returns what it is to report.
+    async fn endpoint<F, Fut, T>(answer: F) -> (String, tokio::task::JoinHandle<T>)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + Send,
+        T: Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            answer(conn).await
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_answered_as_it_is_and_never_followed() {
+        // Where the redirect points: an address a check before the send would have allowed,
+        // so only not following it keeps the delivery from going there.
+        let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let location = format!("http://{}/internal", elsewhere.local_addr().unwrap());
+        let (url, served) = endpoint(move |mut conn| async move {
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+        })
+        .await;
+        let attempt = local_client(Duration::from_secs(5))
+            .post(&url, http::HeaderMap::new(), b"{}".to_vec())
+            .await;
+        served.await.unwrap();
+        assert!(
+            matches!(attempt, Attempt::Status { code: 307, .. }),
+            "{attempt:?}"
+        );
+        let followed = tokio::time::timeout(Duration::from_millis(500), elsewhere.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_to_the_cap() {
+        // The endpoint writes until the client hangs up, and says how much it wrote.
+        let (url, served) = endpoint(|mut conn| async move {
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                .await
+                .unwrap();
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut written = 0usize;
+            while conn.write_all(&chunk).await.is_ok() {
+                written += chunk.len();
+            }
+            written
+        })
+        .await;
+        // Reading on for the whole of this timeout would take gigabytes on loopback.
+        let attempt = local_client(Duration::from_secs(10))
+            .post(&url, http::HeaderMap::new(), b"{}".to_vec())
+            .await;
+        let Attempt::Status { code: 200, said } = attempt else {
+            panic!("{attempt:?}")
+        };
+        assert_eq!(said, "a".repeat(LOGGED_BODY));
+        let written = tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the client hung up once it had read its cap")
+            .unwrap();
+        // The cap, plus what the two sockets' buffers hold on the way.
+        assert!(
+            written < 32 * 1024 * 1024,
+            "the endpoint wrote {written} bytes before the client hung up"
+        );
+    }
 
     #[test]
     fn a_shown_reason_is_one_short_line() {
