@@ -170,3 +170,132 @@ impl FrontendFrames {
         }
     }
 }
+
+/// A TCP proxy in front of nats-server that loses the first request published to each of
+/// the given subjects whose payload matches, as a request is lost when the server restarts
+/// under it: the server never sees it, so nothing ever answers it. Everything else passes.
+pub struct NatsLosingProxy {
+    pub addr: SocketAddr,
+    lost: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl NatsLosingProxy {
+    pub async fn start(upstream: SocketAddr, subjects: Vec<String>, payload_has: &str) -> Self {
+        let lost = Arc::new(Mutex::new(Vec::new()));
+        let to_lose = Arc::new(Mutex::new(subjects));
+        let payload_has = payload_has.to_owned();
+        let record = lost.clone();
+        let (addr, task) = relay_each(upstream, move |inbound, outbound| {
+            let (record, to_lose, payload_has) =
+                (record.clone(), to_lose.clone(), payload_has.clone());
+            async move {
+                let (mut client_rx, mut client_tx) = inbound.into_split();
+                let (mut server_rx, mut server_tx) = outbound.into_split();
+                let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
+                let requests = async {
+                    let mut ops = ClientOps::default();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = client_rx.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        for op in ops.push(&buf[..n]) {
+                            if let Some(subject) = op.subject() {
+                                let mut to_lose = to_lose.lock().unwrap();
+                                let found = to_lose.iter().position(|s| s == subject);
+                                if let Some(i) = found.filter(|_| op.payload_has(&payload_has)) {
+                                    record.lock().unwrap().push(to_lose.remove(i));
+                                    continue;
+                                }
+                            }
+                            server_tx.write_all(&op.bytes).await?;
+                        }
+                    }
+                };
+                let _ = tokio::join!(replies, requests);
+            }
+        })
+        .await;
+        Self { addr, lost, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// The subjects whose request was lost so far, in order.
+    pub fn lost(&self) -> Vec<String> {
+        self.lost.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NatsLosingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One operation of a NATS client: its control line and, for a publish, its payload.
+struct ClientOp {
+    bytes: Vec<u8>,
+    /// Where the control line ends (after its CRLF).
+    line_end: usize,
+}
+
+impl ClientOp {
+    fn control(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.line_end - 2]).unwrap_or("")
+    }
+
+    /// The subject of a publish (`PUB` or `HPUB`).
+    fn subject(&self) -> Option<&str> {
+        let mut words = self.control().split_ascii_whitespace();
+        match words.next()?.to_ascii_uppercase().as_str() {
+            "PUB" | "HPUB" => words.next(),
+            _ => None,
+        }
+    }
+
+    fn payload_has(&self, text: &str) -> bool {
+        let payload = &self.bytes[self.line_end..];
+        payload.windows(text.len()).any(|w| w == text.as_bytes())
+    }
+}
+
+/// The client's side of the NATS protocol, split into operations.
+#[derive(Default)]
+struct ClientOps {
+    pending: Vec<u8>,
+}
+
+impl ClientOps {
+    /// Takes the next bytes from the client; returns the operations they completed.
+    fn push(&mut self, bytes: &[u8]) -> Vec<ClientOp> {
+        self.pending.extend_from_slice(bytes);
+        let mut ops = Vec::new();
+        loop {
+            let Some(line) = self.pending.windows(2).position(|w| w == b"\r\n") else {
+                return ops;
+            };
+            let line_end = line + 2;
+            let control = String::from_utf8_lossy(&self.pending[..line]).into_owned();
+            let mut words = control.split_ascii_whitespace();
+            // A publish's last word is its size (headers and payload for HPUB), which its
+            // bytes and their CRLF follow.
+            let size = match words.next().map(str::to_ascii_uppercase).as_deref() {
+                Some("PUB" | "HPUB") => words.last().and_then(|w| w.parse::<usize>().ok()),
+                _ => None,
+            };
+            let end = size.map_or(line_end, |size| line_end + size + 2);
+            if self.pending.len() < end {
+                return ops;
+            }
+            ops.push(ClientOp {
+                bytes: self.pending.drain(..end).collect(),
+                line_end,
+            });
+        }
+    }
+}

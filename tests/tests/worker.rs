@@ -11,7 +11,7 @@ use fleet_runtime::topology::{
     Topology, TopologyArgs, WORKER_DISCOVERY, WORKER_MANUAL, WORKER_SCHEDULED,
 };
 use fleet_tests::kube_support::{self, TestNamespace, eventually};
-use fleet_tests::proxy::CutProxy;
+use fleet_tests::proxy::{CutProxy, NatsLosingProxy};
 use fleet_tests::sim::Simulator;
 use fleet_tests::stack;
 use futures::StreamExt;
@@ -283,6 +283,20 @@ impl Harness {
             .iter()
             .map(|p| ScoreResult::decode(p.as_slice()).unwrap())
             .collect()
+    }
+
+    /// Waits up to a minute for `work`'s result to be published.
+    async fn result_of(&self, work: &WorkItem, what: &str) {
+        eventually(what, Duration::from_secs(60), || async {
+            Ok(self
+                .results()
+                .await
+                .iter()
+                .any(|r| r.work_id == work.id)
+                .then_some(()))
+        })
+        .await
+        .unwrap();
     }
 
     async fn jobs(&self) -> Vec<Job> {
@@ -701,6 +715,41 @@ async fn a_worker_fills_its_free_slots_from_waiting_work_without_waiting_out_a_p
     }
 }
 
+/// A pull request lost on its way gets no answer, as one does when the server restarts under
+/// it. The worker gives up such a pull and asks again, so waiting work still starts. Here the
+/// first no-wait pull of the manual lane and the first of the discovery lane are lost (the
+/// lanes the ordinary slots ask without waiting), and a scheduled item waits behind them.
+#[tokio::test]
+async fn a_lost_pull_is_given_up_and_waiting_work_still_starts() {
+    let h = harness(600, 3, 30).await;
+    let stream = h.topology.work_stream();
+    let nats: std::net::SocketAddr = stack::nats_url()
+        .trim_start_matches("nats://")
+        .parse()
+        .unwrap();
+    let to_lose: Vec<String> = [WORKER_MANUAL, WORKER_DISCOVERY]
+        .iter()
+        .map(|c| format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{c}"))
+        .collect();
+    let proxy = NatsLosingProxy::start(nats, to_lose.clone(), r#""no_wait":true"#).await;
+    let _worker = KillOnDrop(spawn_worker_with(
+        &h,
+        30,
+        3,
+        5,
+        &[("NATS_URL", &proxy.url()), ("WORKER_MANUAL_IN_FLIGHT", "0")],
+    ));
+    eventually("a pull to be lost", Duration::from_secs(30), || async {
+        Ok((!proxy.lost().is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    let work = item("github.com/sim-ok/after-a-lost-pull");
+    h.enqueue(&work).await;
+    h.result_of(&work, "the waiting item's result").await;
+    assert_eq!(proxy.lost(), to_lose, "both lanes lost a pull");
+}
+
 /// A worker process that does not outlive its test, whether the test passes or not.
 struct KillOnDrop(Child);
 
@@ -836,19 +885,7 @@ async fn a_redelivered_scan_is_adopted_without_waiting_for_github_quota() {
     h.enqueue(&item(fresh)).await;
     let _second = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &budget));
     h.sim.release(repo).await.unwrap();
-    eventually(
-        "the adopted scan's result",
-        Duration::from_secs(60),
-        || async {
-            Ok(h.results()
-                .await
-                .iter()
-                .any(|r| r.work_id == work.id)
-                .then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    h.result_of(&work, "the adopted scan's result").await;
     assert_eq!(
         h.sim.pods_for(repo),
         1,
@@ -856,6 +893,57 @@ async fn a_redelivered_scan_is_adopted_without_waiting_for_github_quota() {
     );
     assert_eq!(h.sim.pods_for(fresh), 0, "fresh work still waits for quota");
     assert_eq!(h.results().await.len(), 1);
+}
+
+/// A worker killed while its scan runs leaves the item to a redelivery, and the scan ends
+/// with no worker watching. The redelivery goes ahead of every item waiting in its lane: a
+/// worker with one slot, behind a backlog of scans that never end, adopts the finished Job
+/// first. So a redelivery waits for one free slot at most, never for the backlog, and a Job
+/// TTL that outlives that wait (checked at the worker's start) never loses a finished scan.
+#[tokio::test]
+async fn a_redelivery_goes_ahead_of_the_backlog_and_reads_its_finished_job() {
+    let h = harness(600, 3, 3).await;
+    let one_lane = [
+        ("WORKER_MANUAL_IN_FLIGHT", "0"),
+        ("WORKER_MAX_IN_FLIGHT", "1"),
+    ];
+    let repo = "github.com/sim-hold/finished-while-orphaned";
+    let work = item(repo);
+    let first = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &one_lane));
+    h.enqueue(&work).await;
+    eventually("the scan to start", Duration::from_secs(30), || async {
+        Ok(h.sim.holding(repo).then_some(()))
+    })
+    .await
+    .unwrap();
+    drop(first);
+    h.sim.release(repo).await.unwrap();
+    eventually("its Job to finish", Duration::from_secs(30), || async {
+        Ok(h.jobs()
+            .await
+            .iter()
+            .any(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    let backlog: Vec<String> = (0..20)
+        .map(|i| format!("github.com/sim-hold/backlog-{i}"))
+        .collect();
+    for repo in &backlog {
+        h.enqueue(&item(repo)).await;
+    }
+    // Past the 3 s ack wait: the redelivery is due before the next worker's first pull.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _second = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &one_lane));
+    h.result_of(&work, "the finished scan's result").await;
+    assert_eq!(
+        h.sim.pods_for(repo),
+        1,
+        "read from its Job, not scanned again"
+    );
+    let started = backlog.iter().filter(|r| h.sim.pods_for(r) > 0).count();
+    assert!(started <= 1, "{started} backlog scans in one slot");
 }
 
 /// SIGTERM: the worker stops pulling, and leaves a scan that outlives the drain deadline
