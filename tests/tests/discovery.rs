@@ -356,6 +356,33 @@ async fn the_fleet_budget_and_the_per_client_limit_refuse_with_retry_after(pool:
 
 /// Retires the test's one repository as the producer does one nobody asked for: disabled, its
 /// data kept.
+/// A discovery whose work item NATS does not store is a 503 "try again shortly", and its
+/// decision is rolled back with it: nothing says a scan is queued, so the next GET, once the
+/// work stream takes items again, queues it.
+#[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
+async fn a_discovery_nats_does_not_store_is_a_503_that_records_nothing(pool: PgPool) {
+    let js = nats().await;
+    let topology = topology(&js).await;
+    let api = api_on(&pool, &topology, &[]).await;
+    js.delete_stream(topology.work_stream()).await.unwrap();
+    let path = "/projects/github.com/sim-ok/stored-later";
+    let refused = api.get(path, &[]).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let message = refused.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("its scan could not be queued; try again shortly"),
+        "{message:?}"
+    );
+    assert!(retry_after(&refused) > 0);
+    topology.ensure(&js).await.unwrap();
+    let queued = api.get(path, &[]).await;
+    assert_404(&queued, "queued now");
+    assert_eq!(discoveries(&js, &topology).await.len(), 1);
+}
+
 async fn retire(pool: &PgPool) {
     sqlx::query(
         "UPDATE repos SET enabled = false, retired_at = now(), last_enqueued_at = now() - interval '3 days',
