@@ -194,6 +194,16 @@ impl Service {
         }
     }
 
+    /// Deliveries this process has made since it started.
+    async fn delivered(&self) -> u64 {
+        let (_, text) = fleet_tests::probe::get(self.ops, "/metrics")
+            .await
+            .expect("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("webhooks_attempts_total{outcome=\"delivered\"} "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -787,8 +797,10 @@ async fn a_hanging_endpoint_does_not_delay_another_endpoints_deliveries(pool: Pg
     );
 }
 
+/// Two replicas share the events and the deliveries; one is SIGKILLed mid-stream and comes
+/// back later. Every subscription still gets every event, duplicates only with the same id.
 #[sqlx::test(migrator = "fleet_runtime::db::MIGRATOR")]
-async fn a_deliverer_killed_mid_stream_still_delivers_every_event_to_every_subscription(
+async fn a_replica_killed_mid_stream_still_leaves_every_event_delivered_to_every_subscription(
     pool: PgPool,
 ) {
     let js = nats().await;
@@ -804,7 +816,8 @@ async fn a_deliverer_killed_mid_stream_still_delivers_every_event_to_every_subsc
         let (_, secret) = subscribe(&api, &receiver.url(path), ask).await;
         receiver.set(path, &secret, "ok");
     }
-    let mut service = Service::start(&pool, &topology, &[]).await;
+    let mut killed = Service::start(&pool, &topology, &[]).await;
+    let other = Service::start(&pool, &topology, &[]).await;
     let n = 200;
     for i in 0..n {
         let e = event(
@@ -816,15 +829,27 @@ async fn a_deliverer_killed_mid_stream_still_delivers_every_event_to_every_subsc
         );
         publish(&js, &topology, &e).await;
     }
-    eventually("some deliveries", Duration::from_secs(60), || async {
-        Ok((receiver.got().len() >= 30).then_some(()))
-    })
+    eventually(
+        "some deliveries by each replica",
+        Duration::from_secs(60),
+        || async {
+            let (a, b) = (killed.delivered().await, other.delivered().await);
+            Ok((a > 0 && b > 0 && receiver.got().len() >= 30).then_some(()))
+        },
+    )
     .await
     .unwrap();
-    service.kill();
+    killed.kill();
     let at_kill = receiver.got().len();
     assert!(at_kill < 3 * n, "killed mid-stream ({at_kill} delivered)");
-    service.spawn().await;
+    eventually(
+        "the other replica to deliver on",
+        Duration::from_secs(60),
+        || async { Ok((receiver.got().len() > at_kill).then_some(())) },
+    )
+    .await
+    .unwrap();
+    killed.spawn().await;
     eventually(
         "every event at every subscription",
         Duration::from_secs(120),
