@@ -35,6 +35,28 @@ where
     (addr, task)
 }
 
+/// Relays one client: the server's bytes back as they come, the client's through `pass`,
+/// which sees each chunk read and returns the bytes to forward.
+async fn relay_requests<P>(inbound: TcpStream, outbound: TcpStream, mut pass: P)
+where
+    P: FnMut(&[u8]) -> Vec<u8>,
+{
+    let (mut client_rx, mut client_tx) = inbound.into_split();
+    let (mut server_rx, mut server_tx) = outbound.into_split();
+    let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
+    let requests = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_rx.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            server_tx.write_all(&pass(&buf[..n])).await?;
+        }
+    };
+    let _ = tokio::join!(replies, requests);
+}
+
 pub struct CutProxy {
     pub addr: SocketAddr,
     /// Cancelled to cut; replaced by a fresh token on restore.
@@ -99,24 +121,11 @@ impl PgSyncCounter {
         let counted = syncs.clone();
         let (addr, task) = relay_each(upstream, move |inbound, outbound| {
             let counted = counted.clone();
-            async move {
-                let (mut client_rx, mut client_tx) = inbound.into_split();
-                let (mut server_rx, mut server_tx) = outbound.into_split();
-                let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
-                let requests = async {
-                    let mut frames = FrontendFrames::default();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = client_rx.read(&mut buf).await?;
-                        if n == 0 {
-                            return Ok::<_, std::io::Error>(());
-                        }
-                        counted.fetch_add(frames.push(&buf[..n]), Ordering::SeqCst);
-                        server_tx.write_all(&buf[..n]).await?;
-                    }
-                };
-                let _ = tokio::join!(replies, requests);
-            }
+            let mut frames = FrontendFrames::default();
+            relay_requests(inbound, outbound, move |bytes| {
+                counted.fetch_add(frames.push(bytes), Ordering::SeqCst);
+                bytes.to_vec()
+            })
         })
         .await;
         Self { addr, syncs, task }
@@ -189,33 +198,22 @@ impl NatsLosingProxy {
         let (addr, task) = relay_each(upstream, move |inbound, outbound| {
             let (record, to_lose, payload_has) =
                 (record.clone(), to_lose.clone(), payload_has.clone());
-            async move {
-                let (mut client_rx, mut client_tx) = inbound.into_split();
-                let (mut server_rx, mut server_tx) = outbound.into_split();
-                let replies = tokio::io::copy(&mut server_rx, &mut client_tx);
-                let requests = async {
-                    let mut ops = ClientOps::default();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = client_rx.read(&mut buf).await?;
-                        if n == 0 {
-                            return Ok::<_, std::io::Error>(());
-                        }
-                        for op in ops.push(&buf[..n]) {
-                            if let Some(subject) = op.subject() {
-                                let mut to_lose = to_lose.lock().unwrap();
-                                let found = to_lose.iter().position(|s| s == subject);
-                                if let Some(i) = found.filter(|_| op.payload_has(&payload_has)) {
-                                    record.lock().unwrap().push(to_lose.remove(i));
-                                    continue;
-                                }
-                            }
-                            server_tx.write_all(&op.bytes).await?;
+            let mut ops = ClientOps::default();
+            relay_requests(inbound, outbound, move |bytes| {
+                let mut passed = Vec::new();
+                for op in ops.push(bytes) {
+                    if let Some(subject) = op.subject() {
+                        let mut to_lose = to_lose.lock().unwrap();
+                        let found = to_lose.iter().position(|s| s == subject);
+                        if let Some(i) = found.filter(|_| op.payload_has(&payload_has)) {
+                            record.lock().unwrap().push(to_lose.remove(i));
+                            continue;
                         }
                     }
-                };
-                let _ = tokio::join!(replies, requests);
-            }
+                    passed.extend_from_slice(&op.bytes);
+                }
+                passed
+            })
         })
         .await;
         Self { addr, lost, task }

@@ -285,6 +285,15 @@ impl Harness {
             .collect()
     }
 
+    /// Waits up to 30 s for `repo`'s scan to be running (held by the stand-in).
+    async fn scan_started(&self, repo: &str) {
+        eventually("the scan to start", Duration::from_secs(30), || async {
+            Ok(self.sim.holding(repo).then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+
     /// Waits up to a minute for `work`'s result to be published.
     async fn result_of(&self, work: &WorkItem, what: &str) {
         eventually(what, Duration::from_secs(60), || async {
@@ -551,11 +560,7 @@ async fn a_manual_request_starts_at_once_while_every_ordinary_slot_is_busy() {
         ],
     ));
     h.enqueue(&item(busy)).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(busy).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(busy).await;
     h.enqueue(&item("github.com/sim-ok/waiting-behind")).await;
     h.js.publish(
         h.topology.manual_subject(),
@@ -609,11 +614,7 @@ async fn a_request_runs_before_a_discovery_and_a_discovery_before_scheduled_work
         ],
     ));
     h.enqueue(&item(busy)).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(busy).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(busy).await;
     let scheduled = item("github.com/sim-ok/due");
     let mut discovery = item("github.com/sim-ok/never-scored");
     discovery.reason = WorkReason::Discovery as i32;
@@ -814,11 +815,7 @@ async fn a_killed_worker_is_replaced_and_the_same_job_is_adopted() {
     let work = item(repo);
     let mut first = spawn_worker(&h, 3, 3, 5);
     h.enqueue(&work).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(repo).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(repo).await;
     let uids = job_uids(&h).await;
     assert_eq!(uids.len(), 1);
     first.kill().unwrap();
@@ -873,11 +870,7 @@ async fn a_redelivered_scan_is_adopted_without_waiting_for_github_quota() {
     let work = item(repo);
     let first = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &budget));
     h.enqueue(&work).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(repo).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(repo).await;
     let uids = job_uids(&h).await;
     assert_eq!(uids.len(), 1);
     drop(first);
@@ -911,11 +904,7 @@ async fn a_redelivery_goes_ahead_of_the_backlog_and_reads_its_finished_job() {
     let work = item(repo);
     let first = KillOnDrop(spawn_worker_with(&h, 3, 3, 5, &one_lane));
     h.enqueue(&work).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(repo).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(repo).await;
     drop(first);
     h.sim.release(repo).await.unwrap();
     eventually("its Job to finish", Duration::from_secs(30), || async {
@@ -954,11 +943,7 @@ async fn sigterm_drains_within_the_deadline_and_leaves_unfinished_scans_to_the_n
     let repo = "github.com/sim-hold/drain";
     let mut child = spawn_worker(&h, 30, 3, 2);
     h.enqueue(&item(repo)).await;
-    eventually("the scan to start", Duration::from_secs(30), || async {
-        Ok(h.sim.holding(repo).then_some(()))
-    })
-    .await
-    .unwrap();
+    h.scan_started(repo).await;
     let started = std::time::Instant::now();
     let pid = child.id().to_string();
     assert!(
