@@ -537,6 +537,18 @@ async fn manual_requests_are_pulled_before_scheduled_work() {
     .unwrap()
     .await
     .unwrap();
+    // The server tells a consumer of a stored message a moment after acking its publish: the
+    // request waits in the manual lane once that consumer counts it.
+    eventually(
+        "the request to wait in its lane",
+        Duration::from_secs(10),
+        || async {
+            let mut manual = h.worker.manual.clone();
+            Ok((manual.info().await?.num_pending == 1).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
     let Ending::Scored(first) = h.step().await else {
         panic!("expected a result")
     };
